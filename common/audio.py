@@ -1,0 +1,371 @@
+"""Audio I/O and long-signal processing shared by the separation papers.
+
+* :func:`load_audio` reads anything ffmpeg can decode into a float32
+  ``(samples, channels)`` array, optionally resampled with soxr.
+* :func:`to_stereo` adapts channel counts for stereo models.
+* :func:`write_wav` writes a WAV file atomically.
+* :func:`chunked_apply` runs a model over a long signal in fixed-size,
+  cross-faded chunks.
+
+Every problem a user can cause (missing file, not audio, NaN samples...) raises
+:class:`common.errors.UserError` with a one-line message.
+"""
+import json
+import math
+import os
+import shutil
+import subprocess
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import soundfile as sf
+import soxr
+
+from common.errors import UserError
+
+__all__ = [
+    "load_audio",
+    "resample",
+    "to_stereo",
+    "fix_length",
+    "default_mode",
+    "write_wav",
+    "chunk_starts",
+    "crossfade_window",
+    "chunked_apply",
+]
+
+# WAV subtypes accepted by write_wav (aliases -> libsndfile subtype).
+WAV_SUBTYPES = {
+    "float32": "FLOAT",
+    "float": "FLOAT",
+    "FLOAT": "FLOAT",
+    "pcm16": "PCM_16",
+    "int16": "PCM_16",
+    "PCM_16": "PCM_16",
+    "pcm24": "PCM_24",
+    "PCM_24": "PCM_24",
+}
+
+
+# --------------------------------------------------------------------------- loading
+
+def _one_line(text, limit=200):
+    """Last non-empty line of a tool's stderr, trimmed, for an error message."""
+    lines = [ln.strip() for ln in (text or "").splitlines() if ln.strip()]
+    line = lines[-1] if lines else "unknown error"
+    return line if len(line) <= limit else line[: limit - 3] + "..."
+
+
+def _read_soundfile(path):
+    """Decode with libsndfile; ``None`` when libsndfile cannot read the file."""
+    try:
+        audio, sr = sf.read(str(path), dtype="float32", always_2d=True)
+    except (sf.LibsndfileError, RuntimeError, TypeError, ValueError):
+        return None
+    return audio, int(sr)
+
+
+def _probe_ffmpeg(path):
+    """``(sample_rate, channels)`` of the first audio stream, via ffprobe."""
+    ffprobe = shutil.which("ffprobe")
+    if ffprobe is None:
+        raise UserError(f"cannot decode '{path}': ffprobe (part of ffmpeg) is not installed")
+    cmd = [ffprobe, "-v", "error", "-select_streams", "a:0",
+           "-show_entries", "stream=sample_rate,channels", "-of", "json", str(path)]
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise UserError(f"'{path}' is not a readable audio file (ffprobe: {_one_line(proc.stderr)})")
+    try:
+        streams = json.loads(proc.stdout or "{}").get("streams", [])
+    except json.JSONDecodeError:
+        streams = []
+    if not streams:
+        raise UserError(f"'{path}' contains no audio stream")
+    try:
+        sr = int(streams[0]["sample_rate"])
+        channels = int(streams[0]["channels"])
+    except (KeyError, TypeError, ValueError):
+        raise UserError(f"'{path}': ffprobe reports no sample rate / channel count") from None
+    if sr <= 0 or channels <= 0:
+        raise UserError(f"'{path}': invalid audio stream ({channels} channels at {sr} Hz)")
+    return sr, channels
+
+
+def _read_ffmpeg(path):
+    """Decode the first audio stream with the ffmpeg binary to float32 PCM."""
+    ffmpeg = shutil.which("ffmpeg")
+    if ffmpeg is None:
+        raise UserError(f"cannot decode '{path}': ffmpeg is not installed")
+    sr, channels = _probe_ffmpeg(path)
+    # Ask for the probed rate and channel count explicitly so the raw stream's
+    # layout is known even if a decoder would otherwise change it mid-stream.
+    cmd = [ffmpeg, "-nostdin", "-v", "error", "-i", str(path), "-map", "0:a:0",
+           "-f", "f32le", "-acodec", "pcm_f32le", "-ac", str(channels), "-ar", str(sr),
+           "pipe:1"]
+    proc = subprocess.run(cmd, capture_output=True)
+    if proc.returncode != 0:
+        msg = _one_line(proc.stderr.decode("utf-8", "replace"))
+        raise UserError(f"'{path}' is not a readable audio file (ffmpeg: {msg})")
+    raw = proc.stdout
+    usable = len(raw) - len(raw) % (4 * channels)
+    audio = np.frombuffer(raw[:usable], dtype="<f4").reshape(-1, channels)
+    return audio.astype(np.float32), sr
+
+
+def load_audio(path, sample_rate=None):
+    """Read an audio file as ``(audio, sr)``.
+
+    ``audio`` is a C-contiguous float32 array of shape ``(samples, channels)``.
+    WAV/FLAC/OGG/MP3 are read with libsndfile when it can; anything else (or
+    anything libsndfile rejects) is decoded with the ``ffmpeg`` binary, so every
+    format ffmpeg reads is accepted. With ``sample_rate`` given and different
+    from the file's rate, the audio is resampled with soxr (quality ``HQ``) and
+    ``sr == sample_rate``; the new length is ``round(n * sample_rate / file_rate)``.
+
+    Raises :class:`UserError` (one line) for a missing or empty file, a file
+    that is not audio, audio with no samples, or any non-finite sample.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise UserError(f"input file not found: '{path}'")
+    if not path.is_file():
+        raise UserError(f"input is not a file: '{path}'")
+    if path.stat().st_size == 0:
+        raise UserError(f"input file is empty (0 bytes): '{path}'")
+    if not os.access(path, os.R_OK):
+        raise UserError(f"input file is not readable (permission denied): '{path}'")
+
+    loaded = _read_soundfile(path)
+    if loaded is None:
+        loaded = _read_ffmpeg(path)
+    audio, sr = loaded
+    if audio.ndim != 2 or audio.shape[1] == 0 or audio.shape[0] == 0:
+        raise UserError(f"'{path}' contains no audio samples")
+    finite = np.isfinite(audio)
+    if not finite.all():
+        bad = int(audio.size - np.count_nonzero(finite))
+        what = "all samples are" if bad == audio.size else f"{bad} of {audio.size} samples are"
+        raise UserError(f"'{path}': {what} NaN or infinite")
+    if sample_rate is not None and int(sample_rate) != sr:
+        audio = resample(audio, sr, int(sample_rate))
+        if audio.shape[0] == 0:
+            raise UserError(f"'{path}' is too short to resample from {sr} Hz to {sample_rate} Hz")
+        sr = int(sample_rate)
+    return np.ascontiguousarray(audio, dtype=np.float32), sr
+
+
+def resample(audio, sr_in, sr_out, quality="HQ"):
+    """Resample a ``(samples, channels)`` array with soxr; a no-op when the rates match."""
+    audio = np.ascontiguousarray(audio, dtype=np.float32)
+    if int(sr_in) == int(sr_out):
+        return audio
+    out = soxr.resample(audio, int(sr_in), int(sr_out), quality=quality)
+    return np.ascontiguousarray(out, dtype=np.float32)
+
+
+def to_stereo(audio):
+    """Return ``(stereo_audio, warning)`` for a ``(samples, channels)`` (or 1-D mono) array.
+
+    Mono is duplicated to two channels; stereo is returned unchanged; with more
+    than two channels only the first two are kept and ``warning`` is a one-line
+    message saying so (the caller decides how to show it). ``warning`` is
+    ``None`` otherwise.
+    """
+    audio = np.asarray(audio)
+    if audio.ndim == 1:
+        audio = audio[:, None]
+    if audio.ndim != 2 or audio.shape[1] == 0:
+        raise ValueError(f"expected a (samples, channels) array, got shape {audio.shape}")
+    channels = audio.shape[1]
+    if channels == 1:
+        return np.repeat(audio, 2, axis=1), None
+    if channels == 2:
+        return audio, None
+    return (np.ascontiguousarray(audio[:, :2]),
+            f"input has {channels} channels; only the first two are used")
+
+
+def fix_length(audio, length):
+    """Crop or zero-pad ``audio`` along axis 0 to exactly ``length`` samples."""
+    n = audio.shape[0]
+    if n == length:
+        return audio
+    if n > length:
+        return audio[:length]
+    pad = np.zeros((length - n,) + audio.shape[1:], dtype=audio.dtype)
+    return np.concatenate([audio, pad], axis=0)
+
+
+def _umask():
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def default_mode(directory=False):
+    """Permissions a plain ``open``/``mkdir`` would give (temp files start at 0600/0700)."""
+    return (0o777 if directory else 0o666) & ~_umask()
+
+
+def write_wav(path, audio, sr, subtype="float32"):
+    """Write ``audio`` (``(samples, channels)`` or 1-D) to a WAV file atomically.
+
+    The data go to a temporary file in the destination directory, which then
+    replaces ``path`` with :func:`os.replace`; a failure leaves no partial file.
+    ``subtype`` is ``"float32"`` (default, no clipping) or ``"pcm16"`` /
+    ``"pcm24"`` (values are clipped to [-1, 1] first). The parent directory is
+    created if needed.
+    """
+    if subtype not in WAV_SUBTYPES:
+        raise ValueError(f"unknown WAV subtype {subtype!r}; choose from {sorted(WAV_SUBTYPES)}")
+    sf_subtype = WAV_SUBTYPES[subtype]
+    data = np.asarray(audio, dtype=np.float32)
+    if sf_subtype != "FLOAT":
+        data = np.clip(data, -1.0, 1.0)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".wav.tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            sf.write(fh, data, int(sr), subtype=sf_subtype, format="WAV")
+        os.chmod(tmp, default_mode())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        raise
+    return path
+
+
+# --------------------------------------------------------------------------- chunking
+
+def chunk_starts(num_samples, chunk_len, overlap):
+    """Start offsets of the chunks :func:`chunked_apply` uses.
+
+    Chunk ``k`` starts at ``k * (chunk_len - overlap)``; there are just enough
+    chunks for the last one to reach the end of the signal (at least one).
+    """
+    hop = chunk_len - overlap
+    if num_samples <= chunk_len:
+        return [0]
+    n = int(math.ceil((num_samples - chunk_len) / hop)) + 1
+    return [k * hop for k in range(n)]
+
+
+def crossfade_window(length, overlap, fade_in, fade_out, shape="cosine"):
+    """Weights for one chunk: ramps over the first/last ``overlap`` samples, 1 elsewhere.
+
+    The fade-out of one chunk and the fade-in of the next cover the same
+    ``overlap`` samples and sum to one there (``linear``: t and 1 - t;
+    ``cosine``: sin^2 and cos^2 of a raised-cosine ramp).
+    """
+    w = np.ones(length, dtype=np.float64)
+    if overlap > 0:
+        t = (np.arange(overlap, dtype=np.float64) + 0.5) / overlap
+        if shape == "linear":
+            ramp = t
+        elif shape == "cosine":
+            ramp = np.sin(0.5 * np.pi * t) ** 2
+        else:
+            raise ValueError(f"unknown cross-fade shape {shape!r}; use 'linear' or 'cosine'")
+        if fade_in:
+            w[:overlap] = ramp
+        if fade_out:
+            # 1 - ramp mirrored in time, so fade_in + fade_out == 1 sample by sample.
+            w[length - overlap:] = 1.0 - ramp
+    return w
+
+
+def _check_outputs(outputs, length, where):
+    if not isinstance(outputs, dict) or not outputs:
+        raise ValueError(f"{where}: fn must return a non-empty dict of arrays")
+    checked = {}
+    for name, value in outputs.items():
+        arr = np.asarray(value)
+        if arr.ndim != 2 or arr.shape[0] != length:
+            raise ValueError(
+                f"{where}: output {name!r} has shape {arr.shape}; expected ({length}, channels)")
+        checked[name] = arr
+    return checked
+
+
+def chunked_apply(fn, audio, chunk_len, overlap=0, pad_last=True, fade="cosine",
+                  progress=None, desc="chunks"):
+    """Apply ``fn`` to a long ``(samples, channels)`` signal chunk by chunk.
+
+    ``fn(chunk)`` takes a ``(n, channels)`` array and returns a dict
+    ``name -> (n, out_channels)`` array (same ``n`` as its input). Returns a dict
+    of float32 arrays of length ``audio.shape[0]``.
+
+    * ``chunk_len`` ``None`` or ``0`` turns chunking off: ``fn`` is called once on
+      the whole signal and its result returned as is (cast to float32), i.e.
+      exactly the unchunked path.
+    * Chunks are ``chunk_len`` samples long and consecutive chunks overlap by
+      ``overlap`` samples (``0 <= overlap <= chunk_len // 2``, so a sample is in
+      at most two chunks). Over each overlap the earlier chunk's output fades
+      out and the later one's fades in (``fade``: ``"cosine"``, the default, or
+      ``"linear"``); the two weights sum to one, so a chunk-independent ``fn``
+      is reproduced exactly and there is no seam. Outside overlaps the weight
+      is 1, and the signal's first and last samples are never faded. The
+      raised cosine is flat near the chunk edges, so it suppresses a model's
+      edge artefacts (missing context) better than a linear ramp.
+    * ``pad_last=True`` (default) zero-pads the final chunk to ``chunk_len`` and
+      crops its output, so ``fn`` always sees the same shape and one fixed-size
+      network graph serves every call (also when the whole signal is shorter
+      than one chunk). ``pad_last=False`` passes the shorter final chunk as is.
+    * Model memory is bounded by the chunk size; the outputs (one array per
+      name, full length) are accumulated in place.
+    * ``progress``: ``True``/``False`` force the tqdm bar on/off; ``None`` shows
+      it when there are more than 3 chunks.
+    """
+    audio = np.asarray(audio)
+    if audio.ndim != 2:
+        raise ValueError(f"expected a (samples, channels) array, got shape {audio.shape}")
+    total = audio.shape[0]
+    if not chunk_len:
+        out = _check_outputs(fn(audio), total, "chunked_apply")
+        return {k: v.astype(np.float32, copy=False) for k, v in out.items()}
+
+    chunk_len, overlap = int(chunk_len), int(overlap or 0)
+    if chunk_len < 1:
+        raise ValueError(f"chunk_len must be positive, got {chunk_len}")
+    if overlap < 0 or 2 * overlap > chunk_len:
+        raise ValueError(f"overlap must be in [0, chunk_len // 2], got {overlap} for chunk_len {chunk_len}")
+
+    starts = chunk_starts(total, chunk_len, overlap)
+    show = len(starts) > 3 if progress is None else bool(progress)
+    results = {}
+    iterator = starts
+    bar = None
+    if show:
+        from tqdm import tqdm
+        bar = tqdm(starts, desc=desc, unit="chunk", leave=False)
+        iterator = bar
+    try:
+        for k, start in enumerate(iterator):
+            stop = min(start + chunk_len, total)
+            n = stop - start
+            chunk = audio[start:stop]
+            if pad_last and n < chunk_len:
+                chunk = fix_length(chunk, chunk_len)
+            out = _check_outputs(fn(chunk), chunk.shape[0], f"chunk {k} of {len(starts)}")
+            if results and set(out) != set(results):
+                raise ValueError(f"chunk {k}: fn returned names {sorted(out)}, "
+                                 f"earlier chunks returned {sorted(results)}")
+            w = crossfade_window(n, overlap, fade_in=k > 0, fade_out=k < len(starts) - 1,
+                                 shape=fade)[:, None]
+            for name, value in out.items():
+                acc = results.get(name)
+                if acc is None:
+                    acc = results[name] = np.zeros((total, value.shape[1]), dtype=np.float32)
+                elif acc.shape[1] != value.shape[1]:
+                    raise ValueError(f"chunk {k}: output {name!r} changed channel count")
+                acc[start:stop] += (value[:n] * w).astype(np.float32)
+    finally:
+        if bar is not None:
+            bar.close()
+    return results

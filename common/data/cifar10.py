@@ -1,0 +1,129 @@
+"""CIFAR-10 from the official "python version" pickle batches.
+
+Expected layout (what ``tar xzf cifar-10-python.tar.gz`` produces)::
+
+    ROOT/cifar-10-batches-py/data_batch_1 ... data_batch_5   (10,000 images each)
+    ROOT/cifar-10-batches-py/test_batch                      (10,000 images)
+    ROOT/cifar-10-batches-py/batches.meta                    (label names)
+
+``root`` may be either ``ROOT`` or the ``cifar-10-batches-py`` folder itself.
+Each batch is a pickled dict with byte-string keys: ``b'data'`` a ``uint8``
+array of shape ``(N, 3072)`` -- per image the 1024 red, then 1024 green, then
+1024 blue values, each plane row-major 32x32 -- ``b'labels'`` a list of ints in
+0..9, ``b'batch_label'`` and ``b'filenames'``.
+
+Images are returned as ``uint8``, **NCHW** ``(N, 3, 32, 32)`` by default (the
+native order of the file and what NNabla convolutions take) or **NHWC**
+``(N, 32, 32, 3)`` with ``layout='NHWC'``; labels as ``int64`` ``(N,)``.
+Normalisation is left to the paper code.
+"""
+import pickle
+from pathlib import Path
+
+import numpy as np
+
+from common.errors import UserError
+from common.paths import cache_dir
+
+__all__ = ["load_cifar10", "read_batch", "label_names", "batches_dir", "download_instructions",
+           "CIFAR10_URL", "CIFAR10_CLASSES", "TRAIN_BATCHES", "TEST_BATCH"]
+
+CIFAR10_URL = "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz"
+CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer",
+                   "dog", "frog", "horse", "ship", "truck")
+TRAIN_BATCHES = tuple(f"data_batch_{k}" for k in range(1, 6))
+TEST_BATCH = "test_batch"
+_DIRNAME = "cifar-10-batches-py"
+
+
+def default_root():
+    """``cache_dir('data', 'cifar10')``, used when no root is given."""
+    return cache_dir("data", "cifar10")
+
+
+def download_instructions(root=None):
+    """How to get the data (no download happens here)."""
+    root = Path(root) if root is not None else default_root()
+    return (f"download {CIFAR10_URL} (163 MB) and extract it into {root}, e.g. "
+            f"`mkdir -p {root} && curl -L {CIFAR10_URL} | tar xz -C {root}`, "
+            f"which creates {root / _DIRNAME}/")
+
+
+def batches_dir(root=None):
+    """The ``cifar-10-batches-py`` directory for ``root`` (which may be that directory)."""
+    root = Path(root) if root is not None else default_root()
+    for cand in (root / _DIRNAME, root):
+        if (cand / "batches.meta").is_file() or (cand / TEST_BATCH).is_file() \
+                or (cand / TRAIN_BATCHES[0]).is_file():
+            return cand
+    if (root / "cifar-10-python.tar.gz").is_file():
+        raise UserError(f"{root} holds cifar-10-python.tar.gz but it is not extracted; "
+                        f"run `tar xzf {root / 'cifar-10-python.tar.gz'} -C {root}`")
+    raise UserError(f"CIFAR-10 not found under {root}: {download_instructions(root)}")
+
+
+def read_batch(path):
+    """``(data uint8 (N, 3072), labels int64 (N,))`` of one pickle batch file."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"missing CIFAR-10 file {path}; {download_instructions(path.parent.parent)}")
+    try:
+        with open(path, "rb") as f:
+            d = pickle.load(f, encoding="bytes")
+    except Exception as exc:  # unpickling garbage raises many different types
+        raise UserError(f"{path}: not a CIFAR-10 pickle batch ({type(exc).__name__}: {exc})") from exc
+    if not isinstance(d, dict) or b"data" not in d or b"labels" not in d:
+        keys = sorted(d) if isinstance(d, dict) else type(d).__name__
+        raise UserError(f"{path}: not a CIFAR-10 batch (keys {keys}; expected b'data' and b'labels')")
+    data = np.asarray(d[b"data"])
+    labels = np.asarray(d[b"labels"], dtype=np.int64)
+    if data.ndim != 2 or data.shape[1] != 3072 or data.dtype != np.uint8:
+        raise UserError(f"{path}: b'data' is {data.dtype} {data.shape}, expected uint8 (N, 3072)")
+    if len(labels) != len(data):
+        raise UserError(f"{path}: {len(data)} images but {len(labels)} labels")
+    if len(labels) and (labels.min() < 0 or labels.max() > 9):
+        raise UserError(f"{path}: labels outside 0..9")
+    return data, labels
+
+
+def label_names(root=None):
+    """Class names from ``batches.meta`` (falls back to :data:`CIFAR10_CLASSES` if absent)."""
+    meta = batches_dir(root) / "batches.meta"
+    if not meta.is_file():
+        return list(CIFAR10_CLASSES)
+    with open(meta, "rb") as f:
+        d = pickle.load(f, encoding="bytes")
+    names = d.get(b"label_names")
+    if names is None:
+        raise UserError(f"{meta}: no b'label_names' entry")
+    return [n.decode() if isinstance(n, bytes) else str(n) for n in names]
+
+
+def load_cifar10(root=None, split="train", layout="NCHW"):
+    """Load a CIFAR-10 split.
+
+    Parameters
+    ----------
+    root : directory holding ``cifar-10-batches-py/`` (or that directory);
+        default ``cache_dir('data', 'cifar10')``
+    split : 'train' (data_batch_1..5, 50,000 images) or 'test' (test_batch)
+    layout : 'NCHW' (default) or 'NHWC'
+
+    Returns ``(images uint8, labels int64 (N,))``.
+    """
+    if split not in ("train", "test"):
+        raise UserError(f"unknown CIFAR-10 split {split!r}; use 'train' or 'test'")
+    if layout not in ("NCHW", "NHWC"):
+        raise UserError(f"unknown layout {layout!r}; use 'NCHW' or 'NHWC'")
+    d = batches_dir(root)
+    names = TRAIN_BATCHES if split == "train" else (TEST_BATCH,)
+    missing = [n for n in names if not (d / n).is_file()]
+    if missing:
+        raise UserError(f"{d}: missing {', '.join(missing)}; the extraction is incomplete. "
+                        + download_instructions(d.parent))
+    parts = [read_batch(d / n) for n in names]
+    data = np.concatenate([p[0] for p in parts]).reshape(-1, 3, 32, 32)
+    labels = np.concatenate([p[1] for p in parts])
+    if layout == "NHWC":
+        data = np.ascontiguousarray(data.transpose(0, 2, 3, 1))
+    return data, labels

@@ -1,0 +1,375 @@
+"""Evaluate a music-source separator on MUSDB18 with museval (BSSEval v4).
+
+:func:`evaluate_musdb` separates every track of a subset with a separator (see
+:mod:`common.separation` for the interface) and scores it with
+``museval.eval_mus_track`` (1 s windows and hops, as in SiSEC 2018).
+
+* ``jobs > 1`` evaluates tracks in parallel worker *processes* (``spawn``
+  start method). Each worker calls the picklable ``separator_factory`` once,
+  on its first track, and reuses that separator (one graph per worker).
+* Each finished track's scores are written at once, in museval's own JSON
+  format, to ``<out_dir>/<subset>/<track name>.json`` (atomically), so an
+  interrupted run resumes: tracks whose JSON exists and parses are skipped.
+  Use a fresh ``out_dir`` per model/configuration.
+* The summary follows museval's ``EvalStore``: the median over a track's
+  frames per (track, target, metric), then the median over tracks per
+  (target, metric); NaN frames are ignored. It is computed by
+  ``museval.EvalStore.agg_frames_tracks_scores`` on the JSON files of the
+  selected tracks, printed and saved as ``scores_<subset>.csv`` / ``.md``,
+  with per-track medians in ``tracks_<subset>.csv``, museval's frame-level
+  DataFrame in ``museval_<subset>.pandas`` (loadable by
+  ``museval.MethodStore``) and an SDR box plot over tracks, one box per
+  target, in ``sdr_<subset>.png``.
+"""
+import json
+import multiprocessing
+import os
+import sys
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from common.audio import default_mode
+from common.errors import UserError
+from common.separation import add_chunk_args, check_chunk_args, separate_audio
+
+__all__ = [
+    "METRICS",
+    "MUSDB_TARGETS",
+    "EvalResult",
+    "add_eval_args",
+    "aggregate_scores",
+    "evaluate_musdb",
+    "run_evaluation",
+    "track_json_path",
+]
+
+METRICS = ("SDR", "SIR", "ISR", "SAR")
+MUSDB_TARGETS = ("vocals", "drums", "bass", "other", "accompaniment")
+DEFAULT_OUT_DIR = "evaluation"
+
+
+def add_eval_args(parser):
+    """Add the model-independent flags of an ``eval.py`` script to ``parser``."""
+    env_root = os.environ.get("MUSDB_PATH")
+    parser.add_argument("--root", default=env_root, required=env_root is None, metavar="DIR",
+                        help="MUSDB18 root holding train/ and test/ "
+                             "(default: $MUSDB_PATH" + (f" = {env_root})" if env_root else ")"))
+    parser.add_argument("--subset", default="test", choices=["test", "train"],
+                        help="MUSDB18 subset to evaluate (default: test)")
+    parser.add_argument("--is-wav", action="store_true",
+                        help="the root uses the decoded WAV layout (<track>/mixture.wav, ...) "
+                             "instead of .stem.mp4 files")
+    parser.add_argument("--jobs", type=int, default=1, metavar="N",
+                        help="evaluate N tracks in parallel processes, each with its own "
+                             "model copy (default: 1)")
+    parser.add_argument("--out-dir", default=DEFAULT_OUT_DIR, metavar="DIR",
+                        help="per-track JSON scores go to DIR/<subset>/, summary tables and "
+                             f"plots to DIR/ (default: {DEFAULT_OUT_DIR}); finished tracks are "
+                             "skipped when rerun")
+    parser.add_argument("--tracks", nargs="+", default=None, metavar="NAME",
+                        help="evaluate only these tracks (names as in MUSDB18)")
+    parser.add_argument("--save-estimates", action="store_true",
+                        help="also write the estimates to DIR/estimates/<subset>/<track>/")
+    add_chunk_args(parser)
+    parser.add_argument("--no-progress", action="store_true", help="do not show progress bars")
+    return parser
+
+
+def track_json_path(out_dir, subset, track_name):
+    """Where museval's JSON scores of one track live."""
+    return Path(out_dir) / subset / f"{track_name}.json"
+
+
+def _read_scores(path):
+    """Parsed museval JSON of a track, or ``None`` if missing/corrupt/empty."""
+    try:
+        with open(path) as fh:
+            data = json.load(fh)
+    except (OSError, ValueError):
+        return None
+    if not isinstance(data, dict) or not data.get("targets"):
+        return None
+    return data
+
+
+def _is_done(path, targets):
+    data = _read_scores(path)
+    if data is None:
+        return False
+    if targets:
+        have = {t.get("name") for t in data["targets"]}
+        return set(targets) <= have
+    return True
+
+
+def _atomic_write_text(path, text):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w") as fh:
+            fh.write(text)
+        os.chmod(tmp, default_mode())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        raise
+
+
+# --------------------------------------------------------------------------- per track
+
+def _select_targets(separator_targets, requested):
+    available = [t for t in separator_targets if t in MUSDB_TARGETS]
+    if requested:
+        bad = [t for t in requested if t not in separator_targets]
+        if bad:
+            raise UserError(f"requested targets {bad} are not produced by the separator "
+                            f"(it gives {list(separator_targets)})")
+        not_musdb = [t for t in requested if t not in MUSDB_TARGETS]
+        if not_musdb:
+            raise UserError(f"targets {not_musdb} have no MUSDB18 reference; "
+                            f"choose from {list(MUSDB_TARGETS)}")
+        available = list(requested)
+    if len(available) < 2:
+        raise UserError(f"BSSEval needs at least two MUSDB18 targets to score, got {available} "
+                        f"(separator gives {list(separator_targets)})")
+    return available
+
+
+def _process_track(state, track):
+    """Separate and score one track; write its JSON. Runs in the main process or a worker."""
+    import museval
+
+    cfg = state["config"]
+    if "separator" not in state:
+        state["separator"] = state["factory"]()
+    separator = state["separator"]
+    targets = _select_targets(list(separator.targets), cfg["targets"])
+    mixture = np.asarray(track.audio, dtype=np.float32)
+    estimates, _ = separate_audio(separator, mixture, int(track.rate),
+                                  chunk_dur=cfg["chunk_dur"], chunk_overlap=cfg["chunk_overlap"],
+                                  progress=cfg["chunk_progress"])
+    estimates = {t: estimates[t].astype(np.float64) for t in targets}
+    if cfg["save_estimates"]:
+        from common.audio import write_wav
+        est_dir = Path(cfg["out_dir"]) / "estimates" / track.subset / track.name
+        for t, est in estimates.items():
+            write_wav(est_dir / f"{t}.wav", est, int(track.rate))
+    scores = museval.eval_mus_track(track, estimates, output_dir=None)
+    scores.validate()
+    _atomic_write_text(track_json_path(cfg["out_dir"], track.subset, track.name), scores.json)
+    return track.name
+
+
+_WORKER_STATE = {}
+
+
+def _worker_init(factory, config):
+    # Only store; the separator is built lazily in the first task, so a failing
+    # factory surfaces as a task error instead of endless worker restarts.
+    _WORKER_STATE.clear()
+    _WORKER_STATE.update(factory=factory, config=config)
+
+
+def _worker_task(track):
+    return _process_track(_WORKER_STATE, track)
+
+
+# --------------------------------------------------------------------------- aggregation
+
+def aggregate_scores(json_paths):
+    """museval aggregation of per-track JSON files.
+
+    Returns ``(table, per_track, store)``: ``table`` is a DataFrame indexed by
+    target with columns SDR, SIR, ISR, SAR (median over frames, then median
+    over tracks, as ``museval.EvalStore.agg_frames_tracks_scores``);
+    ``per_track`` has the frame medians per (track, target) with the metrics as
+    columns; ``store`` is the filled ``museval.EvalStore``. The track name of a
+    JSON file is its file stem, as in ``EvalStore.add_eval_dir``.
+    """
+    import museval
+    import simplejson
+
+    store = museval.EvalStore(frames_agg="median", tracks_agg="median")
+    order = []
+    for path in json_paths:
+        path = Path(path)
+        with open(path) as fh:
+            data = simplejson.loads(fh.read(), allow_nan=True)
+        store.add_track(museval.json2df(data, path.stem))
+        for t in data["targets"]:
+            if t["name"] not in order:
+                order.append(t["name"])
+    if store.df.empty:
+        raise UserError("no scores to aggregate")
+    table = store.agg_frames_tracks_scores().unstack("metric")
+    table = table.reindex(index=order, columns=list(METRICS))
+    per_track = store.agg_frames_scores().unstack("metric").reindex(columns=list(METRICS))
+    table.index.name, table.columns.name = "target", None
+    per_track.columns.name = None
+    return table, per_track, store
+
+
+def _markdown(table, title):
+    cols = list(table.columns)
+    lines = [f"**{title}**", "", "| target | " + " | ".join(cols) + " |",
+             "|---|" + "---:|" * len(cols)]
+    for target, row in table.iterrows():
+        lines.append(f"| {target} | " + " | ".join(f"{row[c]:.3f}" for c in cols) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def _box_plot(per_track, order, path, title):
+    import matplotlib
+    matplotlib.use("Agg", force=True)
+    import matplotlib.pyplot as plt
+
+    sdr = per_track["SDR"].unstack("target")
+    data = [sdr[t].dropna().to_numpy() for t in order]
+    fig, ax = plt.subplots(figsize=(1.6 + 1.2 * len(order), 4))
+    ax.boxplot(data, showmeans=False)
+    ax.set_xticks(range(1, len(order) + 1), order)
+    ax.set_ylabel("SDR [dB] (median over frames, per track)")
+    ax.set_title(title)
+    ax.grid(axis="y", alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+@dataclass
+class EvalResult:
+    """What :func:`evaluate_musdb` returns."""
+    table: object          # pandas DataFrame: target x (SDR, SIR, ISR, SAR)
+    per_track: object      # pandas DataFrame: (track, target) x metrics
+    store: object          # museval.EvalStore holding every frame score
+    evaluated: list        # track names separated in this call
+    skipped: list          # track names reused from existing JSON files
+    files: dict = field(default_factory=dict)  # name -> Path of the written summaries
+
+
+# --------------------------------------------------------------------------- driver
+
+def _load_tracks(root, subset, is_wav, tracks):
+    import musdb
+
+    root_path = Path(root).expanduser()
+    if not root_path.is_dir():
+        raise UserError(f"MUSDB18 root not found: '{root}'")
+    if not (root_path / subset).is_dir():
+        raise UserError(f"'{root}' has no '{subset}/' folder; is it a MUSDB18 root?")
+    try:
+        db = musdb.DB(root=str(root_path), subsets=subset, is_wav=is_wav)
+    except Exception as exc:  # musdb/stempeg raise assorted errors for broken trees
+        msg = str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__
+        raise UserError(f"cannot read MUSDB18 at '{root}': {msg}") from None
+    found = list(db.tracks)
+    if not found:
+        hint = "" if is_wav else " (for <track>/mixture.wav folders pass --is-wav)"
+        raise UserError(f"no MUSDB18 tracks found in '{root_path / subset}'{hint}")
+    if tracks:
+        names = {t.name for t in found}
+        unknown = [t for t in tracks if t not in names]
+        if unknown:
+            raise UserError(f"unknown track(s) in subset '{subset}': {unknown}")
+        wanted = set(tracks)
+        found = [t for t in found if t.name in wanted]
+    return found
+
+
+def evaluate_musdb(separator_factory, root, subset="test", is_wav=False,
+                   out_dir=DEFAULT_OUT_DIR, jobs=1, targets=None, tracks=None, chunk_dur=0.0,
+                   chunk_overlap=None, save_estimates=False, progress=True, quiet=False):
+    """Separate and score MUSDB18 tracks; return an :class:`EvalResult`.
+
+    ``separator_factory()`` builds a separator (interface in
+    :mod:`common.separation`); with ``jobs > 1`` it must be picklable (a
+    top-level class/function or a ``functools.partial`` of one) because each
+    worker process calls it once. ``targets`` restricts the scored targets
+    (default: every separator target MUSDB18 has a reference for; at least two
+    are needed). ``tracks`` restricts the track names. Tracks with an existing
+    JSON in ``<out_dir>/<subset>/`` (containing the requested ``targets``) are
+    not separated again. The summary is printed unless ``quiet``.
+
+    Worker processes are started with ``spawn``, which re-imports the calling
+    script: its entry point must sit under ``if __name__ == "__main__":``.
+    """
+    chunk_dur, chunk_overlap = check_chunk_args(chunk_dur, chunk_overlap)
+    jobs = int(jobs)
+    if jobs < 1:
+        raise UserError(f"--jobs must be at least 1, got {jobs}")
+    if targets is not None:
+        targets = list(targets)
+        bad = [t for t in targets if t not in MUSDB_TARGETS]
+        if bad:
+            raise UserError(f"targets {bad} have no MUSDB18 reference; "
+                            f"choose from {list(MUSDB_TARGETS)}")
+    selected = _load_tracks(root, subset, is_wav, tracks)
+    out_dir = Path(out_dir)
+    todo = [t for t in selected
+            if not _is_done(track_json_path(out_dir, t.subset, t.name), targets)]
+    skipped = [t.name for t in selected if t not in todo]
+    config = dict(out_dir=str(out_dir), targets=targets, chunk_dur=chunk_dur,
+                  chunk_overlap=chunk_overlap, save_estimates=bool(save_estimates),
+                  chunk_progress=False if (jobs > 1 or not progress) else None)
+
+    from tqdm import tqdm
+    bar = tqdm(total=len(selected), initial=len(skipped), desc=f"MUSDB18 {subset}",
+               unit="track", disable=not progress, file=sys.stderr)
+    evaluated = []
+    try:
+        if todo and (jobs == 1 or len(todo) == 1):
+            state = {"factory": separator_factory, "config": config}
+            for track in todo:
+                bar.set_postfix_str(track.name[:40])
+                evaluated.append(_process_track(state, track))
+                bar.update(1)
+        elif todo:
+            ctx = multiprocessing.get_context("spawn")
+            with ctx.Pool(min(jobs, len(todo)), initializer=_worker_init,
+                          initargs=(separator_factory, config)) as pool:
+                for name in pool.imap_unordered(_worker_task, todo, chunksize=1):
+                    evaluated.append(name)
+                    bar.set_postfix_str(name[:40])
+                    bar.update(1)
+    finally:
+        bar.close()
+
+    json_paths = [track_json_path(out_dir, t.subset, t.name) for t in selected]
+    table, per_track, store = aggregate_scores(json_paths)
+    order = list(table.index)
+    title = (f"MUSDB18 {subset}: {per_track.index.get_level_values('track').nunique()} tracks, "
+             "median over frames, median over tracks")
+    files = {
+        "csv": out_dir / f"scores_{subset}.csv",
+        "markdown": out_dir / f"scores_{subset}.md",
+        "per_track": out_dir / f"tracks_{subset}.csv",
+        "pandas": out_dir / f"museval_{subset}.pandas",
+        "sdr_plot": out_dir / f"sdr_{subset}.png",
+    }
+    out_dir.mkdir(parents=True, exist_ok=True)
+    _atomic_write_text(files["csv"], table.to_csv(float_format="%.5f"))
+    _atomic_write_text(files["markdown"], _markdown(table, title))
+    _atomic_write_text(files["per_track"], per_track.to_csv(float_format="%.5f"))
+    store.save(files["pandas"])
+    _box_plot(per_track, order, files["sdr_plot"], f"MUSDB18 {subset}: SDR per track")
+    if not quiet:
+        print(title)
+        print(table.to_string(float_format=lambda v: f"{v:8.3f}"))
+    return EvalResult(table=table, per_track=per_track, store=store, evaluated=evaluated,
+                      skipped=skipped, files=files)
+
+
+def run_evaluation(args, separator_factory, targets=None):
+    """Run an ``eval.py`` from arguments parsed with :func:`add_eval_args`."""
+    return evaluate_musdb(separator_factory, args.root, subset=args.subset, is_wav=args.is_wav,
+                          out_dir=args.out_dir, jobs=args.jobs, targets=targets,
+                          tracks=args.tracks, chunk_dur=args.chunk_dur,
+                          chunk_overlap=args.chunk_overlap,
+                          save_estimates=getattr(args, "save_estimates", False),
+                          progress=not getattr(args, "no_progress", False))

@@ -1,0 +1,343 @@
+"""Shared driver for the music-source-separation ``separate.py`` scripts.
+
+A paper's script parses its model flags plus the generic ones from
+:func:`add_separation_args`, then hands a *separator* to this module. A separator
+is any object with
+
+* ``sample_rate`` -- the rate the model works at (int, Hz),
+* ``targets`` -- the list of source names it estimates (used as file names),
+* ``__call__(audio)`` -- ``audio`` is float32 ``(samples, 2)`` at ``sample_rate``;
+  returns ``{target: array (samples, 2)}`` with **exactly** ``samples`` rows.
+  The driver checks this and raises ``ValueError`` otherwise: a model whose
+  STFT framing loses samples must pad/crop inside its own ``__call__``, where
+  the framing is known.
+
+The separator is built once by the caller, so its network graph is built once
+and reused for every chunk of every file.
+
+Per input the driver: loads it (any format ffmpeg reads), makes it stereo,
+resamples to the model rate, separates (whole or in cross-faded chunks, see
+:func:`common.audio.chunked_apply`), resamples each estimate back to the
+input's own rate, crops/pads to the input's exact length and writes
+``<out-dir>/<input stem>/<target>.wav`` at the input's rate.
+
+Failure rules:
+
+* **All inputs are decoded and checked before anything is written.** If any is
+  unusable (missing, empty, not audio, NaN samples...) or two inputs would
+  write to the same folder, the run stops with one ``UserError`` line listing
+  the problems and writes nothing.
+* Each input's targets are written into a hidden temporary folder inside
+  ``--out-dir`` and moved into place only when every target succeeded, so an
+  input never ends up with a partial set of files. Inputs finished earlier in
+  the same run keep their (complete) results if a later one fails.
+* Existing ``<target>.wav`` files in an input's folder are replaced.
+"""
+import os
+import shutil
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from common.audio import (WAV_SUBTYPES, chunked_apply, default_mode, fix_length, load_audio,
+                          resample, to_stereo, write_wav)
+from common.errors import UserError
+
+__all__ = [
+    "AudioInput",
+    "add_chunk_args",
+    "add_separation_args",
+    "check_chunk_args",
+    "check_separator",
+    "output_stem",
+    "validate_inputs",
+    "separate_audio",
+    "separate_files",
+    "run_separation",
+]
+
+DEFAULT_OUT_DIR = "separated"
+
+
+@dataclass(frozen=True)
+class AudioInput:
+    """An input file that :func:`validate_inputs` decoded successfully."""
+    path: Path
+    stem: str
+    sample_rate: int
+    num_samples: int
+    channels: int
+
+
+# --------------------------------------------------------------------------- CLI flags
+
+def add_chunk_args(parser):
+    """``--chunk-dur`` / ``--chunk-overlap`` (shared by separation and evaluation)."""
+    parser.add_argument(
+        "--chunk-dur", type=float, default=0.0, metavar="SEC",
+        help="separate in chunks of this many seconds to bound memory "
+             "(0 = whole file at once, the exact unchunked result; default: 0)")
+    parser.add_argument(
+        "--chunk-overlap", type=float, default=None, metavar="SEC",
+        help="seconds consecutive chunks overlap and cross-fade over; at most half of "
+             "--chunk-dur (default: min(1, chunk-dur / 4))")
+    return parser
+
+
+def add_separation_args(parser):
+    """Add the model-independent flags of a ``separate.py`` script to ``parser``."""
+    parser.add_argument("inputs", nargs="+", metavar="INPUT",
+                        help="audio file(s) to separate; any format ffmpeg can decode")
+    parser.add_argument("--out-dir", default=DEFAULT_OUT_DIR, metavar="DIR",
+                        help="estimates go to DIR/<input name>/<target>.wav "
+                             f"(default: {DEFAULT_OUT_DIR})")
+    add_chunk_args(parser)
+    parser.add_argument("--wav-format", choices=["float32", "pcm16"], default="float32",
+                        help="sample format of the written WAV files (default: float32, "
+                             "which never clips; pcm16 clips to [-1, 1])")
+    parser.add_argument("--no-progress", action="store_true",
+                        help="do not show progress bars")
+    return parser
+
+
+def check_chunk_args(chunk_dur, chunk_overlap):
+    """Validate chunk settings in seconds; return ``(chunk_dur, overlap)`` with the default filled in.
+
+    ``chunk_dur`` 0/None means chunking off (overlap is then 0). A ``None``
+    overlap becomes ``min(1, chunk_dur / 4)``.
+    """
+    chunk_dur = float(chunk_dur or 0.0)
+    if not np.isfinite(chunk_dur) or chunk_dur < 0:
+        raise UserError(f"--chunk-dur must be >= 0 seconds (0 = off), got {chunk_dur:g}")
+    if chunk_dur == 0:
+        return 0.0, 0.0
+    if chunk_overlap is None:
+        return chunk_dur, min(1.0, chunk_dur / 4)
+    chunk_overlap = float(chunk_overlap)
+    if not np.isfinite(chunk_overlap) or chunk_overlap < 0 or chunk_overlap > chunk_dur / 2:
+        raise UserError(f"--chunk-overlap must be between 0 and half of --chunk-dur "
+                        f"({chunk_dur / 2:g} s), got {chunk_overlap:g}")
+    return chunk_dur, chunk_overlap
+
+
+def check_separator(separator):
+    """Check the separator's ``sample_rate``/``targets``; return ``(rate, targets)``."""
+    rate = getattr(separator, "sample_rate", None)
+    targets = getattr(separator, "targets", None)
+    if not isinstance(rate, (int, np.integer)) or rate <= 0:
+        raise ValueError(f"separator.sample_rate must be a positive int, got {rate!r}")
+    if not callable(separator):
+        raise ValueError("separator must be callable: separator(audio) -> {target: audio}")
+    if not targets or isinstance(targets, str):
+        raise ValueError(f"separator.targets must be a non-empty list of names, got {targets!r}")
+    targets = list(targets)
+    for t in targets:
+        if not isinstance(t, str) or not t or "/" in t or "\\" in t or t.startswith("."):
+            raise ValueError(f"invalid target name {t!r}: must be usable as a file name")
+    if len(set(targets)) != len(targets):
+        raise ValueError(f"separator.targets has duplicates: {targets}")
+    return int(rate), targets
+
+
+# --------------------------------------------------------------------------- core
+
+def output_stem(path):
+    """Folder name for an input's estimates: the file name without extension
+    (``.stem.mp4`` counts as one extension, so MUSDB stems keep their track name)."""
+    name = Path(path).name
+    if name.endswith(".stem.mp4"):
+        return name[: -len(".stem.mp4")]
+    return Path(path).stem
+
+
+def validate_inputs(inputs):
+    """Decode every input once; return a list of :class:`AudioInput`.
+
+    Raises one ``UserError`` naming every unusable input (and inputs whose
+    output folders would collide) before anything has been written.
+    """
+    if not inputs:
+        raise UserError("no input files given")
+    problems, checked, by_stem = [], [], {}
+    for raw in inputs:
+        path = Path(raw)
+        try:
+            audio, sr = load_audio(path)
+        except UserError as exc:
+            problems.append(str(exc))
+            continue
+        item = AudioInput(path=path, stem=output_stem(path), sample_rate=sr,
+                          num_samples=audio.shape[0], channels=audio.shape[1])
+        del audio
+        if item.stem in by_stem:
+            problems.append(f"'{by_stem[item.stem]}' and '{path}' would both write to "
+                            f"'{item.stem}/'; rename one")
+        else:
+            by_stem[item.stem] = path
+        checked.append(item)
+    if problems:
+        head = "" if len(problems) == 1 else f"{len(problems)} problems with the inputs: "
+        raise UserError(head + "; ".join(problems) + " (nothing was written)")
+    return checked
+
+
+def _checked_call(separator, targets):
+    """Wrap ``separator`` so every call's output is checked and restricted to ``targets``."""
+    def run(chunk):
+        chunk = np.ascontiguousarray(chunk, dtype=np.float32)
+        out = separator(chunk)
+        if not isinstance(out, dict):
+            raise ValueError(f"separator returned {type(out).__name__}; expected a dict")
+        missing = [t for t in targets if t not in out]
+        if missing:
+            raise ValueError(f"separator output lacks targets {missing} (got {sorted(out)})")
+        result = {}
+        for t in targets:
+            est = np.asarray(out[t])
+            if est.shape != (chunk.shape[0], 2):
+                raise ValueError(
+                    f"separator returned shape {est.shape} for {t!r} from an input of shape "
+                    f"{chunk.shape}; a separator must return (input samples, 2) exactly")
+            result[t] = est
+        return result
+    return run
+
+
+def separate_audio(separator, audio, sample_rate, chunk_dur=0.0, chunk_overlap=None,
+                   pad_last=True, fade="cosine", progress=None):
+    """Separate one in-memory signal; return ``(estimates, warning)``.
+
+    ``audio`` is ``(samples, channels)`` at ``sample_rate``. Estimates are float32
+    ``(samples, 2)`` arrays at ``sample_rate`` with exactly the input's length
+    (the round trip through the model rate may shift the length by a sample;
+    the tail is cropped or zero-padded). ``warning`` is ``to_stereo``'s
+    channel message or ``None``. ``chunk_dur``/``chunk_overlap`` are seconds
+    at the model rate; ``pad_last``/``fade``/``progress`` go to
+    :func:`common.audio.chunked_apply`.
+    """
+    model_rate, targets = check_separator(separator)
+    chunk_dur, chunk_overlap = check_chunk_args(chunk_dur, chunk_overlap)
+    audio = np.asarray(audio, dtype=np.float32)
+    length = audio.shape[0]
+    stereo, warning = to_stereo(audio)
+    x = resample(stereo, sample_rate, model_rate)
+    if x.shape[0] == 0:
+        raise UserError(f"input too short ({length} samples) to resample to {model_rate} Hz")
+    chunk_len = int(round(chunk_dur * model_rate))
+    overlap = min(int(round(chunk_overlap * model_rate)), chunk_len // 2)
+    estimates = chunked_apply(_checked_call(separator, targets), x, chunk_len, overlap,
+                              pad_last=pad_last, fade=fade, progress=progress,
+                              desc="separating")
+    out = {}
+    for t in targets:
+        est = resample(estimates[t], model_rate, sample_rate)
+        est = fix_length(est, length)
+        if not np.isfinite(est).all():
+            raise RuntimeError(f"separator produced NaN/inf samples for target {t!r}")
+        out[t] = np.ascontiguousarray(est, dtype=np.float32)
+    return out, warning
+
+
+def _log(msg):
+    print(msg, file=sys.stderr, flush=True)
+
+
+def _commit(tmp_dir, final_dir, names):
+    """Move the finished files of one input from ``tmp_dir`` to ``final_dir``."""
+    if not final_dir.exists():
+        os.rename(tmp_dir, final_dir)  # atomic: the folder appears complete
+        return
+    if not final_dir.is_dir():
+        raise UserError(f"cannot write estimates: '{final_dir}' exists and is not a folder")
+    for name in names:
+        os.replace(tmp_dir / name, final_dir / name)
+    shutil.rmtree(tmp_dir, ignore_errors=True)
+
+
+def separate_files(inputs, separator, out_dir=DEFAULT_OUT_DIR, chunk_dur=0.0,
+                   chunk_overlap=None, wav_format="float32", pad_last=True, fade="cosine",
+                   progress=True, log=_log):
+    """Separate audio files and write ``<out_dir>/<stem>/<target>.wav``; return the folders.
+
+    ``inputs`` are paths (all validated by :func:`validate_inputs` before any
+    work) or :class:`AudioInput` items from an earlier ``validate_inputs`` call
+    (not decoded twice for validation). Outputs have each input's own sample
+    rate and exact length. ``wav_format`` is ``"float32"`` or ``"pcm16"``.
+    ``log`` receives one-line status messages (default: stderr).
+    See the module docstring for the failure rules.
+    """
+    check_separator(separator)
+    chunk_dur, chunk_overlap = check_chunk_args(chunk_dur, chunk_overlap)
+    if wav_format not in WAV_SUBTYPES:
+        raise UserError(f"unknown WAV format {wav_format!r}")
+    raw = [i for i in inputs if not isinstance(i, AudioInput)]
+    validated = iter(validate_inputs(raw) if raw else ())
+    items = [i if isinstance(i, AudioInput) else next(validated) for i in inputs]
+    stems = [i.stem for i in items]
+    if len(set(stems)) != len(stems):
+        dup = sorted({s for s in stems if stems.count(s) > 1})
+        raise UserError(f"several inputs would write to the same folder(s) {dup}; rename them")
+
+    out_dir = Path(out_dir)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise UserError(f"--out-dir '{out_dir}' exists and is not a folder")
+    for item in items:
+        if (out_dir / item.stem).exists() and not (out_dir / item.stem).is_dir():
+            raise UserError(f"cannot write estimates: '{out_dir / item.stem}' exists and is "
+                            "not a folder (nothing was written)")
+    created_out_dir = not out_dir.exists()
+    written = []
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        for n, item in enumerate(items, 1):
+            t0 = time.time()
+            if log:
+                log(f"[{n}/{len(items)}] {item.path} ({item.num_samples / item.sample_rate:.1f} s, "
+                    f"{item.sample_rate} Hz, {item.channels} ch)")
+            audio, sr = load_audio(item.path)
+            estimates, warning = separate_audio(
+                separator, audio, sr, chunk_dur=chunk_dur, chunk_overlap=chunk_overlap,
+                pad_last=pad_last, fade=fade, progress=None if progress else False)
+            del audio
+            if warning and log:
+                log(f"warning: {item.path}: {warning}")
+            final_dir = out_dir / item.stem
+            tmp_dir = Path(tempfile.mkdtemp(prefix=f".{item.stem}.partial-", dir=out_dir))
+            os.chmod(tmp_dir, default_mode(directory=True))
+            try:
+                names = []
+                for target, est in estimates.items():
+                    names.append(f"{target}.wav")
+                    write_wav(tmp_dir / names[-1], est, sr, subtype=wav_format)
+                _commit(tmp_dir, final_dir, names)
+            finally:
+                if tmp_dir.exists():
+                    shutil.rmtree(tmp_dir, ignore_errors=True)
+            written.append(final_dir)
+            if log:
+                log(f"      -> {final_dir}/ ({', '.join(estimates)}) in {time.time() - t0:.1f} s")
+    finally:
+        # Leave no empty --out-dir behind if this call created it and wrote nothing.
+        if created_out_dir and not written and out_dir.is_dir() and not any(out_dir.iterdir()):
+            out_dir.rmdir()
+    return written
+
+
+def run_separation(args, make_separator, log=_log):
+    """Run a ``separate.py`` from arguments parsed with :func:`add_separation_args`.
+
+    Validates the chunk flags and every input first, then calls
+    ``make_separator()`` (so a bad input fails before the model loads) and
+    separates. Returns the list of output folders.
+    """
+    check_chunk_args(args.chunk_dur, args.chunk_overlap)
+    items = validate_inputs(args.inputs)
+    separator = make_separator()
+    return separate_files(items, separator, out_dir=args.out_dir, chunk_dur=args.chunk_dur,
+                          chunk_overlap=args.chunk_overlap,
+                          wav_format=getattr(args, "wav_format", "float32"),
+                          progress=not getattr(args, "no_progress", False), log=log)
