@@ -314,6 +314,9 @@ def evaluate_musdb(separator_factory, root, subset="test", is_wav=False,
     todo = [t for t in selected
             if not _is_done(track_json_path(out_dir, t.subset, t.name), targets)]
     skipped = [t.name for t in selected if t not in todo]
+    if skipped and not quiet:
+        print(f"skipping {len(skipped)} track(s) already scored in {out_dir / subset}",
+              file=sys.stderr)
     config = dict(out_dir=str(out_dir), targets=targets, chunk_dur=chunk_dur,
                   chunk_overlap=chunk_overlap, save_estimates=bool(save_estimates),
                   chunk_progress=False if (jobs > 1 or not progress) else None)

@@ -1,6 +1,5 @@
 """Tests for common.audio: decoding, channel handling, atomic writes, chunking."""
 import os
-import shutil
 import subprocess
 
 import numpy as np
@@ -13,7 +12,7 @@ from common.audio import (chunk_starts, chunked_apply, crossfade_window, load_au
 from common.errors import UserError
 
 SR = 44100
-needs_ffmpeg = pytest.mark.skipif(shutil.which("ffmpeg") is None, reason="ffmpeg not installed")
+needs_ffmpeg = pytest.mark.usefixtures("ffmpeg")
 
 
 def tone(n, sr, channels, seed=0):

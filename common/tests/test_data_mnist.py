@@ -123,10 +123,10 @@ def test_parse_mnist_5k_rejects_wrong_layout(tmp_path):
         mnist.parse_mnist_5k_csv(p)
 
 
-def test_bundled_mnist_5k_if_present():
+def test_bundled_mnist_5k():
     from common.data.bundled import MNIST_5K_FILE, _mnist_5k_target
     if not _mnist_5k_target().is_file():
-        pytest.skip(f"bundled {MNIST_5K_FILE} not prepared (run `make setup`)")
+        pytest.fail(f"bundled {MNIST_5K_FILE} not prepared (run `make setup`)")
     x, y = mnist.load_mnist_5k()
     assert x.shape == (5000, 28, 28)
     assert np.bincount(y).tolist() == [500] * 10

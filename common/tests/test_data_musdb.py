@@ -9,7 +9,7 @@ from common.data import musdb as md
 from common.data.loader import BatchLoader
 from common.errors import UserError
 
-pytestmark = pytest.mark.skipif(shutil.which("ffprobe") is None, reason="musdb needs ffprobe")
+pytestmark = pytest.mark.usefixtures("ffmpeg")  # musdb decodes with ffmpeg/ffprobe
 
 RATE = 16000
 N = RATE  # 1 s tracks
@@ -228,7 +228,7 @@ def _bundled_stems_root():
     from common.data.bundled import _musdb_ready, _musdb_target
     root = _musdb_target(False)
     if not _musdb_ready(root, False):
-        pytest.skip("bundled MUSDB sample not prepared (run `make setup`)")
+        pytest.fail("bundled MUSDB sample not prepared (run `make setup`)")
     return root
 
 

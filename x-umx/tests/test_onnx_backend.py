@@ -1,16 +1,20 @@
 """Parity tests of the onnxruntime backend (xumx.onnx_backend) for X-UMX and UMX.
 
 * the LSTM weight mapping alone: random nnabla PF.lstm stacks vs the ONNX LSTM graph;
+* the numpy STFT used here vs the official `mix_spec_head`;
 * X-UMX masks on the fixture mixture vs the official `masks_head`;
-* UMX (and X-UMX on every frame) vs an nnabla forward of the same network written
-  here with nnabla functions on the loaded parameter arrays (the fixture only holds
-  final UMX separations, not network outputs);
-* several frame counts and batch sizes through one session.
+* UMX and X-UMX (every frame) vs an nnabla forward of the same network written here
+  with nnabla functions on the loaded parameter arrays, and vs the repository's
+  nnabla model (xumx.model);
+* end to end: ONNX masks through the official Wiener filter + iSTFT vs the stored
+  official estimates `est_*` (the only official UMX outputs in the fixtures);
+* several frame counts and batch sizes through one session; saving/reloading.
 
-The fixture root comes from $FIXTURES_DIR (default: ../shared/fixtures next to the
-repository); every size is read from the fixture files.
+The fixture root comes from $FIXTURES_DIR (default ../shared/fixtures; relative paths
+are taken from the repository root); every size is read from the fixture files.
 """
 import os
+from collections import OrderedDict
 from pathlib import Path
 
 import numpy as np
@@ -20,10 +24,10 @@ import nnabla as nn
 import nnabla.functions as F
 import nnabla.parametric_functions as PF
 
+from common.errors import UserError
 from common.params_io import read_param_file
 from xumx.onnx_backend import (TARGETS, build_lstm_model, build_onnx_runner, make_session,
                                resolve_config)
-from common.errors import UserError
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
@@ -33,7 +37,9 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 # --------------------------------------------------------------------------------------
 
 def fixture_dir():
-    root = Path(os.environ.get("FIXTURES_DIR") or REPO_ROOT.parent / "shared" / "fixtures")
+    root = Path(os.environ.get("FIXTURES_DIR") or Path("..") / "shared" / "fixtures")
+    if not root.is_absolute():  # relative to the repository root, like the Makefile
+        root = (REPO_ROOT / root).resolve()
     folder = root / "x-umx"
     if not folder.is_dir():
         pytest.fail(f"X-UMX fixtures not found: {folder} (set FIXTURES_DIR to the fixture root)",
@@ -212,18 +218,14 @@ def test_lstm_mapping_matches_nnabla(seed):
     x = rng.randn(frames, batch, in_size).astype(np.float32)
     bias = rng.uniform(-1, 1, (layers, directions, 4, hidden)).astype(np.float32)
 
-    nn.clear_parameters()
-    try:
-        with nn.auto_forward(True), nn.parameter_scope(f"lstm_map_{seed}"):
-            zeros = _v(np.zeros((layers, directions, batch, hidden)))
-            y_ref, _, _ = PF.lstm(_v(x), zeros, zeros, num_layers=layers,
-                                  bidirectional=bidirectional, training=False,
-                                  b_init=bias, rng=rng)
-            y_ref = y_ref.d.copy()
-            params = {k.rsplit("/", 1)[-1]: v.d.copy()
-                      for k, v in nn.get_parameters(grad_only=False).items()}
-    finally:
-        nn.clear_parameters()
+    scope = OrderedDict()  # private parameter dictionary, the global one is untouched
+    with nn.auto_forward(True), nn.parameter_scope("", scope):
+        zeros = _v(np.zeros((layers, directions, batch, hidden)))
+        y_ref, _, _ = PF.lstm(_v(x), zeros, zeros, num_layers=layers,
+                              bidirectional=bidirectional, training=False, b_init=bias, rng=rng)
+        y_ref = y_ref.d.copy()
+        params = {k.rsplit("/", 1)[-1]: v.d.copy()
+                  for k, v in nn.get_parameters(grad_only=False).items()}
     assert np.array_equal(params["bias"], bias)
     assert ("weight" in params) == (layers > 1)
     model = build_lstm_model(params["weight_l0"], params.get("weight"), params["bias"])
