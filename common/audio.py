@@ -15,7 +15,6 @@ import math
 import os
 import shutil
 import subprocess
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -23,13 +22,13 @@ import soundfile as sf
 import soxr
 
 from common.errors import UserError
+from common.fileio import atomic_write
 
 __all__ = [
     "load_audio",
     "resample",
     "to_stereo",
     "fix_length",
-    "default_mode",
     "write_wav",
     "chunk_starts",
     "crossfade_window",
@@ -198,17 +197,6 @@ def fix_length(audio, length):
     return np.concatenate([audio, pad], axis=0)
 
 
-def _umask():
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
-def default_mode(directory=False):
-    """Permissions a plain ``open``/``mkdir`` would give (temp files start at 0600/0700)."""
-    return (0o777 if directory else 0o666) & ~_umask()
-
-
 def write_wav(path, audio, sr, subtype="float32"):
     """Write ``audio`` (``(samples, channels)`` or 1-D) to a WAV file atomically.
 
@@ -224,21 +212,9 @@ def write_wav(path, audio, sr, subtype="float32"):
     data = np.asarray(audio, dtype=np.float32)
     if sf_subtype != "FLOAT":
         data = np.clip(data, -1.0, 1.0)
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".wav.tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            sf.write(fh, data, int(sr), subtype=sf_subtype, format="WAV")
-        os.chmod(tmp, default_mode())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
-    return path
+    with atomic_write(path, "wb") as fh:
+        sf.write(fh, data, int(sr), subtype=sf_subtype, format="WAV")
+    return Path(path)
 
 
 # --------------------------------------------------------------------------- chunking

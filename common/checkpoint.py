@@ -36,7 +36,7 @@ from pathlib import Path
 
 import numpy as np
 
-from common.config import atomic_write, fsync_dir
+from common.fileio import atomic_write, fsync_dir
 from common.errors import UserError
 
 FORMAT = "nnabla-research-checkpoint"

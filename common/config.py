@@ -6,71 +6,24 @@ line. YAML keys are flat and name argument dests (``learning-rate`` and
 ``learning_rate`` both work). Unknown keys are errors, never silently ignored,
 so a typo in a config cannot quietly train with the wrong value.
 
-Also hosts :func:`atomic_write`, the dependency-free "temp file + fsync +
-rename" helper that :mod:`common.checkpoint` builds on.
+Saved configs are written atomically (:func:`common.fileio.atomic_write`).
 """
 import argparse
-import contextlib
 import difflib
 import os
 import sys
-import tempfile
 from pathlib import Path
 
 import yaml
 
 from common.errors import UserError
+from common.fileio import atomic_write
 
 # Flags take YAML booleans; const/count actions take the YAML value as-is.
 _FLAG_ACTIONS = (argparse._StoreTrueAction, argparse._StoreFalseAction,
                  argparse.BooleanOptionalAction)
 _RAW_ACTIONS = (argparse._StoreConstAction, argparse._AppendConstAction, argparse._CountAction)
 _UNSETTABLE = (argparse._HelpAction, argparse._VersionAction, argparse._SubParsersAction)
-
-
-def _default_file_mode():
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return 0o666 & ~mask
-
-
-_FILE_MODE = _default_file_mode()
-
-
-@contextlib.contextmanager
-def atomic_write(path, mode="wb"):
-    """Open a temp file beside ``path``; on clean exit flush, fsync, rename over
-    ``path`` and fsync the directory. On error the temp file is removed, so
-    ``path`` is always either the old complete file or the new complete one."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.tmp.{os.getpid()}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, mode, **({} if "b" in mode else {"encoding": "utf-8"})) as f:
-            os.fchmod(fd, _FILE_MODE)  # mkstemp makes 0600; match what open() gives
-            yield f
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
-    fsync_dir(path.parent)
-
-
-def fsync_dir(directory):
-    """fsync a directory so a rename/unlink inside it survives a power cut."""
-    try:
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:  # some filesystems refuse fsync on directories
-        pass
-    finally:
-        os.close(fd)
 
 
 def load_config(path):

@@ -46,7 +46,7 @@ def _parse_lines(path, columns):
 def _truncate_after(path, step, columns):
     """Rewrite ``path`` keeping only well-formed rows with index <= step;
     return the last kept index (or None)."""
-    from common.config import atomic_write
+    from common.fileio import atomic_write
 
     lines, last = [], None
     for line in Path(path).read_text().splitlines():

@@ -25,13 +25,12 @@ import json
 import multiprocessing
 import os
 import sys
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from common.audio import default_mode
+from common.fileio import atomic_write
 from common.errors import UserError
 from common.separation import add_chunk_args, check_chunk_args, separate_audio
 
@@ -106,19 +105,8 @@ def _is_done(path, targets):
 
 
 def _atomic_write_text(path, text):
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as fh:
-            fh.write(text)
-        os.chmod(tmp, default_mode())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
+    with atomic_write(path, "w") as fh:
+        fh.write(text)
 
 
 # --------------------------------------------------------------------------- per track

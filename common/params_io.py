@@ -6,13 +6,13 @@ read unchanged through these helpers; values are cast to float32 because nnabla
 computes in float32 (some official files store float64).
 """
 import os
-import tempfile
 from collections import OrderedDict
 
 import h5py
 import numpy as np
 
 from .errors import UserError
+from .fileio import atomic_write
 
 
 def read_param_file(path, dtype=np.float32):
@@ -44,20 +44,11 @@ def read_param_file(path, dtype=np.float32):
 
 def write_param_file(path, params, need_grad=None):
     """Write ``params`` (name -> array) as an nnabla parameter file, atomically."""
-    directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(suffix=".h5.tmp", dir=directory)
-    os.close(fd)
-    try:
-        with h5py.File(tmp, "w") as f:
-            for index, (name, value) in enumerate(params.items()):
-                ds = f.create_dataset(name, data=np.asarray(value))
-                ds.attrs["index"] = index
-                ds.attrs["need_grad"] = bool(need_grad[name]) if need_grad else True
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+    with atomic_write(path, "wb") as fh, h5py.File(fh, "w") as f:
+        for index, (name, value) in enumerate(params.items()):
+            ds = f.create_dataset(name, data=np.asarray(value))
+            ds.attrs["index"] = index
+            ds.attrs["need_grad"] = bool(need_grad[name]) if need_grad else True
 
 
 def set_nnabla_parameters(params, scope="", need_grad=None):

@@ -43,9 +43,10 @@ from pathlib import Path
 
 import numpy as np
 
-from common.audio import (WAV_SUBTYPES, chunked_apply, default_mode, fix_length, load_audio,
+from common.audio import (WAV_SUBTYPES, chunked_apply, fix_length, load_audio,
                           resample, to_stereo, write_wav)
 from common.errors import UserError
+from common.fileio import default_mode
 
 __all__ = [
     "AudioInput",

@@ -6,7 +6,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from common.config import ConfigParser, atomic_write, load_config, save_config
+from common.config import ConfigParser, load_config, save_config
+from common.fileio import atomic_write
 from common.errors import UserError
 
 

@@ -39,6 +39,7 @@ from collections import OrderedDict
 import numpy as np
 
 from common.errors import UserError
+from common.graph_cache import GraphCache
 
 from . import spectral, weights
 from .model import SAMPLE_RATE, CrossNet, OpenUnmix
@@ -68,25 +69,19 @@ class NnablaRunner:
         self.ctx = _context(context)
         self.model = cls.from_config(config)
         self.model.load_parameters(params)
-        self.max_cached = max_cached
-        self.graph_builds = 0
-        self._graphs = OrderedDict()
+        self._graph = GraphCache(self._build, max_cached)
 
-    def _graph(self, shape):
+    @property
+    def graph_builds(self):
+        return self._graph.builds
+
+    def _build(self, shape):
         import nnabla as nn
 
-        graph = self._graphs.get(shape)
-        if graph is not None:
-            self._graphs.move_to_end(shape)
-            return graph
         with nn.auto_forward(False), spectral._maybe_context(self.ctx):
             x = nn.Variable(shape)
             y = self.model.network(x, test=True)
             y.persistent = True
-        self.graph_builds += 1
-        self._graphs[shape] = (x, y)
-        while len(self._graphs) > self.max_cached:
-            self._graphs.popitem(last=False)
         return x, y
 
     def __call__(self, mag):

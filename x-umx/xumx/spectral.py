@@ -22,10 +22,11 @@ Conventions (those of the official NNabla X-UMX code and the parity fixtures):
   ``(frames - 1) * n_hop`` samples are identical to the official output.
 """
 import warnings
-from collections import OrderedDict
 
 import numpy as np
 import scipy.signal
+
+from common.graph_cache import GraphCache
 
 
 def nb_bins(n_fft):
@@ -127,17 +128,15 @@ class NnablaSTFT:
         self.n_hop = n_hop
         self.center = center
         self.ctx = ctx
-        self.max_cached = max_cached
-        self.graph_builds = 0
-        self._graphs = OrderedDict()
+        self._graph = GraphCache(self._build, max_cached)
 
-    def _graph(self, shape):
+    @property
+    def graph_builds(self):
+        return self._graph.builds
+
+    def _build(self, shape):
         import nnabla as nn
 
-        graph = self._graphs.get(shape)
-        if graph is not None:
-            self._graphs.move_to_end(shape)
-            return graph
         with nn.auto_forward(False), _maybe_context(self.ctx):
             x = nn.Variable((1,) + shape)
             real, imag = stft(x, self.n_fft, self.n_hop, self.center)
@@ -146,12 +145,7 @@ class NnablaSTFT:
                 v.persistent = True
             import nnabla.functions as F
             out = F.sink(real, imag, mag)
-        graph = (x, real, imag, mag, out)
-        self.graph_builds += 1
-        self._graphs[shape] = graph
-        while len(self._graphs) > self.max_cached:
-            self._graphs.popitem(last=False)
-        return graph
+        return x, real, imag, mag, out
 
     def __call__(self, audio):
         audio = np.ascontiguousarray(audio, dtype=np.float32)
