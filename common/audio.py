@@ -291,8 +291,9 @@ def chunked_apply(fn, audio, chunk_len, overlap=0, pad_last=True, fade="cosine",
       edge artefacts (missing context) better than a linear ramp.
     * ``pad_last=True`` (default) zero-pads the final chunk to ``chunk_len`` and
       crops its output, so ``fn`` always sees the same shape and one fixed-size
-      network graph serves every call (also when the whole signal is shorter
-      than one chunk). ``pad_last=False`` passes the shorter final chunk as is.
+      network graph serves every call. ``pad_last=False`` passes the shorter
+      final chunk as is. A signal no longer than one chunk is processed in one
+      unpadded call, exactly as with chunking off.
     * Model memory is bounded by the chunk size; the outputs (one array per
       name, full length) are accumulated in place.
     * ``progress``: ``True``/``False`` force the tqdm bar on/off; ``None`` shows
@@ -302,7 +303,9 @@ def chunked_apply(fn, audio, chunk_len, overlap=0, pad_last=True, fade="cosine",
     if audio.ndim != 2:
         raise ValueError(f"expected a (samples, channels) array, got shape {audio.shape}")
     total = audio.shape[0]
-    if not chunk_len:
+    if not chunk_len or total <= chunk_len:
+        # One chunk or none: the unchunked path (padding a short signal to a long chunk
+        # would only cost time and change the result).
         out = _check_outputs(fn(audio), total, "chunked_apply")
         return {k: v.astype(np.float32, copy=False) for k, v in out.items()}
 

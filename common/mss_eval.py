@@ -50,8 +50,9 @@ MUSDB_TARGETS = ("vocals", "drums", "bass", "other", "accompaniment")
 DEFAULT_OUT_DIR = "evaluation"
 
 
-def add_eval_args(parser):
-    """Add the model-independent flags of an ``eval.py`` script to ``parser``."""
+def add_eval_args(parser, chunk_dur=0.0):
+    """Add the model-independent flags of an ``eval.py`` script to ``parser``;
+    ``chunk_dur`` is the default of ``--chunk-dur``."""
     env_root = os.environ.get("MUSDB_PATH")
     parser.add_argument("--root", default=env_root, required=env_root is None, metavar="DIR",
                         help="MUSDB18 root holding train/ and test/ "
@@ -72,7 +73,7 @@ def add_eval_args(parser):
                         help="evaluate only these tracks (names as in MUSDB18)")
     parser.add_argument("--save-estimates", action="store_true",
                         help="also write the estimates to DIR/estimates/<subset>/<track>/")
-    add_chunk_args(parser)
+    add_chunk_args(parser, chunk_dur)
     parser.add_argument("--no-progress", action="store_true", help="do not show progress bars")
     return parser
 

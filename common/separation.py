@@ -76,12 +76,13 @@ class AudioInput:
 
 # --------------------------------------------------------------------------- CLI flags
 
-def add_chunk_args(parser):
-    """``--chunk-dur`` / ``--chunk-overlap`` (shared by separation and evaluation)."""
+def add_chunk_args(parser, chunk_dur=0.0):
+    """``--chunk-dur`` / ``--chunk-overlap`` (shared by separation and evaluation);
+    ``chunk_dur`` is the script's default (0 = off)."""
     parser.add_argument(
-        "--chunk-dur", type=float, default=0.0, metavar="SEC",
+        "--chunk-dur", type=float, default=chunk_dur, metavar="SEC",
         help="separate in chunks of this many seconds to bound memory "
-             "(0 = whole file at once, the exact unchunked result; default: 0)")
+             f"(0 = whole file at once, the exact unchunked result; default: {chunk_dur:g})")
     parser.add_argument(
         "--chunk-overlap", type=float, default=None, metavar="SEC",
         help="seconds consecutive chunks overlap and cross-fade over; at most half of "
@@ -89,14 +90,15 @@ def add_chunk_args(parser):
     return parser
 
 
-def add_separation_args(parser):
-    """Add the model-independent flags of a ``separate.py`` script to ``parser``."""
+def add_separation_args(parser, chunk_dur=0.0):
+    """Add the model-independent flags of a ``separate.py`` script to ``parser``;
+    ``chunk_dur`` is the default of ``--chunk-dur``."""
     parser.add_argument("inputs", nargs="+", metavar="INPUT",
                         help="audio file(s) to separate; any format ffmpeg can decode")
     parser.add_argument("--out-dir", default=DEFAULT_OUT_DIR, metavar="DIR",
                         help="estimates go to DIR/<input name>/<target>.wav "
                              f"(default: {DEFAULT_OUT_DIR})")
-    add_chunk_args(parser)
+    add_chunk_args(parser, chunk_dur)
     parser.add_argument("--wav-format", choices=["float32", "pcm16"], default="float32",
                         help="sample format of the written WAV files (default: float32, "
                              "which never clips; pcm16 clips to [-1, 1])")

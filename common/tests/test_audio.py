@@ -266,7 +266,9 @@ def test_chunked_identity_is_exact(total, chunk, overlap, fade, pad):
     np.testing.assert_allclose(out["same"], x, rtol=0, atol=2e-6)
     np.testing.assert_allclose(out["neg"], -2 * x, rtol=0, atol=4e-6)
     assert len(seen) == len(chunk_starts(total, chunk, overlap))
-    if pad:
+    if total <= chunk:
+        assert seen == [(total, 2)]  # one unpadded call, exactly as with chunking off
+    elif pad:
         assert all(s == (chunk, 2) for s in seen)  # one fixed shape for every call
     else:
         assert all(s == (chunk, 2) for s in seen[:-1]) and seen[-1][0] <= chunk

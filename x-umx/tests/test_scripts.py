@@ -94,6 +94,18 @@ def test_resume_continues_bit_exactly(trained):
     assert series(full, "validation-loss") == series(split, "validation-loss")
 
 
+def test_umx_trains_one_target_and_its_file_separates(tmp_path):
+    run_dir = tmp_path / "umx"
+    run("train.py", "--output", run_dir, "--model-type", "umx", "--target", "bass",
+        "--epochs", 1, *TINY_TRAIN)
+    params, _ = read_param_file(run_dir / "bass.h5")
+    assert "fc1/affine/W" in params and "input_mean" in params  # official unscoped UMX names
+    song = _write(tmp_path / "s.wav", _music(1.0, SR, 2), SR)
+    run("separate.py", song, "--model", run_dir / "bass.h5", "--out-dir", tmp_path / "out")
+    assert sorted(p.name for p in (tmp_path / "out" / "s").iterdir()) == [
+        "accompaniment.wav", "bass.wav"]
+
+
 def test_train_rejects_unknown_config_key(tmp_path):
     bad = tmp_path / "bad.yaml"
     bad.write_text("hiden_size: 8\n")

@@ -3,14 +3,16 @@
 Recipe (``configs/xumx.yaml`` / ``configs/umx.yaml``): random 6 s excerpts, 64 per track per
 epoch, batch 16, source gain 0.25-1.25 and channel swap on every source, sources mixed across
 random tracks; Adam (lr 1e-3, weight decay 1e-5); the learning rate is multiplied by 0.3 after
-80 epochs without validation improvement; UMX stops early after 140 such epochs; at most 1000
-epochs. X-UMX minimises ``mcoef * SDR-combination + MSE-combination`` (all 14 combinations of
+80 epochs without validation improvement; training stops early after 140 such epochs; at most
+1000 epochs. X-UMX minimises ``mcoef * SDR-combination + MSE-combination`` (all 14 combinations of
 the four sources), UMX the spectrogram MSE of its one target. The network's input mean/scale
 start from the training set's spectrogram statistics. Validation runs on the 14 official
 validation tracks, in ``valid_dur`` pieces, in test mode.
 
 Differences from the official script, on purpose:
 * every model size flag is honoured (the official parses some and ignores them);
+* early stopping (``--patience``) applies to X-UMX too (the official script applies it to UMX
+  only; ``--patience 0`` reproduces that for X-UMX);
 * unknown config keys / flags are errors; the resolved config is saved with the run;
 * checkpoints (parameters, Adam state, scheduler, RNG, loader position) every
   ``checkpoint_interval`` iterations and at every epoch end, so ``--resume`` continues after a
@@ -85,7 +87,7 @@ def build_parser():
     t.add_argument("--lr-decay-patience", type=int, default=80)
     t.add_argument("--lr-decay-gamma", type=float, default=0.3)
     t.add_argument("--patience", type=int, default=140,
-                   help="early stopping patience in epochs (UMX; 0 = never)")
+                   help="stop after this many epochs without validation improvement (0 = never)")
     t.add_argument("--mcoef", type=float, default=10.0, help="X-UMX weight of the SDR loss")
     t.add_argument("--seed", type=int, default=42)
     t.add_argument("--max-iter-per-epoch", type=int, default=0,
@@ -211,7 +213,7 @@ def train(args):
     solver = S.Adam(lr)
     solver.set_parameters(nn.get_parameters())
     plateau = ReduceLROnPlateau(lr, factor=args.lr_decay_gamma, patience=args.lr_decay_patience)
-    stopper = EarlyStopping(patience=args.patience if args.model_type == "umx" else 0)
+    stopper = EarlyStopping(patience=args.patience)
     ckpts = CheckpointManager(out / "checkpoints", keep_last=args.keep_last)
 
     step, epoch, batch_index, loss_sum, loss_count, best_epoch = 0, 0, 0, 0.0, 0, -1
