@@ -74,6 +74,7 @@ def training_hop(weights_path):
 
 def make_separator(weights_path, targets=None, hidden_size=None, niter=1, softmask=False,
                    alpha=1.0, residual=False, backend="nnabla", context="cpu"):
+    # context: "cpu" / "cudnn" or (name, device_id, type_config), see xumx.separator
     """Build the separator once (its graph is reused for every chunk and file)."""
     sep = Separator(weights_path, targets=targets, niter=niter, softmask=softmask, alpha=alpha,
                     residual=residual, context=context, backend=backend,
@@ -85,13 +86,14 @@ def make_separator(weights_path, targets=None, hidden_size=None, niter=1, softma
 
 
 def _separator_factory(args, weights_path):
-    if args.context != "cpu" and getattr(args, "jobs", 1) > 1:
+    if args.context != "cpu" and getattr(args, "jobs", 1) > 1:  # one GPU, one process
         raise UserError("--jobs > 1 runs several CPU processes; use --jobs 1 with --context "
                         f"{args.context}")
     return functools.partial(make_separator, weights_path, targets=args.targets,
                              hidden_size=args.hidden_size, niter=args.niter,
                              softmask=args.softmask, alpha=args.alpha, residual=args.residual,
-                             backend=args.backend, context=args.context)
+                             backend=args.backend,
+                             context=(args.context, args.device_id, args.type_config))
 
 
 def separate_main(argv=None):

@@ -46,14 +46,16 @@ from .model import SAMPLE_RATE, CrossNet, OpenUnmix
 
 
 def _context(context):
-    if context is None or not isinstance(context, str):
+    """An nnabla Context from ``'cpu'`` / ``'cudnn'`` or ``(name, device_id, type_config)``
+    (plain values keep the separator picklable for ``eval.py --jobs``); a Context or None
+    passes through."""
+    if isinstance(context, str):
+        context = (context,)
+    if not isinstance(context, tuple):
         return context
-    from nnabla.ext_utils import get_extension_context
+    from common.context import get_context
 
-    try:
-        return get_extension_context(context)
-    except Exception as exc:  # missing CUDA extension etc.
-        raise UserError(f"nnabla context '{context}' is not available: {exc}") from None
+    return get_context(*context)
 
 
 class NnablaRunner:
