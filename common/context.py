@@ -98,3 +98,23 @@ def context_from_args(args):
                       getattr(args, "type_config", "float"))
     nn.set_default_context(ctx)
     return ctx
+
+
+def resolve_context(context):
+    """An nnabla Context from ``'cpu'`` / ``'cudnn'`` or ``(name, device_id, type_config)``
+    (plain values keep inference objects picklable for worker processes); an nnabla Context
+    or None (nnabla's default context) passes through."""
+    if isinstance(context, str):
+        context = (context,)
+    if not isinstance(context, tuple):
+        return context
+    return get_context(*context)
+
+
+def context_scope(ctx):
+    """``nn.context_scope(ctx)``, or a no-op for ``ctx=None``."""
+    import contextlib
+
+    import nnabla as nn
+
+    return contextlib.nullcontext() if ctx is None else nn.context_scope(ctx)

@@ -2,6 +2,8 @@
 and file instead of rebuilding it (the official scripts rebuild it per chunk or patch)."""
 from collections import OrderedDict
 
+import numpy as np
+
 
 class GraphCache:
     """LRU cache of graphs keyed by input shape.
@@ -28,3 +30,56 @@ class GraphCache:
         while len(self._graphs) > self.max_cached:
             self._graphs.popitem(last=False)
         return graph
+
+
+class GraphRunner:
+    """Runs a network function on numpy arrays in test mode, building its graph once per
+    input shape and reusing it (see :class:`GraphCache`).
+
+    ``network(x_var) -> y_var`` builds the graph; ``context`` is anything
+    :func:`common.context.resolve_context` accepts. ``runner(x) -> y`` copies ``y`` out;
+    intermediate buffers are freed after every call.
+    """
+
+    def __init__(self, network, context=None, max_cached=2):
+        from common.context import resolve_context
+
+        self.network = network
+        self.ctx = resolve_context(context)
+        self._graph = GraphCache(self._build, max_cached)
+
+    @property
+    def graph_builds(self):
+        return self._graph.builds
+
+    def _build(self, shape):
+        import nnabla as nn
+
+        from common.context import context_scope
+
+        with nn.auto_forward(False), context_scope(self.ctx):
+            x = nn.Variable(shape)
+            y = self.network(x)
+            y.persistent = True
+        return x, y
+
+    def __call__(self, x):
+        x = np.ascontiguousarray(x, dtype=np.float32)
+        xv, yv = self._graph(x.shape)
+        xv.d = x
+        yv.forward(clear_buffer=True)
+        return yv.d.copy()
+
+
+def import_backend(package, module="onnx_backend", attr="build_onnx_runner"):
+    """``package.module.attr`` for an optional inference backend, or a one-line
+    :class:`UserError` saying it is unavailable and to use the nnabla backend."""
+    import importlib
+
+    from common.errors import UserError
+
+    try:
+        return getattr(importlib.import_module(f"{package}.{module}"), attr)
+    except ImportError as exc:
+        raise UserError(f"backend '{module.replace('_backend', '')}' is not available: "
+                        f"{exc} (use the nnabla backend)") from None

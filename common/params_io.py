@@ -60,3 +60,31 @@ def set_nnabla_parameters(params, scope="", need_grad=None):
         var = nn.Variable.from_numpy_array(np.asarray(value, dtype=np.float32))
         var.need_grad = bool(need_grad[name]) if need_grad else True
         nn.parameter.set_parameter(full, var)
+
+
+def find_weight_files(directory, names, wanted=None, what="weight"):
+    """``OrderedDict[name -> path]`` of ``<name>.h5`` files in ``directory`` or one of its
+    sub-folders (extracted archives often add one level). ``names``: the names a model knows,
+    in order; ``wanted``: the ones required (default: every known name present, at least one).
+    Missing files are a :class:`UserError` naming them and what was found."""
+    folders = [directory] + sorted(
+        os.path.join(directory, d) for d in os.listdir(directory)
+        if os.path.isdir(os.path.join(directory, d)))
+    candidates = {}
+    for folder in folders:
+        for f in sorted(os.listdir(folder)):
+            stem, ext = os.path.splitext(f)
+            full = os.path.join(folder, f)
+            if ext.lower() == ".h5" and os.path.isfile(full) and stem not in candidates:
+                candidates[stem] = full
+    if wanted is None:
+        wanted = [n for n in names if n in candidates]
+        if not wanted:
+            raise UserError(f"{directory}: no {what} files "
+                            f"({', '.join(n + '.h5' for n in names)})")
+    missing = [n for n in wanted if n not in candidates]
+    if missing:
+        have = ", ".join(sorted(candidates)) or "none"
+        raise UserError(f"{directory}: missing {what} file(s) "
+                        + ", ".join(n + ".h5" for n in missing) + f" (found: {have})")
+    return OrderedDict((n, candidates[n]) for n in wanted)

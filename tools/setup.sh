@@ -47,10 +47,15 @@ if [ ! -x "$venv/bin/python" ] || ! is_py310 "$venv/bin/python"; then
     "$py" -m venv "$venv"
 fi
 
-want=$(cat "$repo/requirements.txt" "$repo/pyproject.toml" | sha256sum | cut -d' ' -f1)
+# nnabla's own ONNX exporter (used by D3Net's --backend onnx). Its declared dependencies pull
+# TensorFlow (GBs), needed only for TensorFlow formats; NNP -> ONNX needs just `onnx`, which
+# requirements.txt pins. So it is installed without its dependencies.
+converter="nnabla-converter==1.39.0"
+want=$( (cat "$repo/requirements.txt" "$repo/pyproject.toml"; echo "$converter") | sha256sum | cut -d' ' -f1)
 if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
     say "installing pinned requirements into .venv (first run takes a few minutes)"
     "$venv/bin/python" -m pip install --quiet --disable-pip-version-check -r "$repo/requirements.txt"
+    "$venv/bin/python" -m pip install --quiet --disable-pip-version-check --no-deps "$converter"
     "$venv/bin/python" -m pip install --quiet --disable-pip-version-check --no-deps -e "$repo"
     echo "$want" > "$stamp"
 fi

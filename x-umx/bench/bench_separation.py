@@ -36,7 +36,6 @@ import argparse
 import json
 import math
 import os
-import subprocess
 import sys
 import tempfile
 import time
@@ -44,6 +43,8 @@ import warnings
 from pathlib import Path
 
 import numpy as np
+
+from common.bench import pin_threads, rss_mb, spawn_child, write_child_result
 
 SAMPLE_RATE = 44100
 SOURCES = ("bass", "drums", "vocals", "other")
@@ -63,33 +64,6 @@ VARIANT_INFO = {
 
 
 # ----------------------------------------------------------------------------- helpers
-
-def _status_kb(key):
-    """A ``/proc/self/status`` value in kB (Linux), or None."""
-    try:
-        with open("/proc/self/status") as fh:
-            for line in fh:
-                if line.startswith(key + ":"):
-                    return int(line.split()[1])
-    except OSError:
-        pass
-    return None
-
-
-def _peak_rss_mb():
-    kb = _status_kb("VmHWM")
-    if kb is None:  # not Linux: ru_maxrss is kB on Linux, bytes on macOS
-        import resource
-        kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-        if sys.platform == "darwin":
-            kb //= 1024
-    return kb / 1024.0
-
-
-def _rss_mb():
-    kb = _status_kb("VmRSS")
-    return None if kb is None else kb / 1024.0
-
 
 def synth_audio(duration, seed=0, sample_rate=SAMPLE_RATE):
     """Stereo test mixture ``(samples, 2)`` float32: a few amplitude-modulated sines panned
@@ -189,7 +163,7 @@ def child_baseline(args):
     nn.set_auto_forward(True)  # the official code runs in dynamic mode
     n_fft, n_hop, nch = config["n_fft"], config["n_hop"], config["nb_channels"]
     nsrc = len(config["sources"])
-    rss_ready = _rss_mb()
+    rss_ready = rss_mb()
 
     total = audio.shape[0]
     chunk = int(round(args.chunk_dur * SAMPLE_RATE)) if args.chunk_dur else total
@@ -263,7 +237,7 @@ def child_ours(args, variant):
                     net_time[0] += time.perf_counter() - ta
             return run
         sep._runners = [timed(r) for r in runners]
-    rss_ready = _rss_mb()
+    rss_ready = rss_mb()
 
     t1 = time.perf_counter()
     est, _ = separate_audio(sep, audio, SAMPLE_RATE, chunk_dur=chunk_dur, chunk_overlap=overlap,
@@ -291,20 +265,14 @@ def child_ours(args, variant):
 
 def run_child(args):
     _suppress_warnings()
-    if args.threads:
-        try:
-            os.sched_setaffinity(0, sorted(os.sched_getaffinity(0))[:args.threads])
-        except (AttributeError, OSError):
-            pass
+    pin_threads(args.threads)
     if args.variant == "prepare":
         result = child_prepare(args)
     elif args.variant == "baseline":
         result = child_baseline(args)
     else:
         result = child_ours(args, args.variant)
-    result["peak_rss_mb"] = _peak_rss_mb()
-    with open(_workfile(args.workdir, f"result_{args.variant}.json"), "w") as fh:
-        json.dump(result, fh)
+    write_child_result(_workfile(args.workdir, f"result_{args.variant}.json"), result)
 
 
 # ----------------------------------------------------------------------------- parent
@@ -323,20 +291,9 @@ def _child_cmd(args, variant):
 
 
 def spawn(args, variant):
-    env = dict(os.environ)
-    if args.threads:
-        for key in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
-            env[key] = str(args.threads)
-    t0 = time.perf_counter()
-    proc = subprocess.run(_child_cmd(args, variant), env=env, capture_output=True, text=True)
-    wall = time.perf_counter() - t0
-    if proc.returncode != 0:
-        tail = "\n".join((proc.stderr or proc.stdout).strip().splitlines()[-25:])
-        raise RuntimeError(f"variant {variant!r} failed (exit {proc.returncode}):\n{tail}")
-    with open(_workfile(args.workdir, f"result_{variant}.json")) as fh:
-        result = json.load(fh)
-    result["process_s"] = wall
-    return result
+    return spawn_child(_child_cmd(args, variant),
+                       _workfile(args.workdir, f"result_{variant}.json"),
+                       threads=args.threads, name=variant)
 
 
 def _max_abs(a, b, mask=None):

@@ -5,21 +5,15 @@ the repository root; a relative ``FIXTURES_DIR`` is resolved against the reposit
 A missing directory or file makes the test that needs it *fail* (not skip) with a message
 saying where it looked. Everything the tests compare is derived from the files themselves.
 """
-import os
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+from common.testing import fixtures_root
+
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
-
-def fixtures_root():
-    env = os.environ.get("FIXTURES_DIR")
-    root = Path(env) if env else Path("..") / "shared" / "fixtures"
-    if not root.is_absolute():
-        root = REPO_ROOT / root
-    return root.resolve()
 
 
 class XumxFixtures:

@@ -6,7 +6,6 @@ of ``output_scale*``, channels from the fc1 input width, LSTM layers / direction
 LSTM bias shape, frame counts and signal lengths from the arrays. The STFT hop is not stored;
 it is the official ``n_fft // 4`` and is checked against the length of the official output.
 """
-import importlib.util
 import shutil
 import sys
 import time
@@ -345,9 +344,7 @@ def test_onnx_backend_missing_is_a_clear_error(fx, monkeypatch):
         Separator.from_params("xumx", params, config, backend="onnx")
 
 
-def test_onnx_backend_agrees_when_present(fx):
-    if importlib.util.find_spec("xumx.onnx_backend") is None:
-        pytest.skip("xumx/onnx_backend.py not present")
+def test_onnx_backend_agrees(fx):
     params, config = weights.load_xumx(fx.xumx_params)
     sep = Separator.from_params("xumx", params, config, backend="onnx")
     _, _, masks = sep.analyze(fx.audio)

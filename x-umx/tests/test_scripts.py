@@ -1,8 +1,6 @@
 """The entry scripts as a user runs them: train.py (smoke config, resume), separate.py (formats,
 rates, channels, chunking, bad input) and eval.py (museval on the bundled MUSDB18 sample)."""
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -10,8 +8,10 @@ import pytest
 import soundfile as sf
 
 from common.data.bundled import bundled_musdb_root
+from common.monitor import read_series
 from common.params_io import read_param_file
 from common.separation import separate_files, validate_inputs
+from common.testing import run_script, synthetic_music, write_audio
 from xumx.model import CrossNet, bandwidth_to_max_bin
 from xumx.separator import Separator
 
@@ -25,16 +25,12 @@ TINY_TRAIN = ["--hidden-size", "8", "--nb-layers", "1", "--nfft", "512", "--nhop
 
 
 def run(script, *args, check=True):
-    proc = subprocess.run([sys.executable, str(X_UMX / script), *map(str, args)],
-                          capture_output=True, text=True, timeout=600)
-    if check and proc.returncode != 0:
-        raise AssertionError(f"{script} failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
-    return proc
+    return run_script(X_UMX / script, *args, check=check)
 
 
 def series(run_dir, name):
-    rows = [line.split() for line in (Path(run_dir) / f"{name}.series.txt").read_text().splitlines()]
-    return [int(r[0]) for r in rows], [float(r[1]) for r in rows]
+    steps, values = read_series(run_dir, name)
+    return steps.tolist(), values.tolist()
 
 
 @pytest.fixture(scope="module")
@@ -78,7 +74,7 @@ def test_train_writes_run_directory(trained):
 
 def test_validation_loss_falls(trained):
     full, _, _ = trained
-    epochs, valid = series(full, "validation-loss")
+    epochs, valid = series(full, "validation loss")
     assert epochs == [0, 1, 2]
     assert all(np.isfinite(valid)) and valid[-1] < valid[0]
 
@@ -91,7 +87,7 @@ def test_resume_continues_bit_exactly(trained):
     assert a.keys() == b.keys()
     for name in a:
         np.testing.assert_array_equal(a[name], b[name], err_msg=name)
-    assert series(full, "validation-loss") == series(split, "validation-loss")
+    assert series(full, "validation loss") == series(split, "validation loss")
 
 
 def test_umx_trains_one_target_and_its_file_separates(tmp_path):
@@ -100,7 +96,7 @@ def test_umx_trains_one_target_and_its_file_separates(tmp_path):
         "--epochs", 1, *TINY_TRAIN)
     params, _ = read_param_file(run_dir / "bass.h5")
     assert "fc1/affine/W" in params and "input_mean" in params  # official unscoped UMX names
-    song = _write(tmp_path / "s.wav", _music(1.0, SR, 2), SR)
+    song = write_audio(tmp_path / "s.wav", synthetic_music(1.0, SR, 2), SR)
     run("separate.py", song, "--model", run_dir / "bass.h5", "--out-dir", tmp_path / "out")
     assert sorted(p.name for p in (tmp_path / "out" / "s").iterdir()) == [
         "accompaniment.wav", "bass.wav"]
@@ -114,22 +110,9 @@ def test_train_rejects_unknown_config_key(tmp_path):
     assert "unknown key 'hiden_size'" in proc.stderr and "Traceback" not in proc.stderr
 
 
-def _write(path, audio, sr):
-    sf.write(str(path), audio, sr, subtype="PCM_16" if str(path).endswith(".flac") else "FLOAT")
-    return path
-
-
-def _music(seconds, sr, channels, seed=0):
-    t = np.arange(int(seconds * sr)) / sr
-    rng = np.random.RandomState(seed)
-    tones = [0.3 * np.sin(2 * np.pi * f * t) for f in (110.0, 440.0, 1330.0, 3000.0)]
-    cols = [tones[c % 4] + tones[(c + 1) % 4] + 0.01 * rng.randn(len(t)) for c in range(channels)]
-    return np.stack(cols, axis=1).astype(np.float32)
-
-
 @pytest.mark.parametrize("sr,channels", [(22050, 1), (44100, 2), (48000, 3)])
 def test_separate_keeps_length_rate_and_targets(tiny_weights, tmp_path, sr, channels):
-    song = _write(tmp_path / "song.flac", _music(1.3, sr, channels), sr)
+    song = write_audio(tmp_path / "song.flac", synthetic_music(1.3, sr, channels), sr)
     proc = run("separate.py", song, "--model", tiny_weights, "--out-dir", tmp_path / "out")
     if channels > 2:
         assert "first two" in proc.stderr
@@ -142,9 +125,7 @@ def test_separate_keeps_length_rate_and_targets(tiny_weights, tmp_path, sr, chan
 
 
 def test_separate_mp3_input(tiny_weights, tmp_path):
-    wav = _write(tmp_path / "x.wav", _music(1.0, SR, 2), SR)
-    mp3 = tmp_path / "clip.mp3"
-    subprocess.run(["ffmpeg", "-loglevel", "error", "-y", "-i", str(wav), str(mp3)], check=True)
+    mp3 = write_audio(tmp_path / "clip.mp3", synthetic_music(1.0, SR, 2), SR)
     run("separate.py", mp3, "--model", tiny_weights, "--out-dir", tmp_path / "out",
         "--targets", "vocals", "--residual")
     names = sorted(p.name for p in (tmp_path / "out" / "clip").iterdir())
@@ -161,8 +142,8 @@ def test_separate_bad_input_one_line_error_nothing_written(tiny_weights, tmp_pat
     elif content == "text":
         path.write_text("this is not audio\n")
     elif content == "nan":
-        _write(path, np.full((SR, 2), np.nan, dtype=np.float32), SR)
-    good = _write(tmp_path / "good.wav", _music(1.0, SR, 2), SR)
+        write_audio(path, np.full((SR, 2), np.nan, dtype=np.float32), SR)
+    good = write_audio(tmp_path / "good.wav", synthetic_music(1.0, SR, 2), SR)
     out = tmp_path / "out"
     proc = run("separate.py", good, path, "--model", tiny_weights, "--out-dir", out, check=False)
     assert proc.returncode == 2
@@ -172,7 +153,7 @@ def test_separate_bad_input_one_line_error_nothing_written(tiny_weights, tmp_pat
 
 
 def test_separate_bad_model_is_one_line(tmp_path):
-    song = _write(tmp_path / "s.wav", _music(1.0, SR, 2), SR)
+    song = write_audio(tmp_path / "s.wav", synthetic_music(1.0, SR, 2), SR)
     junk = tmp_path / "junk.h5"
     junk.write_bytes(b"not hdf5")
     proc = run("separate.py", song, "--model", junk, "--out-dir", tmp_path / "o", check=False)
@@ -182,7 +163,7 @@ def test_separate_bad_model_is_one_line(tmp_path):
 
 def test_chunked_separation_builds_one_graph_and_matches_length(tiny_weights, tmp_path):
     """Many chunks and several files go through one network graph."""
-    files = [_write(tmp_path / f"f{i}.wav", _music(d, SR, 2, seed=i), SR)
+    files = [write_audio(tmp_path / f"f{i}.wav", synthetic_music(d, SR, 2, seed=i), SR)
              for i, d in enumerate((3.3, 2.1))]
     sep = Separator(str(tiny_weights))
     separate_files(validate_inputs([str(f) for f in files]), sep, out_dir=tmp_path / "out",
@@ -194,8 +175,8 @@ def test_chunked_separation_builds_one_graph_and_matches_length(tiny_weights, tm
 
 
 def test_chunking_off_equals_direct_call(tiny_weights, tmp_path):
-    audio = _music(2.0, SR, 2)
-    song = _write(tmp_path / "s.wav", audio, SR)
+    audio = synthetic_music(2.0, SR, 2)
+    song = write_audio(tmp_path / "s.wav", audio, SR)
     sep = Separator(str(tiny_weights))
     direct = sep(audio)
     separate_files(validate_inputs([str(song)]), sep, out_dir=tmp_path / "out", chunk_dur=0,

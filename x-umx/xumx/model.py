@@ -30,12 +30,12 @@ Training mode (``test=False``) uses batch statistics in batch norm and LSTM drop
 the official trainer; note that nnabla's CPU LSTM ignores dropout (the CUDA/cuDNN one applies
 it), which is also true for the official code.
 """
-import contextlib
 from collections import OrderedDict
 
 import numpy as np
 
 from common.errors import UserError
+from common.param_model import OwnParameters
 
 from . import spectral
 
@@ -54,7 +54,7 @@ def bandwidth_to_max_bin(sample_rate=SAMPLE_RATE, n_fft=4096, bandwidth=16000):
     return int(np.count_nonzero(freqs <= bandwidth))
 
 
-class _UnmixBase:
+class _UnmixBase(OwnParameters):
     """Shared configuration, parameter handling and layers of UMX and X-UMX."""
 
     kind = None
@@ -109,6 +109,10 @@ class _UnmixBase:
                             f"{self.hidden_size}")
 
     @property
+    def model_description(self):
+        return f"{self.kind} model"
+
+    @property
     def config(self):
         """Network sizes, in the dict format of :mod:`xumx.weights`."""
         return {
@@ -138,21 +142,6 @@ class _UnmixBase:
         return cls(**args)
 
     # ------------------------------------------------------------------ parameters
-    @contextlib.contextmanager
-    def parameter_scope(self):
-        """Context in which this model's parameters are the current nnabla scope."""
-        import nnabla as nn
-
-        with nn.parameter_scope("", self.params) as scope:
-            yield scope
-
-    def get_parameters(self, grad_only=False):
-        """``OrderedDict[name -> nn.Variable]`` with the official (unscoped) names."""
-        import nnabla as nn
-
-        with self.parameter_scope():
-            return nn.get_parameters(grad_only=grad_only)
-
     def create_parameters(self):
         """Create every parameter (official creation order and initial values) by building
         the network once on a one-frame dummy input; existing parameters are kept."""
@@ -166,44 +155,6 @@ class _UnmixBase:
     def parameter_shapes(self):
         """Expected ``OrderedDict[name -> shape]`` of all parameters, in creation order."""
         raise NotImplementedError
-
-    def load_parameters(self, params, need_grad=None):
-        """Set the parameters from ``params`` (name -> array, e.g. from
-        :func:`common.params_io.read_param_file`). Names and shapes must match
-        :meth:`parameter_shapes` exactly; otherwise a :class:`UserError` lists the
-        differences. Existing parameter variables are updated in place, so graphs already
-        built keep working with the new values. ``need_grad`` (name -> bool) defaults to
-        the official flags: False for batch-norm running statistics, True otherwise."""
-        from common.params_io import set_nnabla_parameters
-
-        check_parameter_shapes(params, self.parameter_shapes(), what=f"{self.kind} model")
-        if need_grad is None:
-            need_grad = {k: not k.endswith(("/bn/mean", "/bn/var")) for k in params}
-        existing = self.get_parameters()
-        fresh = OrderedDict()
-        for name, value in params.items():
-            value = np.asarray(value, dtype=np.float32)
-            var = existing.get(name)
-            if var is not None:
-                var.d = value
-                var.need_grad = bool(need_grad[name])
-            else:
-                fresh[name] = value
-        if fresh:
-            with self.parameter_scope():
-                set_nnabla_parameters(fresh, need_grad=need_grad)
-
-    def parameters_numpy(self):
-        """``OrderedDict[name -> float32 ndarray]`` copy of the parameters."""
-        return OrderedDict((k, v.d.copy()) for k, v in self.get_parameters().items())
-
-    def save_parameters(self, path):
-        """Write the parameters as an nnabla ``.h5`` file with the official names."""
-        from common.params_io import write_param_file
-
-        params = self.get_parameters()
-        write_param_file(path, OrderedDict((k, v.d) for k, v in params.items()),
-                         OrderedDict((k, v.need_grad) for k, v in params.items()))
 
     # ------------------------------------------------------------------ layers
     def _norm_parameters(self, suffix):
@@ -507,24 +458,3 @@ class CrossNet(_UnmixBase):
 
 XUMX = CrossNet
 OpenUnmix_CrossNet = CrossNet
-
-
-def check_parameter_shapes(params, expected, what="model"):
-    """Raise :class:`UserError` unless ``params`` (name -> array) has exactly the names and
-    shapes of ``expected`` (name -> shape); the message names what is missing, unexpected
-    or mismatched."""
-    missing = [k for k in expected if k not in params]
-    unexpected = [k for k in params if k not in expected]
-    mismatched = [f"{k} {tuple(np.shape(params[k]))} (expected {tuple(expected[k])})"
-                  for k in expected
-                  if k in params and tuple(np.shape(params[k])) != tuple(expected[k])]
-    if missing or unexpected or mismatched:
-        parts = []
-        for label, items in (("missing", missing), ("unexpected", unexpected),
-                             ("shape mismatch", mismatched)):
-            if items:
-                shown = ", ".join(items[:8]) + (f", ... ({len(items)} in all)"
-                                                if len(items) > 8 else "")
-                parts.append(f"{label}: {shown}")
-        raise UserError(f"parameters do not fit the {what}: " + "; ".join(parts))
-

@@ -39,59 +39,25 @@ from collections import OrderedDict
 import numpy as np
 
 from common.errors import UserError
-from common.graph_cache import GraphCache
+from common.context import resolve_context
+from common.graph_cache import GraphRunner, import_backend
 
 from . import spectral, weights
 from .model import SAMPLE_RATE, CrossNet, OpenUnmix
 
 
-def _context(context):
-    """An nnabla Context from ``'cpu'`` / ``'cudnn'`` or ``(name, device_id, type_config)``
-    (plain values keep the separator picklable for ``eval.py --jobs``); a Context or None
-    passes through."""
-    if isinstance(context, str):
-        context = (context,)
-    if not isinstance(context, tuple):
-        return context
-    from common.context import get_context
-
-    return get_context(*context)
-
-
-class NnablaRunner:
+class NnablaRunner(GraphRunner):
     """Network runner on nnabla: ``runner(mag) -> masks`` (see :mod:`xumx.weights` for the
-    contract). One test-mode graph is built per input shape and reused; up to
-    ``max_cached`` graphs are kept. ``graph_builds`` counts the graphs built."""
+    contract); one test-mode graph per input shape, reused."""
 
     def __init__(self, kind, params, config, context=None, max_cached=2):
         cls = {"xumx": CrossNet, "umx": OpenUnmix}.get(kind)
         if cls is None:
             raise UserError(f"unknown network kind '{kind}' (expected 'xumx' or 'umx')")
         self.kind = kind
-        self.ctx = _context(context)
         self.model = cls.from_config(config)
         self.model.load_parameters(params)
-        self._graph = GraphCache(self._build, max_cached)
-
-    @property
-    def graph_builds(self):
-        return self._graph.builds
-
-    def _build(self, shape):
-        import nnabla as nn
-
-        with nn.auto_forward(False), spectral._maybe_context(self.ctx):
-            x = nn.Variable(shape)
-            y = self.model.network(x, test=True)
-            y.persistent = True
-        return x, y
-
-    def __call__(self, mag):
-        mag = np.ascontiguousarray(mag, dtype=np.float32)
-        x, y = self._graph(mag.shape)
-        x.d = mag
-        y.forward(clear_no_need_grad=True)
-        return y.d.copy()
+        super().__init__(lambda x: self.model.network(x, test=True), context, max_cached)
 
 
 def build_nnabla_runner(kind, params, config, context=None):
@@ -101,14 +67,7 @@ def build_nnabla_runner(kind, params, config, context=None):
 
 
 def _onnx_builder():
-    try:
-        from .onnx_backend import build_onnx_runner
-    except ModuleNotFoundError as exc:
-        if exc.name and exc.name.endswith("onnx_backend"):
-            raise UserError("backend 'onnx' is not available: xumx/onnx_backend.py is missing "
-                            "(use backend='nnabla')") from None
-        raise UserError(f"backend 'onnx' is not available: {exc}") from None
-    return build_onnx_runner
+    return import_backend("xumx")
 
 
 def _norbert():
@@ -229,7 +188,7 @@ class Separator:
             self.chunk_frames = max(1, int(round(chunk_seconds * self.sample_rate / self.n_hop)))
         if stft == "nnabla":
             self._stft = spectral.NnablaSTFT(self.n_fft, self.n_hop, center=True,
-                                             ctx=_context(context))
+                                             ctx=resolve_context(context))
         else:
             self._stft = spectral.NumpySTFT(self.n_fft, self.n_hop, center=True)
         self.output_names = list(self.network_targets)

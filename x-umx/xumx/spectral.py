@@ -26,19 +26,16 @@ import warnings
 import numpy as np
 import scipy.signal
 
+from common.context import context_scope
+from common import spectral as _common_spectral
 from common.graph_cache import GraphCache
 
-
-def nb_bins(n_fft):
-    """Number of one-sided frequency bins of an ``n_fft``-point STFT."""
-    return n_fft // 2 + 1
-
-
-def nb_frames(nb_samples, n_fft=4096, n_hop=1024, center=True):
-    """Number of STFT frames nnabla's ``F.stft`` produces for ``nb_samples`` samples."""
-    if center:
-        return 1 + nb_samples // n_hop
-    return 1 + (nb_samples - n_fft) // n_hop
+# The numpy STFT (nnabla's conventions with reflect padding) lives in common.spectral,
+# shared with D3Net (which uses its zero-padding mode); re-exported here unchanged.
+hann_periodic = _common_spectral.hann_periodic
+stft_numpy = _common_spectral.stft_numpy
+nb_bins = _common_spectral.nb_bins
+nb_frames = _common_spectral.nb_frames
 
 
 def stft(x, n_fft=4096, n_hop=1024, center=True):
@@ -137,7 +134,7 @@ class NnablaSTFT:
     def _build(self, shape):
         import nnabla as nn
 
-        with nn.auto_forward(False), _maybe_context(self.ctx):
+        with nn.auto_forward(False), context_scope(self.ctx):
             x = nn.Variable((1,) + shape)
             real, imag = stft(x, self.n_fft, self.n_hop, self.center)
             mag = magnitude(real, imag)
@@ -154,32 +151,6 @@ class NnablaSTFT:
         out.forward(clear_no_need_grad=True)
         X = (real.d + 1j * imag.d)[0].transpose(2, 1, 0)  # (frames, bins, channels)
         return X.astype(np.complex64), mag.d.copy()
-
-
-def hann_periodic(n):
-    """Periodic Hann window of length ``n`` (the window of nnabla's ``'hanning'`` STFT)."""
-    return 0.5 - 0.5 * np.cos(2.0 * np.pi * np.arange(n) / n)
-
-
-def stft_numpy(audio, n_fft=4096, n_hop=1024, center=True, block_frames=256):
-    """STFT of ``audio`` ``(channels, samples)`` with nnabla's conventions, computed in float64
-    with numpy: returns complex128 ``(frames, bins, channels)``. Agrees with ``F.stft`` to
-    float32 rounding (about 4e-7 of the maximum) and is much faster on CPU."""
-    x = np.asarray(audio, dtype=np.float64)
-    if center:
-        x = np.pad(x, ((0, 0), (n_fft // 2, n_fft // 2)), mode="reflect")
-    frames = 1 + (x.shape[-1] - n_fft) // n_hop
-    if frames < 1:
-        raise ValueError(f"{audio.shape[-1]} samples are too short for n_fft {n_fft}")
-    window = hann_periodic(n_fft)
-    out = np.empty((frames, nb_bins(n_fft), x.shape[0]), dtype=np.complex128)
-    offsets = np.arange(n_fft)
-    for start in range(0, frames, block_frames):
-        starts = n_hop * np.arange(start, min(frames, start + block_frames))
-        idx = offsets[None, :] + starts[:, None]
-        seg = x[:, idx] * window  # (channels, block, n_fft)
-        out[start:start + idx.shape[0]] = np.fft.rfft(seg, axis=-1).transpose(1, 2, 0)
-    return out
 
 
 class NumpySTFT:
@@ -199,18 +170,3 @@ class NumpySTFT:
         mag = np.abs(X).astype(np.float32).transpose(0, 2, 1)[:, None]
         return X.astype(np.complex64), np.ascontiguousarray(mag)
 
-
-class _NullContext:
-    def __enter__(self):
-        return None
-
-    def __exit__(self, *exc):
-        return False
-
-
-def _maybe_context(ctx):
-    if ctx is None:
-        return _NullContext()
-    import nnabla as nn
-
-    return nn.context_scope(ctx)

@@ -20,6 +20,9 @@ Differences from the official script, on purpose:
 * with data-parallel training the learning rate is scaled by the number of processes
   (linear scaling), weight decay is not.
 
+The data sampling, input statistics, validation, checkpointing and the loop itself are the
+ones shared with D3Net (:mod:`common.mss_training`).
+
 Outputs in ``--output``: ``config.yaml``, ``input_stats.npz``, ``checkpoints/``, the training
 curves (``*.series.txt``), and the best weights in the official file format (``xumx.h5`` or
 ``<target>.h5``), which ``separate.py --model`` and ``eval.py --model`` accept.
@@ -27,20 +30,11 @@ curves (``*.series.txt``), and the best weights in the official file format (``x
 import time
 from pathlib import Path
 
-import numpy as np
-
-from common.checkpoint import CheckpointManager
-from common.config import ConfigParser, save_config
-from common.context import add_context_args, context_from_args
-from common.data.loader import BatchLoader
-from common.data.musdb import MUSDBExcerpts, open_musdb, read_excerpt, source_augmentations
-from common.distributed import init_distributed
+from common import mss_training
+from common.config import ConfigParser
+from common.context import add_context_args
 from common.errors import UserError
-from common.monitor import TrainingLog, progress
-from common.schedules import EarlyStopping, ReduceLROnPlateau
-from common.seeding import seed_everything
 
-from . import spectral
 from .model import SOURCES, CrossNet, OpenUnmix, bandwidth_to_max_bin
 
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
@@ -54,19 +48,9 @@ def build_parser():
     p.add_argument("--output", required=True, help="run directory")
     p.add_argument("--resume", action="store_true", help="continue from the newest checkpoint")
     d = p.add_argument_group("data")
-    d.add_argument("--root", default=None,
-                   help="MUSDB18 root (default: the bundled one-track sample)")
-    d.add_argument("--is-wav", action="store_true", help="decoded WAV layout of MUSDB18")
-    d.add_argument("--seq-dur", type=float, default=6.0, help="excerpt length (s)")
-    d.add_argument("--samples-per-track", type=int, default=64)
-    d.add_argument("--source-augmentations", nargs="*", default=["gain", "channelswap"],
-                   choices=["gain", "channelswap"])
-    d.add_argument("--gain-range", type=float, nargs=2, default=[0.25, 1.25])
-    d.add_argument("--random-track-mix", action="store_true", default=True)
-    d.add_argument("--no-random-track-mix", dest="random_track_mix", action="store_false")
+    mss_training.add_data_args(d, seq_dur=6.0, gain_range=(0.25, 1.25))
     d.add_argument("--valid-dur", type=float, default=100.0,
                    help="validation tracks are scored in pieces of this length (s)")
-    d.add_argument("--loader-threads", type=int, default=4)
     m = p.add_argument_group("model")
     m.add_argument("--model-type", choices=["xumx", "umx"], default="xumx")
     m.add_argument("--target", choices=list(SOURCES), default="vocals",
@@ -80,53 +64,14 @@ def build_parser():
     m.add_argument("--nb-layers", type=int, default=3)
     m.add_argument("--unidirectional", action="store_true")
     t = p.add_argument_group("optimisation")
-    t.add_argument("--epochs", type=int, default=1000)
-    t.add_argument("--batch-size", type=int, default=16)
-    t.add_argument("--lr", type=float, default=1e-3)
-    t.add_argument("--weight-decay", type=float, default=1e-5)
+    mss_training.add_loop_args(t, epochs=1000, batch_size=16, lr=1e-3, weight_decay=1e-5)
     t.add_argument("--lr-decay-patience", type=int, default=80)
     t.add_argument("--lr-decay-gamma", type=float, default=0.3)
     t.add_argument("--patience", type=int, default=140,
                    help="stop after this many epochs without validation improvement (0 = never)")
     t.add_argument("--mcoef", type=float, default=10.0, help="X-UMX weight of the SDR loss")
-    t.add_argument("--seed", type=int, default=42)
-    t.add_argument("--max-iter-per-epoch", type=int, default=0,
-                   help="cap on iterations per epoch (0 = the whole epoch); for smoke runs")
-    t.add_argument("--checkpoint-interval", type=int, default=200,
-                   help="also checkpoint every N iterations inside an epoch")
-    t.add_argument("--keep-last", type=int, default=3)
     add_context_args(p)
     return p
-
-
-def compute_input_statistics(tracks, n_fft, n_hop, nb_bins):
-    """Mean and std per frequency bin of the mono (channel-averaged) magnitude spectrogram
-    over every frame of every training track, as the official script (which uses sklearn's
-    StandardScaler); the std is floored at 1e-4 of its maximum."""
-    count, total, total_sq = 0, np.zeros(nb_bins), np.zeros(nb_bins)
-    for track in progress(tracks, desc="input statistics", unit="track"):
-        audio = read_excerpt(track, "mixture")  # (channels, samples)
-        mag = np.abs(spectral.stft_numpy(audio, n_fft, n_hop, center=True)).mean(axis=2)
-        mag = mag[:, :nb_bins]
-        count += mag.shape[0]
-        total += mag.sum(axis=0)
-        total_sq += (mag ** 2).sum(axis=0)
-    mean = total / count
-    std = np.sqrt(np.maximum(total_sq / count - mean ** 2, 0.0))
-    return mean, np.maximum(std, 1e-4 * std.max())
-
-
-def _load_or_compute_stats(path, tracks, args, nb_bins, is_main):
-    if path.exists():
-        stats = np.load(path)
-        if stats["mean"].shape == (nb_bins,):
-            return stats["mean"], stats["std"]
-    mean, std = compute_input_statistics(tracks, args.nfft, args.nhop, nb_bins)
-    if is_main:
-        tmp = path.with_suffix(".tmp.npz")
-        np.savez(tmp, mean=mean, std=std)
-        tmp.replace(path)
-    return mean, std
 
 
 def _build_model(args, mean, std):
@@ -155,136 +100,37 @@ def _loss_graph(model, args, batch, samples, test):
     return mixture, target, loss
 
 
-def _validate(graph, valid_set, samples):
-    """Mean validation loss over tracks; each track is the mean over its full pieces."""
-    mixture, target, loss = graph
-    losses = []
-    for i in range(len(valid_set)):
-        mix, tgt = valid_set[i]
-        tgt = tgt.reshape(-1, tgt.shape[-1])
-        pieces = []
-        for start in range(0, mix.shape[-1] - samples + 1, samples):
-            mixture.d = mix[None, :, start:start + samples]
-            target.d = tgt[None, :, start:start + samples]
-            loss.forward(clear_no_need_grad=True)
-            pieces.append(float(loss.d))
-        losses.append(np.mean(pieces))
-    return float(np.mean(losses))
-
-
 def train(args):
     import nnabla as nn
     import nnabla.solvers as S
 
     out = Path(args.output)
-    out.mkdir(parents=True, exist_ok=True)
-    ctx = context_from_args(args)
-    dist = init_distributed(ctx)
-    nn.set_default_context(dist.ctx)
-    if dist.is_main:
-        save_config(args, out)
-    seed_everything(args.seed)
-
-    train_db = open_musdb(args.root, subset="train", split="train", is_wav=args.is_wav)
-    valid_db = open_musdb(args.root, subset="train", split="valid", is_wav=args.is_wav)
+    dist = mss_training.start_run(args, out)
     targets = SOURCES if args.model_type == "xumx" else (args.target,)
-    augment = source_augmentations(args.source_augmentations, tuple(args.gain_range))
-    train_set = MUSDBExcerpts(train_db, targets=targets, seq_dur=args.seq_dur,
-                              samples_per_track=args.samples_per_track, source_augment=augment,
-                              random_track_mix=args.random_track_mix)
-    valid_set = MUSDBExcerpts(valid_db, targets=targets, seq_dur=None)
-    loader = BatchLoader(train_set, args.batch_size, shuffle=True, seed=args.seed,
-                         rank=dist.rank, world_size=dist.size, num_threads=args.loader_threads)
-    iters_per_epoch = len(loader)
-    if args.max_iter_per_epoch > 0:
-        iters_per_epoch = min(iters_per_epoch, args.max_iter_per_epoch)
+    data = mss_training.musdb_training_data(args, targets, args.seq_dur, dist)
 
     max_bin = bandwidth_to_max_bin(44100, args.nfft, args.bandwidth)
-    mean, std = _load_or_compute_stats(out / "input_stats.npz", train_db.tracks, args,
-                                       max_bin, dist.is_main)
+    mean, std = mss_training.load_or_compute_stats(out / "input_stats.npz", data.train_db.tracks,
+                                                   args.nfft, args.nhop, max_bin, dist.is_main)
     model = _build_model(args, mean, std)
-    samples = int(round(args.seq_dur * train_set.rate))
+    samples = int(round(args.seq_dur * data.train_set.rate))
     train_graph = _loss_graph(model, args, args.batch_size, samples, test=False)
+    valid_set = data.valid_set
     shortest = min(t.shape[-1] for t in (valid_set[i][0] for i in range(len(valid_set))))
-    valid_samples = min(int(round(args.valid_dur * train_set.rate)), shortest)
+    valid_samples = min(int(round(args.valid_dur * data.train_set.rate)), shortest)
     valid_graph = _loss_graph(model, args, 1, valid_samples, test=True)
 
     lr = args.lr * dist.size
     solver = S.Adam(lr)
     solver.set_parameters(nn.get_parameters())
-    plateau = ReduceLROnPlateau(lr, factor=args.lr_decay_gamma, patience=args.lr_decay_patience)
-    stopper = EarlyStopping(patience=args.patience)
-    ckpts = CheckpointManager(out / "checkpoints", keep_last=args.keep_last)
-
-    step, epoch, batch_index, loss_sum, loss_count, best_epoch = 0, 0, 0, 0.0, 0, -1
-    if args.resume:
-        resumed = ckpts.resume({"adam": solver})
-        if resumed is None:
-            print(f"no checkpoint in {out / 'checkpoints'}; starting from scratch")
-        else:
-            step, _, extra = resumed
-            epoch, batch_index = int(extra["epoch"]), int(extra["batch_index"])
-            loss_sum, loss_count = float(extra["loss_sum"]), int(extra["loss_count"])
-            best_epoch = int(extra["best_epoch"])
-            plateau.load_state_dict(extra["plateau"])
-            stopper.load_state_dict(extra["stopper"])
-            solver.set_learning_rate(plateau.lr)
-            print(f"resumed at epoch {epoch}, iteration {step}")
-    log = TrainingLog(out, resume_step=step if args.resume else None)
-    mixture, target, loss = train_graph
-    config = vars(args)
-
-    def save(metric=None):
-        if not dist.is_main:
-            return
-        ckpts.save(step, {"adam": solver}, config=config, metric=metric, epoch=epoch, extra={
-            "epoch": epoch, "batch_index": batch_index, "loss_sum": loss_sum,
-            "loss_count": loss_count, "best_epoch": best_epoch,
-            "plateau": plateau.state_dict(), "stopper": stopper.state_dict()})
-
-    stop = False
-    while epoch < args.epochs and not stop:
-        bar = progress(range(batch_index, iters_per_epoch), desc=f"epoch {epoch}", unit="it",
-                       leave=False)
-        for batch_index in bar:
-            mix, tgt = loader.get_batch(epoch, batch_index)
-            mixture.d = mix
-            target.d = tgt.reshape(tgt.shape[0], -1, tgt.shape[-1])
-            solver.zero_grad()
-            loss.forward(clear_no_need_grad=True)
-            loss.backward(clear_buffer=True)
-            dist.all_reduce_grads(nn.get_parameters())
-            solver.weight_decay(args.weight_decay)
-            solver.update()
-            step += 1
-            loss_sum, loss_count = loss_sum + float(loss.d), loss_count + 1
-            if dist.is_main:
-                log.add("training loss per iteration", step, float(loss.d))
-            bar.set_postfix(loss=f"{float(loss.d):.4f}")
-            if args.checkpoint_interval and step % args.checkpoint_interval == 0:
-                batch_index += 1  # the saved position names the next batch to run
-                save()
-        train_loss = loss_sum / max(loss_count, 1)
-        valid_loss = dist.all_reduce_value(_validate(valid_graph, valid_set, valid_samples))
-        new_lr = plateau.step(valid_loss)
-        solver.set_learning_rate(new_lr)
-        improved, stop = stopper.step(valid_loss)
-        if improved or best_epoch < 0:
-            best_epoch = epoch
-            if dist.is_main:
-                export_weights(model, args, out)
-        if dist.is_main:
-            log.add("training loss", epoch, train_loss)
-            log.add("validation loss", epoch, valid_loss)
-            log.add("learning rate", epoch, new_lr)
-            log.time("epoch time", epoch)
-            print(f"epoch {epoch}: train {train_loss:.5f}  valid {valid_loss:.5f}  "
-                  f"lr {new_lr:.2e}  best epoch {best_epoch}")
-        epoch, batch_index, loss_sum, loss_count = epoch + 1, 0, 0.0, 0
-        save(metric=valid_loss)
-    if stop:
-        print(f"early stopping after epoch {epoch - 1} (best epoch {best_epoch})")
-    return out
+    schedule = mss_training.PlateauSchedule(lr, factor=args.lr_decay_gamma,
+                                            patience=args.lr_decay_patience,
+                                            stop_patience=args.patience)
+    return mss_training.train_epochs(
+        args, out, dist=dist, solver=solver, graph=train_graph,
+        validate=lambda: mss_training.validation_loss(valid_graph, valid_set, valid_samples),
+        loader=data.loader, iters_per_epoch=data.iters_per_epoch, schedule=schedule,
+        export=lambda: export_weights(model, args, out), weight_decay=args.weight_decay)
 
 
 def export_weights(model, args, out):

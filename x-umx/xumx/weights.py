@@ -53,9 +53,10 @@ import zipfile
 from collections import OrderedDict
 
 from common.errors import UserError
-from common.params_io import read_param_file
+from common.param_model import check_parameter_shapes
+from common.params_io import find_weight_files, read_param_file
 
-from .model import SOURCES, CrossNet, OpenUnmix, check_parameter_shapes
+from .model import SOURCES, CrossNet, OpenUnmix
 
 DEFAULT_HOP_RATIO = 4
 
@@ -178,28 +179,8 @@ def load_xumx(path, n_hop=None):
 
 
 def _find_target_files(directory, targets):
-    """``OrderedDict[target -> path]`` of ``<target>.h5`` in ``directory`` or, failing that,
-    in one of its sub-folders."""
-    folders = [directory] + sorted(
-        os.path.join(directory, d) for d in os.listdir(directory)
-        if os.path.isdir(os.path.join(directory, d)))
-    candidates = {}
-    for folder in folders:
-        for f in sorted(os.listdir(folder)):
-            stem, ext = os.path.splitext(f)
-            full = os.path.join(folder, f)
-            if ext.lower() == ".h5" and os.path.isfile(full) and stem not in candidates:
-                candidates[stem] = full
-    if targets is None:
-        targets = [t for t in SOURCES if t in candidates]
-        if not targets:
-            raise UserError(f"{directory}: no UMX target files "
-                            f"({', '.join(t + '.h5' for t in SOURCES)})")
-    missing = [t for t in targets if t not in candidates]
-    if missing:
-        raise UserError(f"{directory}: missing UMX target file(s) "
-                        + ", ".join(t + ".h5" for t in missing))
-    return OrderedDict((t, candidates[t]) for t in targets)
+    """``OrderedDict[target -> path]`` of UMX ``<target>.h5`` files in ``directory``."""
+    return find_weight_files(directory, SOURCES, targets, what="UMX target")
 
 
 def load_umx(path, targets=None, n_hop=None):

@@ -1,0 +1,325 @@
+"""Training skeleton shared by the music-source-separation papers (X-UMX / UMX, D3Net).
+
+Both recipes train a network on random MUSDB18 excerpts (sources from random tracks, gain and
+channel-swap augmentation per source, :class:`common.data.musdb.MUSDBExcerpts`), validate on
+the 14 official validation tracks every epoch and keep the weights of the best validation
+epoch. What differs is the network, its loss graph and the learning-rate policy; the rest is
+here:
+
+* :func:`add_data_args` / :func:`add_loop_args`: the MUSDB18 sampling and optimisation flags
+  (each paper passes its own defaults);
+* :func:`start_run`: output folder, compute context, data-parallel group, saved
+  ``config.yaml``, seeds;
+* :func:`musdb_training_data`: training excerpts, validation tracks and the resumable
+  :class:`common.data.loader.BatchLoader`. On the bundled one-track root the validation split
+  falls back to its training track (with a logged warning, see
+  :func:`common.data.musdb.open_musdb`);
+* :func:`load_or_compute_stats`: per-bin mean / std of the mono mixture magnitude over the
+  training tracks (the network's input normalisation, as both official scripts), cached in
+  the run folder;
+* :func:`validation_loss`: mean loss over the validation tracks, each cut into pieces of the
+  validation graph's length;
+* :class:`PlateauSchedule` (X-UMX: reduce on plateau + early stopping) and
+  :class:`StepSchedule` (D3Net: step decay at fixed epochs) with resumable state;
+* :func:`train_epochs`: the loop. A checkpoint (parameters, Adam state, schedule, RNG states,
+  loader position, running loss sums) is written every ``--checkpoint-interval`` iterations
+  and at every epoch end, so ``--resume`` continues after a kill, even mid-epoch, with the same
+  data order and bit-identical results. The best weights are exported at each improvement.
+
+A loss graph is a tuple ``(mixture, target, loss)`` of nnabla variables: ``mixture``
+``(batch, channels, samples)``, ``target`` ``(batch, n_targets * channels, samples)``, and the
+scalar ``loss``.
+"""
+from dataclasses import dataclass
+
+import numpy as np
+
+from common.checkpoint import CheckpointManager
+from common.config import save_config
+from common.context import context_from_args
+from common.data.loader import BatchLoader
+from common.data.musdb import MUSDBExcerpts, open_musdb, read_excerpt, source_augmentations
+from common.distributed import init_distributed
+from common.monitor import TrainingLog, progress
+from common.schedules import EarlyStopping, ReduceLROnPlateau, step_lr
+from common.seeding import seed_everything
+from common.spectral import stft_numpy
+
+__all__ = ["add_data_args", "add_loop_args", "start_run", "TrainingData", "musdb_training_data",
+           "compute_input_statistics", "load_or_compute_stats", "validation_loss",
+           "PlateauSchedule", "StepSchedule", "train_epochs"]
+
+
+# --------------------------------------------------------------------------- flags
+
+def add_data_args(group, *, seq_dur, gain_range, seq_dur_help="excerpt length (s)"):
+    """MUSDB18 sampling flags: ``--root --is-wav --seq-dur --samples-per-track
+    --source-augmentations --gain-range --[no-]random-track-mix --loader-threads``."""
+    group.add_argument("--root", default=None,
+                       help="MUSDB18 root (default: the bundled one-track sample)")
+    group.add_argument("--is-wav", action="store_true", help="decoded WAV layout of MUSDB18")
+    group.add_argument("--seq-dur", type=float, default=seq_dur, help=seq_dur_help)
+    group.add_argument("--samples-per-track", type=int, default=64,
+                       help="random excerpts per training track per epoch")
+    group.add_argument("--source-augmentations", nargs="*", default=["gain", "channelswap"],
+                       choices=["gain", "channelswap"])
+    group.add_argument("--gain-range", type=float, nargs=2, default=list(gain_range),
+                       help="random gain per source, drawn uniformly from this range")
+    group.add_argument("--random-track-mix", action="store_true", default=True,
+                       help="draw every source from an independent random track (default)")
+    group.add_argument("--no-random-track-mix", dest="random_track_mix", action="store_false")
+    group.add_argument("--loader-threads", type=int, default=4)
+    return group
+
+
+def add_loop_args(group, *, epochs, batch_size, lr, weight_decay, lr_help=None):
+    """Optimisation and checkpointing flags: ``--epochs --batch-size --lr --weight-decay --seed
+    --max-iter-per-epoch --checkpoint-interval --keep-last``."""
+    group.add_argument("--epochs", type=int, default=epochs)
+    group.add_argument("--batch-size", type=int, default=batch_size)
+    group.add_argument("--lr", type=float, default=lr, help=lr_help)
+    group.add_argument("--weight-decay", type=float, default=weight_decay)
+    group.add_argument("--seed", type=int, default=42)
+    group.add_argument("--max-iter-per-epoch", type=int, default=0,
+                       help="cap on iterations per epoch (0 = the whole epoch); for smoke runs")
+    group.add_argument("--checkpoint-interval", type=int, default=200,
+                       help="also checkpoint every N iterations inside an epoch")
+    group.add_argument("--keep-last", type=int, default=3)
+    return group
+
+
+# --------------------------------------------------------------------------- setup
+
+def start_run(args, out):
+    """Create ``out``, select the compute context, join the data-parallel group, save the
+    resolved options as ``out/config.yaml`` (main process) and seed every RNG. Returns the
+    :class:`common.distributed.Distributed` handle."""
+    import nnabla as nn
+
+    out.mkdir(parents=True, exist_ok=True)
+    ctx = context_from_args(args)
+    dist = init_distributed(ctx)
+    nn.set_default_context(dist.ctx)
+    if dist.is_main:
+        save_config(args, out)
+    seed_everything(args.seed)
+    return dist
+
+
+@dataclass
+class TrainingData:
+    train_db: object      # musdb.DB of the training split
+    train_set: object     # MUSDBExcerpts of random excerpts
+    valid_set: object     # MUSDBExcerpts of whole validation tracks
+    loader: BatchLoader
+    iters_per_epoch: int
+
+
+def musdb_training_data(args, targets, seq_dur, dist):
+    """Training excerpts of ``seq_dur`` seconds with the ``targets`` stacked, whole validation
+    tracks, and the loader (``args``: the flags of :func:`add_data_args` and
+    :func:`add_loop_args`)."""
+    train_db = open_musdb(args.root, subset="train", split="train", is_wav=args.is_wav)
+    valid_db = open_musdb(args.root, subset="train", split="valid", is_wav=args.is_wav)
+    augment = source_augmentations(args.source_augmentations, tuple(args.gain_range))
+    train_set = MUSDBExcerpts(train_db, targets=targets, seq_dur=seq_dur,
+                              samples_per_track=args.samples_per_track, source_augment=augment,
+                              random_track_mix=args.random_track_mix)
+    valid_set = MUSDBExcerpts(valid_db, targets=targets, seq_dur=None)
+    loader = BatchLoader(train_set, args.batch_size, shuffle=True, seed=args.seed,
+                         rank=dist.rank, world_size=dist.size, num_threads=args.loader_threads)
+    iters_per_epoch = len(loader)
+    if args.max_iter_per_epoch > 0:
+        iters_per_epoch = min(iters_per_epoch, args.max_iter_per_epoch)
+    return TrainingData(train_db, train_set, valid_set, loader, iters_per_epoch)
+
+
+def compute_input_statistics(tracks, n_fft, n_hop, nb_bins):
+    """Mean and std per frequency bin of the mono (channel-averaged) magnitude spectrogram
+    over every frame of every training track, as the official scripts (which use sklearn's
+    StandardScaler on nnabla's centred, reflect-padded STFT); the std is floored at 1e-4 of
+    its maximum. Only the lowest ``nb_bins`` bins are kept."""
+    count, total, total_sq = 0, np.zeros(nb_bins), np.zeros(nb_bins)
+    for track in progress(tracks, desc="input statistics", unit="track"):
+        audio = read_excerpt(track, "mixture")  # (channels, samples)
+        mag = np.abs(stft_numpy(audio, n_fft, n_hop, center=True)).mean(axis=2)
+        mag = mag[:, :nb_bins]
+        count += mag.shape[0]
+        total += mag.sum(axis=0)
+        total_sq += (mag ** 2).sum(axis=0)
+    mean = total / count
+    std = np.sqrt(np.maximum(total_sq / count - mean ** 2, 0.0))
+    return mean, np.maximum(std, 1e-4 * std.max())
+
+
+def load_or_compute_stats(path, tracks, n_fft, n_hop, nb_bins, is_main):
+    """:func:`compute_input_statistics`, cached in ``path`` (an ``.npz`` written atomically by
+    the main process and reused when its STFT settings match)."""
+    if path.exists():
+        stats = np.load(path)
+        same = ("n_fft" not in stats.files
+                or (int(stats["n_fft"]) == n_fft and int(stats["n_hop"]) == n_hop))
+        if same and stats["mean"].shape == (nb_bins,):
+            return stats["mean"], stats["std"]
+    mean, std = compute_input_statistics(tracks, n_fft, n_hop, nb_bins)
+    if is_main:
+        tmp = path.with_suffix(".tmp.npz")
+        np.savez(tmp, mean=mean, std=std, n_fft=n_fft, n_hop=n_hop)
+        tmp.replace(path)
+    return mean, std
+
+
+def validation_loss(graph, valid_set, samples):
+    """Mean validation loss over tracks; each track is the mean over its full pieces of
+    ``samples`` samples (``graph`` is a batch-1 test-mode loss graph of that length)."""
+    mixture, target, loss = graph
+    losses = []
+    for i in range(len(valid_set)):
+        mix, tgt = valid_set[i]
+        tgt = tgt.reshape(-1, tgt.shape[-1])
+        pieces = []
+        for start in range(0, mix.shape[-1] - samples + 1, samples):
+            mixture.d = mix[None, :, start:start + samples]
+            target.d = tgt[None, :, start:start + samples]
+            loss.forward(clear_no_need_grad=True)
+            pieces.append(float(loss.d))
+        losses.append(np.mean(pieces))
+    return float(np.mean(losses))
+
+
+# --------------------------------------------------------------------------- schedules
+
+class PlateauSchedule:
+    """Learning rate times ``factor`` after ``patience`` epochs without validation improvement;
+    stop after ``stop_patience`` such epochs (0 = never) or at a NaN validation loss."""
+
+    def __init__(self, lr, factor, patience, stop_patience):
+        self.plateau = ReduceLROnPlateau(lr, factor=factor, patience=patience)
+        self.stopper = EarlyStopping(patience=stop_patience)
+
+    @property
+    def lr(self):
+        return self.plateau.lr
+
+    def epoch_end(self, epoch, valid_loss):
+        """``(lr for the next epoch, improved, stop)``."""
+        lr = self.plateau.step(valid_loss)
+        improved, stop = self.stopper.step(valid_loss)
+        return lr, improved, stop
+
+    def state_dict(self):
+        return {"plateau": self.plateau.state_dict(), "stopper": self.stopper.state_dict()}
+
+    def load_state_dict(self, state):
+        self.plateau.load_state_dict(state["plateau"])
+        self.stopper.load_state_dict(state["stopper"])
+
+
+class StepSchedule:
+    """Learning rate ``base_lr * gamma ** (number of milestones <= epoch)`` for epoch ``epoch``
+    (counted from 0); training runs all epochs (a NaN validation loss stops it) and the best
+    epoch is the one with the lowest validation loss."""
+
+    def __init__(self, base_lr, milestones, gamma=0.1):
+        self.base_lr = float(base_lr)
+        self.milestones = [int(m) for m in milestones]
+        self.gamma = float(gamma)
+        self.lr = step_lr(self.base_lr, 0, self.milestones, self.gamma)
+        self.stopper = EarlyStopping(patience=0)
+
+    def epoch_end(self, epoch, valid_loss):
+        self.lr = step_lr(self.base_lr, epoch + 1, self.milestones, self.gamma)
+        improved, stop = self.stopper.step(valid_loss)
+        return self.lr, improved, stop
+
+    def state_dict(self):
+        return {"step_lr": self.lr, "stopper": self.stopper.state_dict()}
+
+    def load_state_dict(self, state):
+        self.lr = float(state["step_lr"])
+        self.stopper.load_state_dict(state["stopper"])
+
+
+# --------------------------------------------------------------------------- loop
+
+def train_epochs(args, out, *, dist, solver, graph, validate, loader, iters_per_epoch, schedule,
+                 export, weight_decay):
+    """Train ``args.epochs`` epochs (resuming with ``args.resume``) and return the output dir.
+
+    ``graph``: the training loss graph; ``validate()``: the validation loss (this process's
+    share; averaged over processes here); ``schedule``: :class:`PlateauSchedule` or
+    :class:`StepSchedule`; ``export()``: writes the current weights (called on the main process
+    at every validation improvement). ``solver`` holds the parameters already; its learning
+    rate is the schedule's. Writes ``checkpoints/`` and the curves ``training loss``,
+    ``validation loss``, ``learning rate`` (per epoch; the rate set for the next epoch),
+    ``training loss per iteration`` and the ``epoch time`` timer into ``out``.
+    """
+    import nnabla as nn
+
+    ckpts = CheckpointManager(out / "checkpoints", keep_last=args.keep_last)
+    step, epoch, batch_index, loss_sum, loss_count, best_epoch = 0, 0, 0, 0.0, 0, -1
+    if args.resume:
+        resumed = ckpts.resume({"adam": solver})
+        if resumed is None:
+            print(f"no checkpoint in {out / 'checkpoints'}; starting from scratch")
+        else:
+            step, _, extra = resumed
+            epoch, batch_index = int(extra["epoch"]), int(extra["batch_index"])
+            loss_sum, loss_count = float(extra["loss_sum"]), int(extra["loss_count"])
+            best_epoch = int(extra["best_epoch"])
+            schedule.load_state_dict(extra)
+            solver.set_learning_rate(schedule.lr)
+            print(f"resumed at epoch {epoch}, iteration {step}")
+    log = TrainingLog(out, resume_step=step if args.resume else None)
+    mixture, target, loss = graph
+    config = vars(args)
+
+    def save(metric=None):
+        if not dist.is_main:
+            return
+        ckpts.save(step, {"adam": solver}, config=config, metric=metric, epoch=epoch, extra={
+            "epoch": epoch, "batch_index": batch_index, "loss_sum": loss_sum,
+            "loss_count": loss_count, "best_epoch": best_epoch, **schedule.state_dict()})
+
+    stop = False
+    while epoch < args.epochs and not stop:
+        bar = progress(range(batch_index, iters_per_epoch), desc=f"epoch {epoch}", unit="it",
+                       leave=False)
+        for batch_index in bar:
+            mix, tgt = loader.get_batch(epoch, batch_index)
+            mixture.d = mix
+            target.d = tgt.reshape(tgt.shape[0], -1, tgt.shape[-1])
+            solver.zero_grad()
+            loss.forward(clear_no_need_grad=True)
+            loss.backward(clear_buffer=True)
+            dist.all_reduce_grads(nn.get_parameters())
+            solver.weight_decay(weight_decay)
+            solver.update()
+            step += 1
+            loss_sum, loss_count = loss_sum + float(loss.d), loss_count + 1
+            if dist.is_main:
+                log.add("training loss per iteration", step, float(loss.d))
+            bar.set_postfix(loss=f"{float(loss.d):.4f}")
+            if args.checkpoint_interval and step % args.checkpoint_interval == 0:
+                batch_index += 1  # the saved position names the next batch to run
+                save()
+        train_loss = loss_sum / max(loss_count, 1)
+        valid_loss = dist.all_reduce_value(validate())
+        new_lr, improved, stop = schedule.epoch_end(epoch, valid_loss)
+        solver.set_learning_rate(new_lr)
+        if improved or best_epoch < 0:
+            best_epoch = epoch
+            if dist.is_main:
+                export()
+        if dist.is_main:
+            log.add("training loss", epoch, train_loss)
+            log.add("validation loss", epoch, valid_loss)
+            log.add("learning rate", epoch, new_lr)
+            log.time("epoch time", epoch)
+            print(f"epoch {epoch}: train {train_loss:.5f}  valid {valid_loss:.5f}  "
+                  f"lr {new_lr:.2e}  best epoch {best_epoch}")
+        epoch, batch_index, loss_sum, loss_count = epoch + 1, 0, 0.0, 0
+        save(metric=valid_loss)
+    if stop:
+        print(f"early stopping after epoch {epoch - 1} (best epoch {best_epoch})")
+    return out

@@ -1,0 +1,135 @@
+"""D3Net MSS on onnxruntime: the network exported with nnabla's own ONNX converter.
+
+The runner builds the repository's nnabla network (:class:`d3net_mss.model.D3NetMSS`,
+test-mode batch norm) on the given parameters, exports it with nnabla-converter (through
+:mod:`common.onnx_export`: ``.nnp`` -> ``NnpImporter`` -> ``OnnxExporter``, opset 13) and
+runs the ``.onnx`` with onnxruntime. Every function the network uses (Transpose, Sub2,
+Div2, Slice, Convolution, BatchNormalization, ReLU, Add2, Concatenate, AveragePooling,
+Deconvolution, Sigmoid, Mul2) is in the converter's table, so nothing is written by hand.
+
+Fixed shapes: nnabla's exporter bakes the input shape into the model, so one model is
+exported per input shape ``(batch, frames, channels, bins)`` and cached on disk (key: the
+parameter values, the input shape, the graph structure and the code/library versions; see
+:mod:`common.onnx_export`). The separator feeds patches of one shape, ``(2,
+test_patch_len, 2, 2049)`` with ``ch_flip_average`` (``(1, ...)`` without), so a target is
+exported once (a few seconds) and later runs reuse the file.
+
+Agreement with the nnabla backend: onnxruntime sums the convolutions in another order
+(and folds/fuses some operators), so results differ by float32 rounding, amplified by the
+depth of the network. On the parity fixture (random weights of the official shapes, 64
+frames) the largest difference is about 2e-4 x max|output|. Over full 256-frame patches a
+handful of elements (a few dozen of 2 million) differ by up to about 2e-3 x max|output|;
+the randomly initialised network is that steep: nnabla itself moves its output by the same
+amount (up to 2.4e-3 x max, same number of elements) when its input is perturbed by
+1e-6 relative noise (see ``d3net/bench/README.md``).
+
+Runner contract (see :mod:`d3net_mss.weights`): ``runner(x) -> y`` with ``x`` float32
+``(batch, frames, channels, bins)`` (frames a multiple of ``2 ** levels``, 16 for the
+official configs) and ``y`` the network output of the same shape.
+
+Public API
+----------
+``build_onnx_runner(params, config, context=None, cache_dir=None, threads=None,
+max_sessions=2, low_memory=False) -> OnnxRunner``
+``OnnxRunner``: ``__call__(x)``, ``prepare(batch, frames)``, ``save(path, batch, frames)``,
+attributes ``config``, ``target``, ``graph_builds`` (sessions opened), ``exports``
+(conversions run, 0 when everything came from the cache), ``last_export``.
+"""
+import os
+import shutil
+
+import numpy as np
+
+from common.errors import UserError
+from common.onnx_export import OnnxFunction
+
+from .model import D3NetMSS
+
+# Part of the cache key; bump when this module changes what it exports.
+CODE_VERSION = "d3net_mss.onnx_backend/1"
+
+
+class OnnxRunner:
+    """``runner(x) -> y`` for one D3Net MSS target on onnxruntime (see the module docs).
+
+    ``OnnxRunner(params, config, cache_dir=None, threads=None, max_sessions=2)``: ``params``
+    name -> array (official names, a ``<target>/`` prefix is stripped), ``config`` as
+    :func:`d3net_mss.model.normalize_config` accepts; ``cache_dir`` for the exported models
+    (default :func:`common.onnx_export.default_cache_dir`); ``threads`` onnxruntime intra-op
+    threads (default: all available cores); ``max_sessions`` input shapes kept open;
+    ``low_memory`` turns onnxruntime's memory arena off (lower peak RSS, a little slower; see
+    :func:`common.onnx_export.make_session`)."""
+
+    def __init__(self, params, config, cache_dir=None, threads=None, max_sessions=2,
+                 low_memory=False):
+        self.model = D3NetMSS(config)
+        self.model.load_parameters(params)
+        self.config = self.model.config
+        self.target = self.config.get("target")
+        self.nb_channels = self.model.nb_channels
+        self.nb_bins = self.model.nb_bins
+        self.frame_multiple = self.model.frame_multiple
+        name = f"d3net_mss_{self.target}" if self.target else "d3net_mss"
+        self._fn = OnnxFunction(self._build, name=name, cache_dir=cache_dir,
+                                code_version=CODE_VERSION, threads=threads,
+                                max_sessions=max_sessions, low_memory=low_memory,
+                                parameters=self.model.get_parameters)
+
+    def _build(self, x):
+        return self.model.network(x, test=True)
+
+    @property
+    def graph_builds(self):
+        """onnxruntime sessions opened (one per new input shape)."""
+        return self._fn.sessions_opened
+
+    @property
+    def exports(self):
+        """Conversions actually run (shapes not found in the cache)."""
+        return self._fn.exports
+
+    @property
+    def last_export(self):
+        """:class:`common.onnx_export.ExportResult` of the latest new input shape."""
+        return self._fn.last_export
+
+    def _check_shape(self, shape):
+        shape = tuple(int(d) for d in shape)
+        if len(shape) != 4 or shape[2] != self.nb_channels or shape[3] != self.nb_bins:
+            raise UserError(f"D3Net input must be (batch, frames, {self.nb_channels}, "
+                            f"{self.nb_bins}), got {shape}")
+        if shape[1] % self.frame_multiple:
+            raise UserError(f"D3Net input frames ({shape[1]}) must be a multiple of "
+                            f"{self.frame_multiple}")
+        return shape
+
+    def prepare(self, batch, frames):
+        """Export (or find in the cache) and open the session for ``(batch, frames)``
+        inputs ahead of the first call; returns the ``.onnx`` path."""
+        self._fn.session(self._check_shape((batch, frames, self.nb_channels, self.nb_bins)))
+        return self._fn.last_export.path
+
+    def save(self, path, batch, frames):
+        """Copy the exported ONNX model for ``(batch, frames)`` inputs to ``path`` (e.g.
+        for other ONNX runtimes, like the official OpenVINO flow)."""
+        src = self.prepare(batch, frames)
+        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+        shutil.copyfile(src, path)
+        return path
+
+    def __call__(self, x):
+        x = np.asarray(x, dtype=np.float32)
+        shape = self._check_shape(x.shape)
+        if shape[0] == 0 or shape[1] == 0:
+            return np.zeros(shape, dtype=np.float32)
+        return self._fn(x)
+
+
+def build_onnx_runner(params, config, context=None, cache_dir=None, threads=None,
+                      max_sessions=2, low_memory=False):
+    """ONNX runner for one target with the signature of
+    :func:`d3net_mss.separator.build_nnabla_runner`. ``context`` is accepted for that
+    symmetry and ignored (onnxruntime runs on the CPU)."""
+    del context
+    return OnnxRunner(params, config, cache_dir=cache_dir, threads=threads,
+                      max_sessions=max_sessions, low_memory=low_memory)

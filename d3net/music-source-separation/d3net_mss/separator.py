@@ -1,0 +1,314 @@
+"""Music source separation with D3Net, as the official ``separate.py`` does it.
+
+Pipeline for one stereo mixture (settings from each target's config):
+
+1. STFT of each channel (:mod:`d3net_mss.spectral`: librosa conventions, n_fft 4096, hop
+   1024, periodic Hann window, centred with zero padding), complex64
+   ``(frames, channels, bins)``.
+2. Per target, patch-wise network inference on the mixture magnitude
+   (:func:`patch_inference`): zero padding, overlapping patches of ``test_patch_len``
+   frames every ``out_shift`` frames, optionally each patch together with its
+   channel-swapped copy as a batch of two (``ch_flip_average``; the second output is
+   swapped back and the two are averaged), overlap-add, division by the overlap factor.
+   The estimate gets the mixture phase.
+3. The official one-iteration multichannel Wiener filter over the selected targets
+   (:mod:`d3net_mss.wiener`; ``mwf=False`` skips it).
+4. Inverse STFT per channel (librosa conventions).
+
+Differences from the official code (results are otherwise identical):
+
+* The official code builds a new network graph for every patch; here one graph per patch
+  shape is built and reused for all patches and all later calls (``graph_builds`` counts
+  them: one per target).
+* Output length: the official output has ``(frames - 1) * hop`` samples, up to
+  ``hop - 1`` (136 for 2 s at 44.1 kHz) fewer than the input. The inverse STFT here
+  continues the overlap-add over the remaining samples, which still lie under the
+  windows of the last frames, so every estimate has exactly the input length and its first
+  ``(frames - 1) * hop`` samples equal the official output.
+* With a single target the official Wiener filter would hand back (almost exactly) the
+  mixture, since that one source must explain all of it; the filter is then skipped with a
+  warning.
+* The official patch scheme attenuates the last frames (by up to ``1 / scale``) when
+  ``frames % test_patch_len > out_shift`` (see :func:`patch_layout`); this is reproduced by
+  default, ``full_overlap=True`` avoids it.
+* Input channels: mono is duplicated to stereo and only the first two of more channels are
+  used, as the official loader does; a warning says so for more than two.
+"""
+import os
+import warnings
+from collections import OrderedDict
+
+import numpy as np
+
+from common.errors import UserError
+from common.graph_cache import GraphRunner, import_backend
+
+from . import spectral, weights, wiener
+from .model import SAMPLE_RATE, D3NetMSS
+
+BACKENDS = ("nnabla", "onnx")
+
+
+class NnablaRunner(GraphRunner):
+    """``runner(x) -> y`` on nnabla for one target: ``x`` float32 ``(batch, frames,
+    channels, bins)``, ``y`` the network output of the same shape. One test-mode graph is
+    built per input shape and reused (up to ``max_cached`` kept); ``graph_builds`` counts
+    the graphs built."""
+
+    def __init__(self, params, config, context=None, max_cached=2):
+        self.model = D3NetMSS(config)
+        self.config = self.model.config
+        self.model.load_parameters(params)
+        super().__init__(lambda x: self.model.network(x, test=True), context, max_cached)
+
+
+def build_nnabla_runner(params, config, context=None):
+    """nnabla runner with the signature of ``onnx_backend.build_onnx_runner``."""
+    return NnablaRunner(params, config, context=context)
+
+
+def _onnx_builder():
+    return import_backend("d3net_mss")
+
+
+def patch_layout(nb_frames, patch_len, shift, full_overlap=False):
+    """``(front, back, n_patches, scale)`` of the official patch scheme for ``nb_frames``:
+    ``front`` / ``back`` zero frames padded before / after, ``n_patches`` patches starting at
+    multiples of ``shift``, ``scale = patch_len // shift``.
+
+    Officially there are ``(nb_frames + tail) // shift`` patches with
+    ``tail = patch_len - nb_frames % patch_len``. When ``nb_frames % patch_len`` exceeds
+    ``shift`` this leaves the last frames covered by fewer than ``scale`` patches, and since
+    the sum is still divided by ``scale`` they come out attenuated (by up to ``1 / scale``).
+    ``full_overlap=True`` adds the patches (and zero padding) needed to cover every frame
+    ``scale`` times; it changes nothing when the official scheme already does."""
+    patch_len, shift = int(patch_len), int(shift)
+    if shift <= 0 or patch_len <= 0 or patch_len % shift:
+        raise UserError(f"out_shift ({shift}) must be positive and divide test_patch_len "
+                        f"({patch_len})")
+    scale = patch_len // shift
+    tail = patch_len - nb_frames % patch_len  # a full extra patch when nb_frames % P == 0
+    front = shift * (scale - 1)
+    back = tail + shift * scale
+    n_patches = (nb_frames + tail) // shift
+    if full_overlap:
+        needed = (front + nb_frames - 1) // shift + 1
+        if needed > n_patches:
+            back += (needed - n_patches) * shift
+            n_patches = needed
+    return front, back, n_patches, scale
+
+
+def patch_inference(mag, runner, patch_len, shift, ch_flip_average=True, full_overlap=False):
+    """Official patch-wise inference. ``mag`` float32 ``(frames, channels, bins)``;
+    ``runner(x)`` maps ``(batch, patch_len, channels, bins)`` to the same shape. Returns the
+    overlap-added estimate ``(frames, channels, bins)`` float32.
+
+    The magnitude is zero-padded with ``front`` frames before and ``back`` after (see
+    :func:`patch_layout`, also for ``full_overlap``); patch ``k`` covers padded frames
+    ``[k * shift, k * shift + patch_len)``; with ``ch_flip_average`` it runs together with its
+    channel-reversed copy as a batch of two and the reversed-back second output is averaged
+    with the first. Patch outputs are summed at their positions and frames
+    ``[front, front + frames)`` of the sum, divided by ``patch_len // shift``, are
+    returned."""
+    mag = np.asarray(mag, dtype=np.float32)
+    if mag.ndim != 3 or mag.shape[0] == 0:
+        raise UserError(f"magnitude must be (frames, channels, bins), got shape {mag.shape}")
+    n = mag.shape[0]
+    front, back, n_patches, scale = patch_layout(n, patch_len, shift, full_overlap)
+    rest = mag.shape[1:]
+    padded = np.concatenate([np.zeros((front,) + rest, np.float32), mag,
+                             np.zeros((back,) + rest, np.float32)], axis=0)
+    acc = np.zeros((max(padded.shape[0], n_patches * shift + 2 * front),) + rest, np.float32)
+    for k in range(n_patches):
+        x = padded[k * shift:k * shift + patch_len][None]
+        if ch_flip_average:
+            x = np.concatenate([x, x[:, :, ::-1]], axis=0)
+        y = np.asarray(runner(x), dtype=np.float32)
+        if y.shape != x.shape:
+            raise UserError(f"network runner returned shape {y.shape} for input {x.shape}")
+        y = (y[0] + y[1, :, ::-1]) * np.float32(0.5) if ch_flip_average else y[0]
+        acc[k * shift:k * shift + patch_len] += y
+    return acc[front:front + n] / np.float32(scale)
+
+
+def source_stfts(X, mags, mwf=True):
+    """Complex source STFTs from the magnitude estimates ``mags`` (target -> ``(frames, 2,
+    bins)``) and the complex64 mixture STFT ``X``: each magnitude gets the mixture phase
+    (complex64, as officially), then, with ``mwf`` and more than one target, the official
+    one-iteration multichannel Wiener filter is applied (complex128 result). With a single
+    target the filter is skipped with a warning (it would return the mixture)."""
+    phase = np.exp(1j * np.angle(X))
+    stfts = OrderedDict((t, np.asarray(m, dtype=np.float32) * phase) for t, m in mags.items())
+    if mwf:
+        if len(stfts) > 1:
+            stfts = wiener.apply_mwf(stfts, X)
+        else:
+            warnings.warn("Wiener filter skipped: with a single target it would return "
+                          "the mixture")
+    return stfts
+
+
+class Separator:
+    """D3Net separator with the interface of the shared separation driver.
+
+    ``Separator(weights_path, targets=None, ch_flip_average=True, mwf=True, context='cpu',
+    backend='nnabla', full_overlap=False)``: ``weights_path`` is a directory of ``<target>.h5`` files, the
+    official ``d3net-mss.zip``, or one ``<target>.h5`` (see :mod:`d3net_mss.weights`);
+    ``targets`` selects and orders the sources (default: all found, official order).
+    :meth:`from_params` takes parameters already in memory.
+
+    Options: ``ch_flip_average`` (average with the channel-swapped input, official default
+    in ``separate.py``: on), ``mwf`` (multichannel Wiener filter, on), ``context``
+    (``'cpu'``, ``'cudnn'``, a tuple for :func:`common.context.get_context`, or a Context),
+    ``backend`` (``'nnabla'`` or ``'onnx'``, the latter from ``d3net_mss.onnx_backend``),
+    ``full_overlap`` (off = official: see :func:`patch_layout`; on: the last frames are not
+    attenuated when ``frames % test_patch_len > out_shift``).
+
+    Attributes: ``sample_rate`` (44100, from the configs), ``targets`` (names ``__call__``
+    returns, in order; same as ``network_targets``), ``configs`` (target -> config),
+    ``n_fft``, ``n_hop``, ``graph_builds`` (network graphs built so far).
+    """
+
+    sample_rate = SAMPLE_RATE
+
+    def __init__(self, weights_path, targets=None, ch_flip_average=True, mwf=True,
+                 context="cpu", backend="nnabla", full_overlap=False):
+        params, configs = weights.load(os.fspath(weights_path), targets=targets)
+        self._setup(params, configs, ch_flip_average, mwf, context, backend, full_overlap)
+
+    @classmethod
+    def from_params(cls, params, configs, targets=None, **options):
+        """Separator from ``OrderedDict[target -> params]`` and ``[target -> config]``
+        (configs: dicts, YAML paths, or None for ``configs/<target>.yaml``)."""
+        from .model import load_config, normalize_config
+
+        defaults = dict(ch_flip_average=True, mwf=True, context="cpu", backend="nnabla",
+                        full_overlap=False)
+        unknown = set(options) - set(defaults)
+        if unknown:
+            raise TypeError(f"unknown options: {', '.join(sorted(unknown))}")
+        defaults.update(options)
+        names = list(params if targets is None else targets)
+        missing = [t for t in names if t not in params]
+        if missing:
+            raise UserError(f"no parameters for target(s) {', '.join(missing)}; available: "
+                            f"{', '.join(params)}")
+        sel_p, sel_c = OrderedDict(), OrderedDict()
+        for t in names:
+            c = (configs or {}).get(t)
+            if c is None:
+                c = load_config(t)
+            elif isinstance(c, (str, os.PathLike)):
+                c = load_config(c)
+            else:
+                c = normalize_config(c, target=t)
+            sel_p[t] = weights._strip(params[t], t)
+            sel_c[t] = c
+        self = cls.__new__(cls)
+        self._setup(sel_p, sel_c, **defaults)
+        return self
+
+    def _setup(self, params, configs, ch_flip_average, mwf, context, backend,
+               full_overlap=False):
+        if backend not in BACKENDS:
+            raise UserError(f"unknown backend '{backend}' (expected 'nnabla' or 'onnx')")
+        if not params:
+            raise UserError("no targets to separate")
+        self.backend = backend
+        self.ch_flip_average = bool(ch_flip_average)
+        self.mwf = bool(mwf)
+        self.full_overlap = bool(full_overlap)
+        self.configs = OrderedDict(configs)
+        self.targets = list(params)
+        self.network_targets = list(self.targets)
+        first = self.configs[self.targets[0]]
+        for t in self.targets:
+            for key in ("fft_size", "hop_size", "n_channels", "fs"):
+                if self.configs[t][key] != first[key]:
+                    raise UserError(f"D3Net targets disagree on {key}: {self.targets[0]}="
+                                    f"{first[key]}, {t}={self.configs[t][key]}")
+        if first["n_channels"] != 2:
+            raise UserError(f"the D3Net separator is stereo; the config has "
+                            f"{first['n_channels']} channels")
+        self.n_fft = first["fft_size"]
+        self.n_hop = first["hop_size"]
+        self.sample_rate = int(first["fs"])
+        if backend == "onnx":
+            builder = _onnx_builder()
+            self._runners = OrderedDict((t, builder(params[t], self.configs[t]))
+                                        for t in self.targets)
+        else:
+            self._runners = OrderedDict(
+                (t, build_nnabla_runner(params[t], self.configs[t], context=context))
+                for t in self.targets)
+
+    @property
+    def runners(self):
+        """``OrderedDict[target -> runner]``."""
+        return self._runners
+
+    @property
+    def graph_builds(self):
+        """Network graphs built so far (all targets)."""
+        return sum(getattr(r, "graph_builds", 0) for r in self._runners.values())
+
+    # ------------------------------------------------------------------ steps
+    def _prepare(self, audio):
+        """(samples, channels) -> float32 (samples, 2)."""
+        audio = np.asarray(audio, dtype=np.float32)
+        if audio.ndim == 1:
+            audio = audio[:, None]
+        if audio.ndim != 2 or audio.shape[0] == 0 or audio.shape[1] == 0:
+            raise UserError(f"audio must be (samples, channels) with samples > 0, got shape "
+                            f"{audio.shape}")
+        if not np.all(np.isfinite(audio)):
+            raise UserError("audio contains NaN or infinite samples")
+        if audio.shape[1] == 1:
+            audio = np.repeat(audio, 2, axis=1)
+        elif audio.shape[1] > 2:
+            warnings.warn(f"{audio.shape[1]} channels: only the first two are separated")
+            audio = audio[:, :2]
+        return np.ascontiguousarray(audio)
+
+    def stft(self, audio):
+        """Mixture STFT, complex64 ``(frames, 2, bins)`` (audio ``(samples, channels)``)."""
+        return spectral.stft(self._prepare(audio), self.n_fft, self.n_hop)
+
+    def estimate_magnitudes(self, X):
+        """Network magnitude estimates ``OrderedDict[target -> float32 (frames, 2, bins)]``
+        from the mixture STFT ``X`` (official patch-wise inference)."""
+        mag = np.ascontiguousarray(np.abs(X))
+        out = OrderedDict()
+        for t, runner in self._runners.items():
+            cfg = self.configs[t]
+            out[t] = patch_inference(mag, runner, cfg["test_patch_len"], cfg["out_shift"],
+                                     ch_flip_average=self.ch_flip_average,
+                                     full_overlap=self.full_overlap)
+        return out
+
+    def analyze(self, audio):
+        """``(X, mags)``: mixture STFT and the per-target magnitude estimates."""
+        X = self.stft(audio)
+        return X, self.estimate_magnitudes(X)
+
+    def filter(self, X, mags):
+        """Source STFTs from magnitudes (see :func:`source_stfts`; ``mwf`` as configured)."""
+        return source_stfts(X, mags, mwf=self.mwf)
+
+    def separate(self, audio, full_length=True):
+        """Estimates ``OrderedDict[target -> float64 (samples, 2)]``; ``full_length=False``
+        returns the official ``(frames - 1) * hop`` samples instead of the input length."""
+        audio = self._prepare(audio)
+        X, mags = self.analyze(audio)
+        stfts = self.filter(X, mags)
+        n = audio.shape[0]
+        length = n if full_length else min(n, (X.shape[0] - 1) * self.n_hop)
+        return OrderedDict((t, spectral.istft(s, self.n_hop, length=length))
+                           for t, s in stfts.items())
+
+    def __call__(self, audio):
+        """``audio`` (samples, channels) -> ``dict[target -> float32 (samples, 2)]`` with
+        exactly the input length."""
+        return {t: np.ascontiguousarray(y, dtype=np.float32)
+                for t, y in self.separate(audio).items()}

@@ -1,0 +1,289 @@
+"""Run a D3Net segmentation model on images of any size.
+
+Pipeline (the official ``get_segmentation`` + ``visualize``):
+
+1. the image (H, W, 3) is cast to float and brought to the network's channel order (RGB
+   for the published models: the official code reads BGR with OpenCV and converts; we read
+   RGB with PIL, so nothing changes), then ``(pixel - mean) / std`` per channel with the
+   config's mean/std (computed in float64, stored as float32), HWC -> CHW, batch of one;
+2. the network gives logits at the input size (the decode head resizes bilinearly);
+   ``probs`` is their softmax over classes, ``labels`` the argmax (trainIds);
+3. the overlay is ``0.5 * image + 0.5 * palette colour``, truncated to uint8
+   (:func:`d3net_seg.palette.overlay`).
+
+:class:`Segmenter` loads the weights once and keeps one nnabla graph per input size
+(:class:`common.graph_cache.GraphCache`), so a folder of same-sized images builds the graph
+once.
+
+Network runner contract (nnabla: :class:`NnablaRunner`; ONNX:
+``d3net_seg.onnx_backend.build_onnx_runner(params, hparams)``, imported only when asked for):
+``params`` is the ``OrderedDict`` of official parameter names -> float32 arrays (as
+:func:`d3net_seg.weights.load_weights` returns), ``hparams`` the config's ``model`` section
+(dict, official key names). The runner is a callable ``runner(x) -> logits`` taking the
+normalised batch ``x`` float32 ``(N, 3, H, W)`` (any H, W >= :func:`min_input_size`) and
+returning float32 logits ``(N, num_classes, H, W)`` - after the final bilinear resize, before
+the softmax - with batch norm in inference mode. An optional ``graph_builds`` attribute counts
+the graphs/sessions it built.
+
+Public API
+----------
+``Segmenter(weights, config=None, context='cpu', backend='nnabla', max_cached=2)``
+``Segmenter.preprocess(image, channel_order='RGB') -> float32 (1, 3, H, W)``
+``Segmenter.forward(x) -> float32 logits (N, C, H, W)``
+``Segmenter.segment(image, channel_order='RGB') -> Segmentation(logits, probs, labels)``
+``Segmenter.overlay(image, labels) -> uint8 (H, W, 3)``
+``normalize(image, mean, std, to_rgb=True, channel_order='RGB')``, ``softmax(logits, axis=1)``
+``NnablaRunner(params, hparams, context=None, max_cached=2)``
+"""
+import os
+from collections import OrderedDict, namedtuple
+from collections.abc import Mapping
+
+import numpy as np
+
+from common.errors import UserError
+from common.graph_cache import GraphRunner, import_backend
+
+from . import palette as _palette
+from .model import D3NetSegmentation, load_config, min_input_size
+from .weights import check_parameters, detect_config, load_weights
+
+BACKENDS = ("nnabla", "onnx")
+RUN_CONFIG = "model_config.yaml"  # network config the training script saves beside its weights
+
+Segmentation = namedtuple("Segmentation", ["logits", "probs", "labels"])
+Segmentation.__doc__ = """Result for one image: ``logits`` and ``probs`` float32
+(num_classes, H, W), ``labels`` uint8 (H, W) trainIds."""
+
+
+def normalize(image, mean, std, to_rgb=True, channel_order="RGB"):
+    """``(H, W, 3)`` image -> ``(1, 3, H, W)`` float32 network input.
+
+    ``channel_order`` is the order of ``image``; ``to_rgb`` says whether the network expects
+    RGB (True, the published models) or BGR. ``mean``/``std`` are in the network's order."""
+    if channel_order not in ("RGB", "BGR"):
+        raise ValueError(f"channel_order must be 'RGB' or 'BGR', got {channel_order!r}")
+    img = np.asarray(image)
+    if img.ndim != 3 or img.shape[2] != 3:
+        raise UserError(f"expected an (H, W, 3) colour image, got shape {img.shape}")
+    if img.shape[0] == 0 or img.shape[1] == 0:
+        raise UserError("the image is empty")
+    want = "RGB" if to_rgb else "BGR"
+    img = img.astype(np.float32)  # as officially: the pixels are cast to float32 first
+    if channel_order != want:
+        img = img[..., ::-1]
+    mean = np.asarray(mean, dtype=np.float32).astype(np.float64)
+    stdinv = 1.0 / np.asarray(std, dtype=np.float32).astype(np.float64)
+    x = (img - mean) * stdinv
+    return np.ascontiguousarray(x.transpose(2, 0, 1)[None], dtype=np.float32)
+
+
+def softmax(logits, axis=1):
+    """Softmax in float64, returned as float32."""
+    z = np.asarray(logits, dtype=np.float64)
+    z = np.exp(z - z.max(axis=axis, keepdims=True))
+    return (z / z.sum(axis=axis, keepdims=True)).astype(np.float32)
+
+
+class NnablaRunner(GraphRunner):
+    """nnabla network runner (see the module docstring for the contract)."""
+
+    def __init__(self, params, hparams, context=None, max_cached=2):
+        self.model = D3NetSegmentation(hparams)
+        self.model.load_parameters(params)
+        super().__init__(lambda x: self.model(x, test=True), context, max_cached)
+
+
+def _onnx_builder():
+    return import_backend("d3net_seg")
+
+
+class Segmenter:
+    """Semantic segmentation with a D3Net model, built once.
+
+    ``weights``: an ``.h5`` path, or a mapping name -> array already in memory.
+    ``config``: a config path / bundled name (``D3Net_S``, ``D3Net_L``) / dict; ``None``
+    detects D3Net-S or D3Net-L from the parameter shapes. ``context``: ``'cpu'``,
+    ``'cudnn'``, an nnabla Context or ``None`` (nnabla's current default).
+    ``backend``: ``'nnabla'`` or ``'onnx'``. ``max_cached``: graphs kept (one per input size).
+
+    Attributes: ``config`` (full config dict), ``hparams`` (its ``model`` section),
+    ``num_classes``, ``palette`` (uint8 (num_classes, 3), RGB), ``min_size``.
+    """
+
+    def __init__(self, weights, config=None, context="cpu", backend="nnabla", max_cached=2):
+        if backend not in BACKENDS:
+            raise UserError(f"unknown backend {backend!r} (expected one of "
+                            f"{', '.join(BACKENDS)})")
+        if isinstance(weights, Mapping):
+            params = OrderedDict((k, np.asarray(v, dtype=np.float32))
+                                 for k, v in weights.items())
+            if config is None:
+                config = detect_config(params)
+                if config is None:
+                    raise UserError("the parameters match neither bundled config by their "
+                                    "shapes; pass the config")
+            config = load_config(config)
+            from .model import parameter_shapes
+
+            check_parameters(params, parameter_shapes(config))
+        else:
+            params, config = load_weights(os.fspath(weights), config)
+        self.config = config
+        self.hparams = config["model"]
+        self.num_classes = self.hparams["num_classes"]
+        self.palette = np.asarray(config["palette"], dtype=np.uint8)
+        self.min_size = min_input_size(self.hparams)
+        self.backend = backend
+        if backend == "onnx":
+            self._runner = _onnx_builder()(params, self.hparams)
+        else:
+            self._runner = NnablaRunner(params, self.hparams, context=context,
+                                        max_cached=max_cached)
+
+    @property
+    def graph_builds(self):
+        """Graphs (or sessions) the runner built so far."""
+        return getattr(self._runner, "graph_builds", 0)
+
+    def check_size(self, height, width):
+        """UserError unless the network accepts ``height`` x ``width``."""
+        if min(height, width) < self.min_size:
+            raise UserError(f"image of {width}x{height} pixels is too small: D3Net needs at "
+                            f"least {self.min_size}x{self.min_size}")
+
+    def preprocess(self, image, channel_order="RGB"):
+        """Normalised ``(1, 3, H, W)`` float32 input of an ``(H, W, 3)`` image."""
+        pre = self.config["preprocess"]
+        return normalize(image, pre["mean"], pre["std"], pre["to_rgb"], channel_order)
+
+    def forward(self, x):
+        """Logits ``(N, num_classes, H, W)`` of a normalised batch ``(N, 3, H, W)``."""
+        x = np.asarray(x, dtype=np.float32)
+        if x.ndim != 4 or x.shape[1] != 3:
+            raise UserError(f"network input must be (batch, 3, height, width), got {x.shape}")
+        self.check_size(*x.shape[2:])
+        return self._runner(x)
+
+    def segment(self, image, channel_order="RGB"):
+        """:class:`Segmentation` (logits, probs, labels) of one ``(H, W, 3)`` image."""
+        x = self.preprocess(image, channel_order)
+        logits = self.forward(x)[0]
+        probs = softmax(logits, axis=0)
+        labels = np.argmax(logits, axis=0).astype(np.uint8)
+        return Segmentation(logits, probs, labels)
+
+    __call__ = segment
+
+    def overlay(self, image, labels, opacity=0.5):
+        """Official visualisation of ``labels`` on ``image`` (same channel order as the
+        palette, i.e. RGB)."""
+        return _palette.overlay(image, labels, self.palette, opacity)
+
+
+# ---------------------------------------------------------------------------- command line
+def read_image(path):
+    """Decode an image file as an (H, W, 3) uint8 RGB array (EXIF orientation applied, as
+    OpenCV's ``imread`` does); UserError for missing, empty or undecodable files."""
+    from PIL import Image, ImageOps, UnidentifiedImageError
+
+    path = os.fspath(path)
+    if not os.path.exists(path):
+        raise UserError(f"{path}: no such file")
+    if not os.path.isfile(path):
+        raise UserError(f"{path}: not a file")
+    if os.path.getsize(path) == 0:
+        raise UserError(f"{path}: the file is empty")
+    try:
+        with Image.open(path) as im:
+            im = ImageOps.exif_transpose(im)
+            arr = np.asarray(im.convert("RGB"))
+    except UnidentifiedImageError:
+        raise UserError(f"{path}: not an image file (cannot decode it)") from None
+    except (OSError, ValueError, SyntaxError) as exc:
+        first = (str(exc).strip() or type(exc).__name__).splitlines()[0]
+        raise UserError(f"{path}: cannot read the image ({first})") from None
+    if arr.ndim != 3 or arr.shape[0] == 0 or arr.shape[1] == 0:
+        raise UserError(f"{path}: the image is empty")
+    return arr
+
+
+def output_paths(out_dir, image_path):
+    """``(<out_dir>/<stem>_labels.png, <out_dir>/<stem>_overlay.png)``."""
+    stem = os.path.splitext(os.path.basename(os.fspath(image_path)))[0]
+    return (os.path.join(out_dir, f"{stem}_labels.png"),
+            os.path.join(out_dir, f"{stem}_overlay.png"))
+
+
+def build_parser():
+    import argparse
+
+    from common.context import add_context_args
+
+    parser = argparse.ArgumentParser(
+        prog="infer.py",
+        description="Semantic segmentation (Cityscapes classes) with D3Net-S / D3Net-L. "
+                    "Writes <out-dir>/<stem>_labels.png (palette PNG whose pixel values are "
+                    "the trainIds 0..18) and <stem>_overlay.png (image blended 50/50 with the "
+                    "class colours) for every input, at the input's size.")
+    parser.add_argument("images", nargs="+", metavar="IMAGE",
+                        help="image files (any size of at least 29x29, any format Pillow "
+                             "reads)")
+    parser.add_argument("--model", "-m", default="d3net-l", metavar="{d3net-s,d3net-l,PATH.h5}",
+                        help="published Cityscapes weights by name (downloaded once into the "
+                             "cache) or an nnabla .h5 parameter file (default: %(default)s, as "
+                             "the official script)")
+    parser.add_argument("--config", metavar="{D3Net_S,D3Net_L,PATH.yaml}", default=None,
+                        help="network config; default: the one of the named model; for a .h5 "
+                             f"file the {RUN_CONFIG} beside it (training runs write one), "
+                             "else the bundled config its parameter shapes match")
+    parser.add_argument("--out-dir", "-o", default="segmentation",
+                        help="output folder, created if needed (default: %(default)s)")
+    parser.add_argument("--backend", choices=BACKENDS, default="nnabla",
+                        help="network runtime (default: %(default)s)")
+    add_context_args(parser)
+    return parser
+
+
+def infer_main(argv=None):
+    """Entry point of ``infer.py`` (run it through :func:`common.errors.run_cli`)."""
+    from common.context import context_from_args
+
+    from .weights import resolve_model
+
+    args = build_parser().parse_args(argv)
+    # Check every input before anything is loaded or written.
+    outputs = OrderedDict()
+    sizes = {}
+    for path in args.images:
+        h, w = read_image(path).shape[:2]
+        sizes[path] = (h, w)
+        targets = output_paths(args.out_dir, path)
+        if targets in outputs.values():
+            other = next(p for p, t in outputs.items() if t == targets)
+            raise UserError(f"{other} and {path} would both write {targets[0]}; rename one")
+        outputs[path] = targets
+    if os.path.exists(args.out_dir) and not os.path.isdir(args.out_dir):
+        raise UserError(f"--out-dir {args.out_dir} exists and is not a folder")
+    weights_path, config_name = resolve_model(args.model)
+    config = args.config if args.config is not None else config_name
+    if config is None:  # a training run's weights: its network config sits beside them
+        beside = os.path.join(os.path.dirname(os.path.abspath(weights_path)), RUN_CONFIG)
+        config = beside if os.path.isfile(beside) else None
+    if config is not None:
+        config = load_config(config)
+    params, config = load_weights(weights_path, config)
+    low = min_input_size(config)
+    for path, (h, w) in sizes.items():
+        if min(h, w) < low:
+            raise UserError(f"{path}: image of {w}x{h} pixels is too small: D3Net needs at "
+                            f"least {low}x{low}")
+    ctx = context_from_args(args) if args.backend == "nnabla" else None
+    seg = Segmenter(params, config, context=ctx, backend=args.backend)
+    for path, (labels_path, overlay_path) in outputs.items():
+        image = read_image(path)
+        result = seg.segment(image)
+        _palette.save_labels(labels_path, result.labels, seg.palette)
+        _palette.save_rgb(overlay_path, seg.overlay(image, result.labels))
+        print(f"{path} -> {labels_path}, {overlay_path}")
+    return 0

@@ -1,0 +1,125 @@
+"""D3Net segmentation on onnxruntime: the network exported with nnabla's own ONNX converter.
+
+The runner builds the repository's nnabla network (:class:`d3net_seg.model.D3NetSegmentation`,
+test-mode batch norm, logits output) on the given parameters, exports it with
+nnabla-converter (through :mod:`common.onnx_export`: ``.nnp`` -> ``NnpImporter`` ->
+``OnnxExporter``, opset 13) and runs the ``.onnx`` with onnxruntime. The functions the
+network uses (Convolution, BatchNormalization, ReLU, Slice, Add2, Concatenate,
+AveragePooling, Interpolate) are all in the converter's table; bilinear ``F.interpolate``
+with ``half_pixel=True, align_corners=False`` becomes ONNX ``Resize`` (linear,
+``pytorch_half_pixel``), which equals nnabla's rule for every output size above 1 pixel
+(always the case here).
+
+Fixed shapes: nnabla's exporter bakes the input shape (including the Resize scales) into
+the model, so one model is exported per input shape ``(N, 3, H, W)`` and cached on disk
+(key: parameter values, input shape, graph structure, code/library versions; see
+:mod:`common.onnx_export`). A folder of same-sized images (e.g. Cityscapes, 1024x2048) is
+exported once; every new image size costs one export (seconds) the first time it is seen.
+
+Agreement with the nnabla backend: float32 rounding only (onnxruntime sums convolutions in
+another order); about 3e-6 x max|logits| on the parity fixture.
+
+Runner contract (see :mod:`d3net_seg.inference`): ``runner(x) -> logits`` with ``x`` the
+normalised batch float32 ``(N, 3, H, W)`` and logits float32 ``(N, num_classes, H, W)``
+(after the final bilinear resize, before the softmax).
+
+Public API
+----------
+``build_onnx_runner(params, hparams, context=None, cache_dir=None, threads=None,
+max_sessions=2, low_memory=False) -> OnnxRunner``
+``OnnxRunner``: ``__call__(x)``, ``prepare(batch, height, width)``,
+``save(path, batch, height, width)``, attributes ``hparams``, ``num_classes``,
+``graph_builds`` (sessions opened), ``exports`` (conversions run), ``last_export``.
+"""
+import os
+import shutil
+
+import numpy as np
+
+from common.errors import UserError
+from common.onnx_export import OnnxFunction
+
+from .model import D3NetSegmentation, min_input_size
+
+# Part of the cache key; bump when this module changes what it exports.
+CODE_VERSION = "d3net_seg.onnx_backend/1"
+
+
+class OnnxRunner:
+    """``runner(x) -> logits`` on onnxruntime (see the module docs).
+
+    ``OnnxRunner(params, hparams, cache_dir=None, threads=None, max_sessions=2)``:
+    ``params`` name -> array (official names), ``hparams`` the config's ``model`` section
+    (or a whole config); ``cache_dir`` for the exported models (default
+    :func:`common.onnx_export.default_cache_dir`); ``threads`` onnxruntime intra-op threads
+    (default: all available cores); ``max_sessions`` image sizes kept open; ``low_memory``
+    turns onnxruntime's memory arena off (lower peak RSS, a little slower; see
+    :func:`common.onnx_export.make_session`)."""
+
+    def __init__(self, params, hparams, cache_dir=None, threads=None, max_sessions=2,
+                 low_memory=False):
+        self.model = D3NetSegmentation(hparams)
+        self.model.load_parameters(params)
+        self.hparams = self.model.hparams
+        self.num_classes = self.model.num_classes
+        self.min_size = min_input_size(self.hparams)
+        self._fn = OnnxFunction(self._build, name="d3net_seg", cache_dir=cache_dir,
+                                code_version=CODE_VERSION, threads=threads,
+                                max_sessions=max_sessions, low_memory=low_memory,
+                                parameters=self.model.get_parameters)
+
+    def _build(self, x):
+        return self.model(x, test=True)
+
+    @property
+    def graph_builds(self):
+        """onnxruntime sessions opened (one per new input shape)."""
+        return self._fn.sessions_opened
+
+    @property
+    def exports(self):
+        """Conversions actually run (shapes not found in the cache)."""
+        return self._fn.exports
+
+    @property
+    def last_export(self):
+        """:class:`common.onnx_export.ExportResult` of the latest new input shape."""
+        return self._fn.last_export
+
+    def _check_shape(self, shape):
+        shape = tuple(int(d) for d in shape)
+        if len(shape) != 4 or shape[1] != 3:
+            raise UserError(f"network input must be (batch, 3, height, width), got {shape}")
+        if min(shape[2:]) < self.min_size:
+            raise UserError(f"image of {shape[3]}x{shape[2]} pixels is too small: D3Net needs "
+                            f"at least {self.min_size}x{self.min_size}")
+        return shape
+
+    def prepare(self, batch, height, width):
+        """Export (or find in the cache) and open the session for ``(batch, 3, height,
+        width)`` inputs ahead of the first call; returns the ``.onnx`` path."""
+        self._fn.session(self._check_shape((batch, 3, height, width)))
+        return self._fn.last_export.path
+
+    def save(self, path, batch, height, width):
+        """Copy the exported ONNX model for that input shape to ``path``."""
+        src = self.prepare(batch, height, width)
+        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+        shutil.copyfile(src, path)
+        return path
+
+    def __call__(self, x):
+        x = np.asarray(x, dtype=np.float32)
+        shape = self._check_shape(x.shape)
+        if shape[0] == 0:
+            return np.zeros((0, self.num_classes) + shape[2:], dtype=np.float32)
+        return self._fn(x)
+
+
+def build_onnx_runner(params, hparams, context=None, cache_dir=None, threads=None,
+                      max_sessions=2, low_memory=False):
+    """ONNX runner with the contract of :class:`d3net_seg.inference.NnablaRunner`.
+    ``context`` is accepted for symmetry and ignored (onnxruntime runs on the CPU)."""
+    del context
+    return OnnxRunner(params, hparams, cache_dir=cache_dir, threads=threads,
+                      max_sessions=max_sessions, low_memory=low_memory)
