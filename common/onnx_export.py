@@ -600,3 +600,62 @@ class OnnxFunction:
         outs = sess.run(None, feed)
         self.output_names = [o.name for o in sess.get_outputs()]
         return outs[0] if len(outs) == 1 else tuple(outs)
+
+
+class OnnxModelRunner:
+    """``runner(x) -> y`` for a model whose test-mode graph is ``network(x_var)``, exported once
+    per input shape through :class:`OnnxFunction` (see there for the cache).
+
+    Subclasses call ``super().__init__(network, name, model_parameters, code_version, ...)`` and
+    implement :meth:`check_shape` (validate an input shape, return it as a tuple) and may
+    override :meth:`empty_output` for inputs with a zero-sized dimension.
+    """
+
+    def __init__(self, network, name, parameters, code_version, cache_dir=None, threads=None,
+                 max_sessions=2, low_memory=False):
+        self._fn = OnnxFunction(network, name=name, cache_dir=cache_dir,
+                                code_version=code_version, threads=threads,
+                                max_sessions=max_sessions, low_memory=low_memory,
+                                parameters=parameters)
+
+    @property
+    def graph_builds(self):
+        """onnxruntime sessions opened (one per new input shape)."""
+        return self._fn.sessions_opened
+
+    @property
+    def exports(self):
+        """Conversions actually run (shapes not found in the cache)."""
+        return self._fn.exports
+
+    @property
+    def last_export(self):
+        """:class:`ExportResult` of the latest new input shape."""
+        return self._fn.last_export
+
+    def check_shape(self, shape):
+        raise NotImplementedError
+
+    def empty_output(self, shape):
+        return np.zeros(shape, dtype=np.float32)
+
+    def prepare_shape(self, shape):
+        """Export (or find in the cache) and open the session for inputs of ``shape`` ahead of
+        the first call; returns the ``.onnx`` path."""
+        self._fn.session(self.check_shape(shape))
+        return self._fn.last_export.path
+
+    def save_shape(self, path, shape):
+        """Copy the exported ONNX model for inputs of ``shape`` to ``path`` (e.g. for other
+        ONNX runtimes such as OpenVINO)."""
+        src = self.prepare_shape(shape)
+        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+        shutil.copyfile(src, path)
+        return path
+
+    def __call__(self, x):
+        x = np.asarray(x, dtype=np.float32)
+        shape = self.check_shape(x.shape)
+        if 0 in shape:
+            return self.empty_output(shape)
+        return self._fn(x)

@@ -35,13 +35,9 @@ max_sessions=2, low_memory=False) -> OnnxRunner``
 attributes ``config``, ``target``, ``graph_builds`` (sessions opened), ``exports``
 (conversions run, 0 when everything came from the cache), ``last_export``.
 """
-import os
-import shutil
-
-import numpy as np
 
 from common.errors import UserError
-from common.onnx_export import OnnxFunction
+from common.onnx_export import OnnxModelRunner
 
 from .model import D3NetMSS
 
@@ -49,7 +45,7 @@ from .model import D3NetMSS
 CODE_VERSION = "d3net_mss.onnx_backend/1"
 
 
-class OnnxRunner:
+class OnnxRunner(OnnxModelRunner):
     """``runner(x) -> y`` for one D3Net MSS target on onnxruntime (see the module docs).
 
     ``OnnxRunner(params, config, cache_dir=None, threads=None, max_sessions=2)``: ``params``
@@ -70,30 +66,11 @@ class OnnxRunner:
         self.nb_bins = self.model.nb_bins
         self.frame_multiple = self.model.frame_multiple
         name = f"d3net_mss_{self.target}" if self.target else "d3net_mss"
-        self._fn = OnnxFunction(self._build, name=name, cache_dir=cache_dir,
-                                code_version=CODE_VERSION, threads=threads,
-                                max_sessions=max_sessions, low_memory=low_memory,
-                                parameters=self.model.get_parameters)
+        super().__init__(lambda x: self.model.network(x, test=True), name,
+                         self.model.get_parameters, CODE_VERSION, cache_dir=cache_dir,
+                         threads=threads, max_sessions=max_sessions, low_memory=low_memory)
 
-    def _build(self, x):
-        return self.model.network(x, test=True)
-
-    @property
-    def graph_builds(self):
-        """onnxruntime sessions opened (one per new input shape)."""
-        return self._fn.sessions_opened
-
-    @property
-    def exports(self):
-        """Conversions actually run (shapes not found in the cache)."""
-        return self._fn.exports
-
-    @property
-    def last_export(self):
-        """:class:`common.onnx_export.ExportResult` of the latest new input shape."""
-        return self._fn.last_export
-
-    def _check_shape(self, shape):
+    def check_shape(self, shape):
         shape = tuple(int(d) for d in shape)
         if len(shape) != 4 or shape[2] != self.nb_channels or shape[3] != self.nb_bins:
             raise UserError(f"D3Net input must be (batch, frames, {self.nb_channels}, "
@@ -104,25 +81,12 @@ class OnnxRunner:
         return shape
 
     def prepare(self, batch, frames):
-        """Export (or find in the cache) and open the session for ``(batch, frames)``
-        inputs ahead of the first call; returns the ``.onnx`` path."""
-        self._fn.session(self._check_shape((batch, frames, self.nb_channels, self.nb_bins)))
-        return self._fn.last_export.path
+        """Export (or find in the cache) and open the session for ``(batch, frames)`` inputs."""
+        return self.prepare_shape((batch, frames, self.nb_channels, self.nb_bins))
 
     def save(self, path, batch, frames):
-        """Copy the exported ONNX model for ``(batch, frames)`` inputs to ``path`` (e.g.
-        for other ONNX runtimes, like the official OpenVINO flow)."""
-        src = self.prepare(batch, frames)
-        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-        shutil.copyfile(src, path)
-        return path
-
-    def __call__(self, x):
-        x = np.asarray(x, dtype=np.float32)
-        shape = self._check_shape(x.shape)
-        if shape[0] == 0 or shape[1] == 0:
-            return np.zeros(shape, dtype=np.float32)
-        return self._fn(x)
+        """Copy the exported ONNX model for ``(batch, frames)`` inputs to ``path``."""
+        return self.save_shape(path, (batch, frames, self.nb_channels, self.nb_bins))
 
 
 def build_onnx_runner(params, config, context=None, cache_dir=None, threads=None,

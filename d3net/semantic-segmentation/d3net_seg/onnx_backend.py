@@ -31,13 +31,10 @@ max_sessions=2, low_memory=False) -> OnnxRunner``
 ``save(path, batch, height, width)``, attributes ``hparams``, ``num_classes``,
 ``graph_builds`` (sessions opened), ``exports`` (conversions run), ``last_export``.
 """
-import os
-import shutil
-
 import numpy as np
 
 from common.errors import UserError
-from common.onnx_export import OnnxFunction
+from common.onnx_export import OnnxModelRunner
 
 from .model import D3NetSegmentation, min_input_size
 
@@ -45,7 +42,7 @@ from .model import D3NetSegmentation, min_input_size
 CODE_VERSION = "d3net_seg.onnx_backend/1"
 
 
-class OnnxRunner:
+class OnnxRunner(OnnxModelRunner):
     """``runner(x) -> logits`` on onnxruntime (see the module docs).
 
     ``OnnxRunner(params, hparams, cache_dir=None, threads=None, max_sessions=2)``:
@@ -63,30 +60,11 @@ class OnnxRunner:
         self.hparams = self.model.hparams
         self.num_classes = self.model.num_classes
         self.min_size = min_input_size(self.hparams)
-        self._fn = OnnxFunction(self._build, name="d3net_seg", cache_dir=cache_dir,
-                                code_version=CODE_VERSION, threads=threads,
-                                max_sessions=max_sessions, low_memory=low_memory,
-                                parameters=self.model.get_parameters)
+        super().__init__(lambda x: self.model(x, test=True), "d3net_seg",
+                         self.model.get_parameters, CODE_VERSION, cache_dir=cache_dir,
+                         threads=threads, max_sessions=max_sessions, low_memory=low_memory)
 
-    def _build(self, x):
-        return self.model(x, test=True)
-
-    @property
-    def graph_builds(self):
-        """onnxruntime sessions opened (one per new input shape)."""
-        return self._fn.sessions_opened
-
-    @property
-    def exports(self):
-        """Conversions actually run (shapes not found in the cache)."""
-        return self._fn.exports
-
-    @property
-    def last_export(self):
-        """:class:`common.onnx_export.ExportResult` of the latest new input shape."""
-        return self._fn.last_export
-
-    def _check_shape(self, shape):
+    def check_shape(self, shape):
         shape = tuple(int(d) for d in shape)
         if len(shape) != 4 or shape[1] != 3:
             raise UserError(f"network input must be (batch, 3, height, width), got {shape}")
@@ -95,25 +73,16 @@ class OnnxRunner:
                             f"at least {self.min_size}x{self.min_size}")
         return shape
 
+    def empty_output(self, shape):
+        return np.zeros((0, self.num_classes) + shape[2:], dtype=np.float32)
+
     def prepare(self, batch, height, width):
-        """Export (or find in the cache) and open the session for ``(batch, 3, height,
-        width)`` inputs ahead of the first call; returns the ``.onnx`` path."""
-        self._fn.session(self._check_shape((batch, 3, height, width)))
-        return self._fn.last_export.path
+        """Export (or find in the cache) and open the session for ``(batch, 3, height, width)``."""
+        return self.prepare_shape((batch, 3, height, width))
 
     def save(self, path, batch, height, width):
         """Copy the exported ONNX model for that input shape to ``path``."""
-        src = self.prepare(batch, height, width)
-        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-        shutil.copyfile(src, path)
-        return path
-
-    def __call__(self, x):
-        x = np.asarray(x, dtype=np.float32)
-        shape = self._check_shape(x.shape)
-        if shape[0] == 0:
-            return np.zeros((0, self.num_classes) + shape[2:], dtype=np.float32)
-        return self._fn(x)
+        return self.save_shape(path, (batch, 3, height, width))
 
 
 def build_onnx_runner(params, hparams, context=None, cache_dir=None, threads=None,
