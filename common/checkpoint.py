@@ -378,6 +378,10 @@ class CheckpointManager:
         if clean:
             self.directory.mkdir(parents=True, exist_ok=True)
             self._remove_stale_temps()
+            # A kill between a save's rename and its pruning leaves one checkpoint too many.
+            existing = self.checkpoints()
+            if len(existing) > self.keep_last:
+                self._prune(existing[-1][0])
 
     @property
     def best_path(self):

@@ -145,6 +145,18 @@ def test_keep_last_and_best_min(tmp_path):
         "best.npz", "ckpt_00000060.npz", "ckpt_00000070.npz"]
 
 
+def test_new_manager_prunes_what_a_killed_save_left(tmp_path):
+    """A kill between a save's rename and its pruning leaves keep_last + 1 checkpoints; the
+    next manager (the resumed run) removes the oldest, never the newest or best."""
+    x, loss, solvers = build()
+    CheckpointManager(tmp_path, keep_last=3).save(10, solvers, metric=1.0)
+    for step in (20, 30):
+        CheckpointManager(tmp_path, keep_last=3).save(step, solvers, metric=2.0)
+    CheckpointManager(tmp_path, keep_last=2)
+    assert [s for s, _ in CheckpointManager(tmp_path, keep_last=2).checkpoints()] == [20, 30]
+    assert load_checkpoint(tmp_path / "best.npz").step == 10
+
+
 def test_best_max_mode_and_nan_ignored(tmp_path):
     x, loss, solvers = build()
     mgr = CheckpointManager(tmp_path, keep_last=1)
