@@ -205,3 +205,12 @@ class ConfigParser(argparse.ArgumentParser):
         if action.choices is not None and value not in action.choices:
             fail(f"{value!r} is not one of {', '.join(map(str, action.choices))}")
         return value
+
+
+class OneLineParser(ConfigParser):
+    """ConfigParser whose errors (bad flag, unknown config key, ...) are one
+    ``error: ...`` line and exit status 2 (through :func:`common.errors.run_cli`) instead
+    of argparse's usage dump."""
+
+    def error(self, message):
+        raise UserError(f"{message} (see {self.prog} --help)")

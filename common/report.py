@@ -64,3 +64,19 @@ class Report:
         tmp.write_text("\n".join(self.parts))
         os.replace(tmp, path)
         return path
+
+
+def run_entry_script(folder, script, *args):
+    """Run ``python folder/script args...`` (echoed), as a demo does for a user; return the
+    command as a user would type it from the repository root (``folder`` relative to it)."""
+    import shlex
+    import subprocess
+    import sys
+
+    from common.paths import REPO_ROOT
+
+    path = Path(REPO_ROOT) / folder / script
+    cmd = [sys.executable, str(path), *map(str, args)]
+    print("$", " ".join(cmd[1:]), flush=True)
+    subprocess.run(cmd, check=True)
+    return shlex.join(["python", f"{folder}/{script}", *map(str, args)])

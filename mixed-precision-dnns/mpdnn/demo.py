@@ -3,15 +3,12 @@ mixed-precision version (U3 weights and activations, the paper's CIFAR-10 target
 bundled real MNIST subset, evaluated, with the per-layer bitwidth plot. Runs the real entry
 scripts as a user would."""
 import json
-import shlex
 import shutil
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 from common.monitor import read_series
-from common.report import markdown_table, plot_curves
+from common.report import markdown_table, plot_curves, run_entry_script
 
 FOLDER = Path(__file__).resolve().parents[1]
 TITLE = "Mixed Precision DNNs"
@@ -20,10 +17,7 @@ SMOKE = ["--train-samples", "1024", "--val-samples", "500", "--set", "batch_size
 
 
 def _run(script, *args):
-    cmd = [sys.executable, str(FOLDER / script), *map(str, args)]
-    print("$", " ".join(cmd[1:]), flush=True)
-    subprocess.run(cmd, check=True)
-    return shlex.join(["python", f"mixed-precision-dnns/{script}", *map(str, args)])
+    return run_entry_script("mixed-precision-dnns", script, *args)
 
 
 def run(report, out_dir):

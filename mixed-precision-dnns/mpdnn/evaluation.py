@@ -10,7 +10,8 @@ from mpdnn.experiments import get_experiment
 
 
 def build_parser():
-    from mpdnn.training import OneLineParser, add_common_args
+    from common.config import OneLineParser
+    from mpdnn.training import add_common_args
     p = OneLineParser(description="Evaluate a quantized network: validation error, weight and "
                                   "activation memory, per-layer bitwidths.")
     p.add_argument("weights", help="run directory (its best checkpoint), checkpoint .npz, or "

@@ -24,7 +24,6 @@ Differences from the official script, on purpose:
 * the sample order and augmentation come from per-sample generators seeded by
   ``--seed`` (:class:`common.data.loader.BatchLoader`).
 """
-import json
 import time
 from pathlib import Path
 
@@ -32,7 +31,7 @@ import numpy as np
 import yaml
 
 from common.checkpoint import CheckpointManager, load_checkpoint
-from common.config import ConfigParser, save_config
+from common.config import OneLineParser, save_config
 from common.context import add_context_args, context_from_args
 from common.data.loader import BatchLoader
 from common.errors import UserError
@@ -51,10 +50,6 @@ QUANTIZER_IMPLEMENTATIONS = {"auto": None, "fused": True, "graph": False}
 RESUME_FREE = {"output", "resume", "stop_at_epoch", "context", "device_id", "type_config",
                "checkpoint_interval", "keep_last", "loader_threads", "config", "init_from"}
 
-
-class OneLineParser(ConfigParser):
-    def error(self, message):
-        raise UserError(f"{message} (see {self.prog} --help)")
 
 
 def parse_overrides(items):

@@ -2,7 +2,6 @@
 errors, and the memory constraints."""
 import json
 from pathlib import Path
-from types import SimpleNamespace
 
 import numpy as np
 import nnabla as nn

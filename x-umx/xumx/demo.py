@@ -1,10 +1,7 @@
 """The X-UMX part of ``make demo``: train the smoke configuration on the bundled MUSDB18
 track, separate the track with the trained weights on both backends, score it with museval,
 and add the results to the demo report. Runs the real entry scripts as a user would."""
-import shlex
 import shutil
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -13,17 +10,14 @@ import soundfile as sf
 
 from common.data.bundled import bundled_musdb_root
 from common.monitor import read_series
-from common.report import markdown_table, plot_curves
+from common.report import markdown_table, plot_curves, run_entry_script
 
 X_UMX = Path(__file__).resolve().parents[1]
 TITLE = "X-UMX (CrossNet-Open-Unmix)"
 
 
 def _run(script, *args):
-    cmd = [sys.executable, str(X_UMX / script), *map(str, args)]
-    print("$", " ".join(cmd[1:]), flush=True)
-    subprocess.run(cmd, check=True)
-    return shlex.join(["python", f"x-umx/{script}", *map(str, args)])
+    return run_entry_script("x-umx", script, *args)
 
 
 def run(report, out_dir):

@@ -3,10 +3,7 @@ tiny network, vocals) on the bundled MUSDB18 track, separate the track with the 
 (nnabla backend, and ONNX Runtime when ``d3net_mss.onnx_backend`` exists), score it with
 museval, and add the results to the demo report. Runs the real entry scripts as a user would."""
 import importlib.util
-import shlex
 import shutil
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -15,7 +12,7 @@ import soundfile as sf
 
 from common.data.bundled import bundled_musdb_root
 from common.monitor import read_series
-from common.report import markdown_table, plot_curves
+from common.report import markdown_table, plot_curves, run_entry_script
 
 MSS = Path(__file__).resolve().parents[1]
 TITLE = "D3Net music source separation"
@@ -23,10 +20,7 @@ TARGET = "vocals"  # the smoke configuration's target
 
 
 def _run(script, *args):
-    cmd = [sys.executable, str(MSS / script), *map(str, args)]
-    print("$", " ".join(cmd[1:]), flush=True)
-    subprocess.run(cmd, check=True)
-    return shlex.join(["python", f"d3net/music-source-separation/{script}", *map(str, args)])
+    return run_entry_script("d3net/music-source-separation", script, *args)
 
 
 def _backends():

@@ -4,10 +4,7 @@ and the trained weights with eval.py on its val split, and add the loss curve, t
 IoU table and one prediction overlay to the demo report. Runs the real entry scripts as a
 user would. Cityscapes itself needs a registration to download, so no real data is used."""
 import json
-import shlex
 import shutil
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -15,17 +12,14 @@ import numpy as np
 
 from common.data.cityscapes import Cityscapes, colorize
 from common.monitor import read_series
-from common.report import markdown_table, plot_curves
+from common.report import markdown_table, plot_curves, run_entry_script
 
 SEG = Path(__file__).resolve().parents[1]
 TITLE = "D3Net semantic segmentation (smoke run on SYNTHETIC data in the Cityscapes layout)"
 
 
 def _run(script, *args):
-    cmd = [sys.executable, str(SEG / script), *map(str, args)]
-    print("$", " ".join(cmd[1:]), flush=True)
-    subprocess.run(cmd, check=True)
-    return shlex.join(["python", f"d3net/semantic-segmentation/{script}", *map(str, args)])
+    return run_entry_script("d3net/semantic-segmentation", script, *args)
 
 
 def _pct(value):

@@ -51,7 +51,7 @@ import numpy as np
 import yaml
 
 from common.checkpoint import CheckpointManager
-from common.config import ConfigParser, save_config
+from common.config import OneLineParser, save_config
 from common.context import add_context_args, context_from_args
 from common.data.cityscapes import IGNORE_INDEX, Cityscapes, list_pairs, random_scale_crop_flip
 from common.data.image_augment import PhotometricDistortion
@@ -77,14 +77,6 @@ RESUME_FREE = {"output", "resume", "stop_at_iter", "loader_threads", "context", 
                "type_config", "checkpoint_interval", "keep_last", "save_interval",
                "log_interval", "backbone_weights", "recompute", "config"}
 
-
-class OneLineParser(ConfigParser):
-    """ConfigParser whose errors (bad flag, unknown config key, ...) are one
-    ``error: ...`` line and exit status 2 (through :func:`common.errors.run_cli`) instead
-    of argparse's usage dump."""
-
-    def error(self, message):
-        raise UserError(f"{message} (see {self.prog} --help)")
 
 
 def build_parser():
