@@ -1,0 +1,10 @@
+"""Find the harmful and helpful images of your own labelled image set:
+`python data-cleansing/cleanse.py --data DIR [--output OUT] [--model cnn|mlp|logreg]
+[--epochs N] [--image-size S] [--top K] [--resume]` with DIR holding one folder per class
+(`DIR/<class>/<image>`). Writes OUT/influence.csv (most harmful first) and OUT/report.html.
+"""
+from common.errors import run_cli
+from datacleansing.cleanse import main
+
+if __name__ == "__main__":
+    run_cli(main)

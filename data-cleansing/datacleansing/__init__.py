@@ -1,0 +1,1 @@
+"""Data cleansing with SGD-influence and its storage-efficient final-parameter variant."""

@@ -1,0 +1,475 @@
+"""The command lines of the data-cleansing pipeline: ``train.py``, ``score.py``, ``sweep.py``.
+
+A *run directory* is what ``train.py`` writes and the other two read:
+
+* ``config.yaml``: every resolved training option (dataset, subset, model, schedule,
+  seed, label noise), so later steps rebuild exactly the same training set;
+* ``labels.npz``: the training labels the run was trained on (``labels``; noisy when
+  ``--flip-labels`` was given), the indices whose label was flipped (``flipped``) and
+  the original labels (``clean``);
+* what :func:`datacleansing.trace.train` writes: ``trace.npz``, ``params/``,
+  ``checkpoints/``, ``summary.json``.
+
+``score.py`` adds ``influence_<method>.csv`` (most harmful first) and a sidecar
+``influence_<method>.json`` with the settings it was computed with; ``sweep.py`` adds
+``summary.csv`` / ``summary.png`` and, for trials after the first, fresh runs under
+``trials/<t>/`` trained with seed ``t``. Every step can be interrupted and run again:
+training resumes from its last epoch checkpoint, scores and finished sweep rows are
+reused.
+"""
+import csv
+import json
+import os
+import time
+from dataclasses import fields
+from pathlib import Path
+
+import numpy as np
+import yaml
+
+from common.config import OneLineParser, save_config
+from common.context import add_context_args, context_from_args
+from common.errors import UserError
+from common.fileio import atomic_write
+from common.monitor import NO_PROGRESS_ENV
+
+from datacleansing import data as D
+from datacleansing import retrain as R
+from datacleansing import trace as T
+from datacleansing.influence import HESSIANS, IMPLS, METHODS
+from datacleansing.models import MODELS
+
+PACKAGE_DIR = Path(__file__).resolve().parent.parent
+SMOKE_CONFIG = PACKAGE_DIR / "configs" / "smoke.yaml"
+CONFIG_NAME, LABELS_NAME, SUMMARY_NAME = "config.yaml", "labels.npz", "summary.json"
+SWEEP_CSV, SWEEP_PLOT, SWEEP_STATE = "summary.csv", "summary.png", "sweep.yaml"
+TRAIN_KEYS = tuple(f.name for f in fields(T.TrainConfig))
+# Options that may differ between a run and its --resume.
+RESUME_FREE = {"output", "resume", "stop_at_epoch", "context", "device_id", "type_config",
+               "config"}
+DEFAULT_OUTPUT = Path("runs") / "data-cleansing" / "smoke"
+TOP_FRACTION = 0.1
+
+
+def _quiet():
+    return os.environ.get(NO_PROGRESS_ENV, "").strip() not in ("", "0")
+
+
+def _mb(n_bytes):
+    return n_bytes / 1e6
+
+
+# ----------------------------------------------------------------------------- train.py
+
+def build_train_parser():
+    p = OneLineParser(description="Train a classifier and record what the influence methods "
+                                  "need (default: the CPU smoke run of configs/smoke.yaml on "
+                                  "the bundled real MNIST subset).",
+                      default_config=str(SMOKE_CONFIG))
+    p.add_argument("--output", default=str(DEFAULT_OUTPUT), help="run directory")
+    p.add_argument("--resume", action="store_true",
+                   help="continue the run in --output from its last epoch checkpoint")
+    p.add_argument("--stop-at-epoch", type=int, default=0,
+                   help="end after that many epochs (continue with --resume); 0 = all")
+    g = p.add_argument_group("data")
+    g.add_argument("--dataset", default="mnist5k",
+                   help=f"one of {', '.join(D.DATASETS)} (default: %(default)s, the bundled "
+                        f"real MNIST subset)")
+    g.add_argument("--data-dir", default=None,
+                   help="MNIST IDX folder, CIFAR-10 folder (cifar-10-batches-py) or, for "
+                        "'folder', a DIR/<class>/<image> tree")
+    g.add_argument("--image-size", type=int, default=32,
+                   help="side the 'folder' images are resized to")
+    g.add_argument("--train-samples", type=int, default=0,
+                   help="train on a fixed random subset of N training samples (0 = all)")
+    g.add_argument("--flip-labels", type=float, default=0.0, metavar="FRACTION",
+                   help="give this fraction of the training samples a wrong random label "
+                        "(seeded by --seed; stored in RUN/labels.npz)")
+    g.add_argument("--shift", type=int, default=0,
+                   help="augmentation: random shift of up to N pixels (0 = off)")
+    g.add_argument("--flip", action="store_true", help="augmentation: random horizontal flip")
+    g = p.add_argument_group("training")
+    g.add_argument("--model", choices=sorted(MODELS), default="cnn")
+    g.add_argument("--epochs", type=int, default=10)
+    g.add_argument("--batch-size", type=int, default=64)
+    g.add_argument("--lr", type=float, default=0.05, help="SGD learning rate (no momentum)")
+    g.add_argument("--trace-epochs", type=int, default=1,
+                   help="record the steps of the last N epochs (what influence and the "
+                        "replay retraining walk through)")
+    g.add_argument("--cache", choices=("final", "all"), default="final",
+                   help="final = only the final parameters (the storage-efficient method); "
+                        "all = also the parameters before every traced step (needed by "
+                        "SGD-influence, --method hara)")
+    g.add_argument("--seed", type=int, default=0)
+    add_context_args(p)
+    return p
+
+
+def check_train_options(opts):
+    """Validate the training options (a dict) with one-line errors."""
+    if opts["dataset"] not in D.DATASETS:
+        raise UserError(f"unknown dataset {opts['dataset']!r}; use one of "
+                        f"{', '.join(D.DATASETS)}")
+    for key in ("epochs", "batch_size", "trace_epochs", "image_size"):
+        if opts[key] < 1:
+            raise UserError(f"--{key.replace('_', '-')} must be at least 1")
+    for key in ("train_samples", "shift", "stop_at_epoch"):
+        if opts.get(key, 0) < 0:
+            raise UserError(f"--{key.replace('_', '-')} must not be negative")
+    if opts["trace_epochs"] > opts["epochs"]:
+        raise UserError(f"--trace-epochs {opts['trace_epochs']} exceeds --epochs "
+                        f"{opts['epochs']}")
+    if not opts["lr"] > 0:
+        raise UserError("--lr must be positive")
+    if not 0.0 <= opts["flip_labels"] < 1.0:
+        raise UserError("--flip-labels must be a fraction in [0, 1)")
+
+
+def train_config(opts):
+    return T.TrainConfig(**{k: opts[k] for k in TRAIN_KEYS})
+
+
+def load_splits(opts):
+    """The run's splits: the dataset (split seed 0) reduced to ``train_samples``."""
+    splits = D.load(opts["dataset"], opts.get("data_dir"), seed=0,
+                    image_size=opts.get("image_size", 32))
+    n = opts.get("train_samples") or 0
+    if 0 < n < len(splits.y_train):
+        keep = np.sort(np.random.default_rng(0).permutation(len(splits.y_train))[:n])
+        splits.x_train, splits.y_train = splits.x_train[keep], splits.y_train[keep]
+        splits.paths = [splits.paths[i] for i in keep]
+    if len(splits.y_train) < 1:
+        raise UserError("the training set is empty")
+    return splits
+
+
+def _check_resume(out, opts):
+    saved = _read_config(out)
+    diffs = [k for k in sorted(set(saved) | set(opts))
+             if k not in RESUME_FREE and saved.get(k) != opts.get(k)]
+    if diffs:
+        shown = ", ".join(f"{k} ({saved.get(k)!r} -> {opts.get(k)!r})" for k in diffs[:4])
+        raise UserError(f"cannot --resume {out} with different options: {shown}; resume "
+                        f"with --config {out / CONFIG_NAME} --resume, or use a new --output")
+
+
+def train_run(opts, quiet=None):
+    """Train (or resume) the run described by the option dict ``opts``; returns
+    (run directory, summary dict or None when stopped early)."""
+    check_train_options(opts)
+    quiet = _quiet() if quiet is None else quiet
+    out = Path(opts["output"])
+    if opts["resume"] and (out / CONFIG_NAME).is_file():
+        _check_resume(out, opts)
+    elif not opts["resume"] and ((out / CONFIG_NAME).is_file() or (out / "checkpoints").exists()):
+        raise UserError(f"{out} already holds a run: continue it with --resume or choose a "
+                        f"new --output")
+    splits = load_splits(opts)
+    clean = splits.y_train
+    labels, flipped = clean, np.zeros(0, np.int64)
+    if opts["flip_labels"] > 0:
+        labels, flipped = D.flip_labels(clean, opts["flip_labels"], splits.n_classes,
+                                        seed=opts["seed"])
+    out.mkdir(parents=True, exist_ok=True)
+    save_config(opts, out, CONFIG_NAME)
+    with atomic_write(out / LABELS_NAME, "wb") as f:
+        np.savez(f, labels=labels, flipped=flipped, clean=clean)
+    cfg = train_config(opts)
+    summary = T.train(cfg, splits, out, labels=labels, resume=opts["resume"], quiet=quiet,
+                      stop_after=opts.get("stop_at_epoch") or None)
+    return out, summary
+
+
+def describe_cache(summary):
+    """One line comparing the two parameter caches."""
+    final, steps = summary["final_bytes"], summary["all_steps_bytes"]
+    text = f"parameter cache: final {final:,} bytes ({_mb(final):.2f} MB)"
+    if summary.get("all_steps_files"):
+        text += (f"; all {summary['all_steps_files']} traced steps {steps:,} bytes "
+                 f"({_mb(steps):.2f} MB, {steps / final:.0f}x)")
+    else:
+        text += "; all traced steps: not cached (--cache final)"
+    return text
+
+
+def train_main(argv=None):
+    args = build_train_parser().parse_args(argv)
+    opts = vars(args)
+    opts.pop("config", None)
+    if opts["data_dir"]:     # later steps may run from another directory
+        opts["data_dir"] = str(Path(opts["data_dir"]).resolve())
+    context_from_args(args)
+    start = time.time()
+    out, summary = train_run(opts)
+    if summary is None:
+        print(f"stopped after epoch {opts['stop_at_epoch']} of {opts['epochs']}; continue "
+              f"with --resume")
+        return 0
+    print(f"val accuracy {summary['val_accuracy']:.4f}, test accuracy "
+          f"{summary['test_accuracy']:.4f} ({summary['traced_steps']} traced steps)")
+    print(describe_cache(summary))
+    print(f"done in {time.time() - start:.1f} s; run in {out}")
+    return 0
+
+
+# ----------------------------------------------------------------------------- reading a run
+
+def _read_config(run):
+    path = Path(run) / CONFIG_NAME
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise UserError(f"{run} is not a training run (no {CONFIG_NAME}); train it with "
+                        f"train.py --output {run}") from None
+    except (OSError, yaml.YAMLError) as exc:
+        raise UserError(f"cannot read {path}: {exc}") from None
+    if not isinstance(data, dict) or any(k not in data for k in TRAIN_KEYS + ("dataset",)):
+        raise UserError(f"{path} is not a train.py configuration")
+    return data
+
+
+class Run:
+    """A finished training run read back: options, splits, labels, training config."""
+
+    def __init__(self, path):
+        self.path = Path(path)
+        if not self.path.is_dir():
+            raise UserError(f"run directory {self.path} does not exist")
+        self.opts = _read_config(self.path)
+        if not (self.path / SUMMARY_NAME).is_file():
+            raise UserError(f"{self.path}: training has not finished; continue it with "
+                            f"train.py --output {self.path} --resume")
+        self.summary = json.loads((self.path / SUMMARY_NAME).read_text())
+        self.cfg = train_config(self.opts)
+        self.splits = load_splits(self.opts)
+        try:
+            with np.load(self.path / LABELS_NAME) as z:
+                self.labels, self.flipped = z["labels"], z["flipped"]
+        except FileNotFoundError:
+            raise UserError(f"{self.path}: {LABELS_NAME} is missing; train the run "
+                            f"again") from None
+        if len(self.labels) != len(self.splits.y_train):
+            raise UserError(f"{self.path}: {LABELS_NAME} has {len(self.labels)} labels for "
+                            f"{len(self.splits.y_train)} training samples")
+
+    @property
+    def n_train(self):
+        return len(self.labels)
+
+
+# ----------------------------------------------------------------------------- score.py
+
+def scores_path(run, method):
+    return Path(run) / f"influence_{method}.csv"
+
+
+def write_scores(path, run, scores):
+    """``rank,index,path,label,influence``, most harmful (lowest influence) first."""
+    order = R.removal_order(scores)
+    with atomic_write(path, "w") as f:
+        w = csv.writer(f, lineterminator="\n")
+        w.writerow(["rank", "index", "path", "label", "influence"])
+        for rank, i in enumerate(order, 1):
+            w.writerow([rank, int(i), run.splits.paths[i], int(run.labels[i]),
+                        repr(float(scores[i]))])
+    return path
+
+
+def read_scores(path, n):
+    """Scores per training index from an influence CSV."""
+    scores = np.full(n, np.nan)
+    with open(path, newline="", encoding="utf-8") as f:
+        for row in csv.DictReader(f):
+            scores[int(row["index"])] = float(row["influence"])
+    if np.isnan(scores).any():
+        raise UserError(f"{path} does not score every one of the {n} training samples")
+    return scores
+
+
+def flipped_in_top(scores, flipped, fraction=TOP_FRACTION):
+    """(flipped labels among the ``fraction`` most harmful samples, size of that top set)."""
+    top = R.removal_order(scores)[:int(round(fraction * len(scores)))]
+    return int(np.isin(top, flipped).sum()), len(top)
+
+
+def score_run(run, method, impl="batched", hessian="reference", seed=None, quiet=None):
+    """Scores of ``method`` for the Run ``run``: reused from its CSV when that was made with
+    the same settings, otherwise computed and written (CSV + JSON sidecar)."""
+    from datacleansing.influence import compute_influence
+    quiet = _quiet() if quiet is None else quiet
+    seed = run.cfg.seed if seed is None else seed
+    settings = {"method": method, "impl": impl, "hessian": hessian}
+    if method == "random":
+        settings = {"method": method, "seed": seed}
+    path = scores_path(run.path, method)
+    meta_path = path.with_suffix(".json")
+    if path.is_file() and meta_path.is_file():
+        meta = json.loads(meta_path.read_text())
+        if all(meta.get(k) == v for k, v in settings.items()):
+            return read_scores(path, run.n_train), meta, True
+    start = time.time()
+    scores = compute_influence(run.path, run.splits, run.cfg.model, method=method, impl=impl,
+                               hessian=hessian, labels=run.labels, cfg=run.cfg, seed=seed,
+                               quiet=quiet)
+    meta = dict(settings, seconds=round(time.time() - start, 3), samples=run.n_train)
+    if len(run.flipped):
+        found, top = flipped_in_top(scores, run.flipped)
+        meta.update(flipped_in_top=found, top=top, flipped=len(run.flipped))
+    write_scores(path, run, scores)
+    with atomic_write(meta_path, "w") as f:
+        json.dump(meta, f, indent=2)
+    return scores, meta, False
+
+
+def build_score_parser():
+    p = OneLineParser(description="Score every training sample of a run by its influence on "
+                                  "the validation loss (negative = harmful); writes "
+                                  "RUN/influence_<method>.csv, most harmful first.")
+    p.add_argument("run", help="run directory written by train.py")
+    p.add_argument("--method", choices=METHODS, default="final",
+                   help="final = the storage-efficient method (final parameters only); "
+                        "hara = SGD-influence (needs a run trained with --cache all); "
+                        "random = a random baseline")
+    p.add_argument("--impl", choices=IMPLS, default="batched",
+                   help="per-sample gradients in one pass (batched) or one sample at a time")
+    p.add_argument("--hessian", choices=HESSIANS, default="reference",
+                   help="reference = the reference code's extra 1/batch in the Hessian term; "
+                        "textbook = the linearized SGD update")
+    p.add_argument("--seed", type=int, default=None,
+                   help="seed of --method random (default: the run's seed)")
+    add_context_args(p)
+    return p
+
+
+def score_main(argv=None):
+    args = build_score_parser().parse_args(argv)
+    run = Run(args.run)
+    context_from_args(args)
+    scores, meta, reused = score_run(run, args.method, args.impl, args.hessian, args.seed)
+    path = scores_path(run.path, args.method)
+    how = "reused" if reused else f"computed in {meta['seconds']:.1f} s"
+    print(f"{args.method}: {run.n_train} samples scored ({how}); most harmful first in {path}")
+    if len(run.flipped):
+        found, top = flipped_in_top(scores, run.flipped)
+        print(f"flipped labels among the {TOP_FRACTION:.0%} most harmful: {found} of {top} "
+              f"({found / top:.1%}; {len(run.flipped)} of {run.n_train} labels are flipped)")
+    return 0
+
+
+# ----------------------------------------------------------------------------- sweep.py
+
+def build_sweep_parser():
+    p = OneLineParser(description="Remove the k most harmful samples by each method, retrain, "
+                                  "and record the test accuracy (RUN/summary.csv, "
+                                  "RUN/summary.png); resumable.")
+    p.add_argument("run", help="run directory written by train.py (trial 0)")
+    p.add_argument("--methods", nargs="+", choices=METHODS, default=list(METHODS))
+    p.add_argument("--counts", nargs="+", type=int, default=[0, 10, 30, 100, 300],
+                   help="numbers of samples removed")
+    p.add_argument("--trials", type=int, default=1,
+                   help="trial t > 0 trains a fresh run with seed t into RUN/trials/<t>/")
+    p.add_argument("--mode", choices=R.MODES, default="replay",
+                   help="replay = redo the traced epochs without the removed samples (the "
+                        "reference); full = retrain from the initial parameters")
+    p.add_argument("--impl", choices=IMPLS, default="batched")
+    p.add_argument("--hessian", choices=HESSIANS, default="reference")
+    add_context_args(p)
+    return p
+
+
+def _sweep_state(run_dir, state):
+    """Refuse to mix rows made with other settings into an existing summary.csv."""
+    csv_path, state_path = run_dir / SWEEP_CSV, run_dir / SWEEP_STATE
+    if csv_path.is_file():
+        saved = yaml.safe_load(state_path.read_text()) if state_path.is_file() else None
+        if saved != state:
+            raise UserError(f"{csv_path} holds a sweep made with other settings ({saved}); "
+                            f"delete it to start over or use the same --mode/--impl/--hessian")
+        return R.read_summary(csv_path)
+    with atomic_write(state_path, "w") as f:
+        yaml.safe_dump(state, f, sort_keys=True)
+    return []
+
+
+def _append_rows(path, rows):
+    keys = ["method", "trial", "removed", "test_loss", "test_accuracy"]
+    text = Path(path).read_text() if Path(path).is_file() else ",".join(keys) + "\n"
+    text += "".join(",".join(str(r[k]) for k in keys) + "\n" for r in rows)
+    with atomic_write(path, "w") as f:
+        f.write(text)
+
+
+def trial_run(base, trial, quiet=None):
+    """The Run of ``trial``: the base run itself, or a run with seed ``trial`` trained (or
+    resumed) into base/trials/<trial>/ with the base run's options."""
+    if trial == 0:
+        return base
+    out = base.path / "trials" / str(trial)
+    if not (out / SUMMARY_NAME).is_file():
+        opts = dict(base.opts, seed=trial, output=str(out), resume=True, stop_at_epoch=0)
+        print(f"trial {trial}: training a fresh run with seed {trial} in {out}", flush=True)
+        train_run(opts, quiet=quiet)
+    return Run(out)
+
+
+def mean_table(rows, methods, counts):
+    """Rows of [k, mean accuracy % per method] over trials."""
+    table = []
+    for k in counts:
+        line = [k]
+        for m in methods:
+            acc = [r["test_accuracy"] for r in rows if r["method"] == m and r["removed"] == k]
+            line.append(f"{100 * np.mean(acc):.2f}" if acc else "-")
+        table.append(line)
+    return table
+
+
+def sweep_main(argv=None):
+    from common.report import markdown_table
+    args = build_sweep_parser().parse_args(argv)
+    base = Run(args.run)
+    methods = list(dict.fromkeys(args.methods))
+    counts = sorted(set(args.counts))
+    if args.trials < 1:
+        raise UserError("--trials must be at least 1")
+    if counts[0] < 0 or counts[-1] > base.n_train:
+        raise UserError(f"--counts must lie in 0..{base.n_train} (the training set size)")
+    if "hara" in methods and base.cfg.cache != "all":
+        raise UserError(f"--methods hara needs the parameters of every traced step: train "
+                        f"{base.path} with --cache all, or leave hara out")
+    context_from_args(args)
+    state = {"mode": args.mode, "impl": args.impl, "hessian": args.hessian}
+    csv_path = base.path / SWEEP_CSV
+    done = {(r["method"], r["trial"], r["removed"]) for r in _sweep_state(base.path, state)}
+    quiet = _quiet()
+    start = time.time()
+    for t in range(args.trials):
+        todo = [(m, k) for m in methods for k in counts if (m, t, k) not in done]
+        if not todo:
+            print(f"trial {t}: all {len(methods) * len(counts)} rows done, skipped")
+            continue
+        run = trial_run(base, t, quiet)
+        scores = {}
+        for m in sorted({m for m, _ in todo}, key=methods.index):
+            scores[m], meta, reused = score_run(run, m, args.impl, args.hessian, quiet=quiet)
+            print(f"trial {t}: {m} scores " + ("reused" if reused else
+                                              f"computed in {meta['seconds']:.1f} s"),
+                  flush=True)
+        unchanged = None   # removing nothing gives the same result for every method
+        for m, k in todo:
+            if k == 0 and unchanged is not None:
+                row = dict(unchanged, method=m)
+                _append_rows(csv_path, [row])
+            else:
+                row = R.sweep(run.path, run.cfg, run.splits, {m: scores[m]}, [k], csv_path,
+                              mode=args.mode, labels=run.labels, trial=t, quiet=True)[0]
+                if k == 0:
+                    unchanged = row
+            print(f"trial {t}: {m}, {k} removed: test accuracy "
+                  f"{100 * row['test_accuracy']:.2f}%", flush=True)
+    rows = R.read_summary(csv_path)
+    R.plot_summary(rows, base.path / SWEEP_PLOT)
+    print(markdown_table(["removed"] + [f"{m} acc. %" for m in methods],
+                         mean_table(rows, methods, counts)))
+    print(f"done in {time.time() - start:.1f} s; {csv_path} and {base.path / SWEEP_PLOT}")
+    return 0

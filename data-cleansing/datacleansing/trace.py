@@ -1,0 +1,261 @@
+"""Training with a trace: what the influence pass and the replay need.
+
+Plain minibatch SGD (the reference: learning rate 0.05, batch 64, no momentum, no
+weight decay). For every step of the traced epochs (the last ``trace_epochs``) the
+run records the minibatch indices, the learning rate and each sample's
+augmentation seed (``trace.npz``). Parameters are cached:
+
+* ``params/final.h5``: the parameters after training — all the storage-efficient
+  method needs;
+* ``params/steps/step_<k>.h5``: the parameters *before* every traced step — what
+  SGD-influence (Hara et al.) needs, only written with ``cache="all"``;
+* ``params/initial.h5`` and ``params/traced_start.h5``: the starting points of full
+  retraining and of the replay of the traced epochs.
+
+The order of epoch ``e`` is a seeded permutation of the training set and sample seeds
+are ``e * n_train + position``, so the whole trace is a function of the seed;
+checkpoints at every epoch end make ``--resume`` continue bit-exactly.
+"""
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from common.errors import UserError
+from common.fileio import atomic_write
+
+from datacleansing import data as D
+from datacleansing.models import build, per_sample_loss
+
+
+@dataclass
+class TrainConfig:
+    model: str = "cnn"
+    epochs: int = 10
+    batch_size: int = 64
+    lr: float = 0.05
+    trace_epochs: int = 1
+    cache: str = "final"          # "final" or "all" (also per-step parameters)
+    seed: int = 0
+    shift: int = 0                # augmentation: random shift in pixels (0 = off)
+    flip: bool = False            # augmentation: horizontal flip
+
+
+@dataclass
+class Step:
+    epoch: int
+    index: int                    # step number within the traced span
+    lr: float
+    batch: np.ndarray             # training-set indices
+    seeds: np.ndarray             # augmentation seed per sample
+
+
+def bar(iterable, quiet=False, **kwargs):
+    """A progress bar (``common.monitor.progress``), off when ``quiet``."""
+    from common.monitor import progress
+    return progress(iterable, **({"disable": True} if quiet else {}), **kwargs)
+
+
+def epoch_order(n, seed, epoch):
+    return np.random.default_rng([seed, epoch]).permutation(n)
+
+
+def epoch_steps(cfg, n, epoch, removed=None):
+    """The minibatches of ``epoch``: (indices, seeds) pairs; ``removed`` samples are
+    dropped from their batch (the batch keeps its place in the order)."""
+    order = epoch_order(n, cfg.seed, epoch)
+    seeds = epoch * n + np.arange(n)
+    out = []
+    for start in range(0, n, cfg.batch_size):
+        idx, sd = order[start:start + cfg.batch_size], seeds[start:start + cfg.batch_size]
+        if removed is not None:
+            keep = ~np.isin(idx, removed)
+            out.append((idx, sd, keep))
+        else:
+            out.append((idx, sd, np.ones(len(idx), bool)))
+    return out
+
+
+def params_snapshot():
+    import nnabla as nn
+    return {k: v.d.copy() for k, v in nn.get_parameters(grad_only=False).items()}
+
+
+def load_snapshot(params):
+    import nnabla as nn
+    current = nn.get_parameters(grad_only=False)
+    for k, v in params.items():
+        current[k].d = v
+
+
+def save_params(path, params):
+    from common.params_io import write_param_file
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    write_param_file(path, params)
+
+
+def read_params(path):
+    from common.params_io import read_param_file
+    return read_param_file(path)[0]
+
+
+class Trainer:
+    """SGD on a Splits object; one graph per batch size (batch-norm statistics must cover
+    exactly the samples of the step, so smaller batches cannot be padded)."""
+
+    def __init__(self, cfg, splits, labels=None):
+        import nnabla as nn
+        import nnabla.functions as F
+        import nnabla.solvers as S
+        self.cfg, self.splits = cfg, splits
+        self.labels = splits.y_train if labels is None else labels
+        b = cfg.batch_size
+        self.x = nn.Variable((b,) + splits.image_shape)
+        self.y = nn.Variable((b, 1))
+        self.w = nn.Variable((b,))     # per-sample loss weight: 1 / recorded batch size
+        logits = build(cfg.model, self.x, splits.n_classes, bn="batch")
+        self.loss = F.sum(per_sample_loss(logits, self.y) * self.w)
+        self.solver = S.Sgd(cfg.lr)
+        self.solver.set_parameters(nn.get_parameters())
+
+    def step(self, idx, seeds, keep, lr, batch_size=None):
+        """One SGD step on the kept samples of a recorded batch. The loss is the sum over
+        kept samples divided by the recorded batch size (the reference's replay scaling).
+        A batch with no kept sample is skipped. Batch-norm statistics cover the kept
+        samples only (padding would change them), so the graph is rebuilt for other sizes."""
+        n = int(keep.sum())
+        if n == 0:
+            return None
+        x = D.augment(self.splits.x_train[idx[keep]], seeds[keep], self.cfg.shift, self.cfg.flip)
+        y = self.labels[idx[keep]]
+        if n != self.x.shape[0]:
+            return self._step_other_size(x, y, len(idx), lr)
+        self.x.d, self.y.d = x, y.reshape(-1, 1)
+        self.w.d = np.full(n, 1.0 / len(idx), np.float32)
+        return self._run(lr)
+
+    def _run(self, lr):
+        self.solver.set_learning_rate(lr)
+        self.solver.zero_grad()
+        self.loss.forward(clear_no_need_grad=True)
+        self.loss.backward(clear_buffer=True)
+        self.solver.update()
+        return float(self.loss.d)
+
+    def _step_other_size(self, x, y, recorded, lr):
+        import nnabla as nn
+        import nnabla.functions as F
+        key = len(x)
+        cache = self.__dict__.setdefault("_other", {})
+        if key not in cache:
+            xv, yv, wv = nn.Variable(x.shape), nn.Variable((len(x), 1)), nn.Variable((len(x),))
+            logits = build(self.cfg.model, xv, self.splits.n_classes, bn="batch")
+            cache[key] = (xv, yv, wv, F.sum(per_sample_loss(logits, yv) * wv))
+        xv, yv, wv, loss = cache[key]
+        xv.d, yv.d, wv.d = x, y.reshape(-1, 1), np.full(len(x), 1.0 / recorded, np.float32)
+        self.solver.set_learning_rate(lr)
+        self.solver.zero_grad()
+        loss.forward(clear_no_need_grad=True)
+        loss.backward(clear_buffer=True)
+        self.solver.update()
+        return float(loss.d)
+
+
+def evaluate(model, splits, x, y, batch=256):
+    """(mean cross-entropy, accuracy) of the test-mode network on arrays x, y."""
+    import nnabla as nn
+    import nnabla.functions as F
+    losses, correct = 0.0, 0
+    graphs = {}
+    for start in range(0, len(y), batch):
+        xb, yb = x[start:start + batch], y[start:start + batch]
+        if len(yb) not in graphs:
+            xv, yv = nn.Variable(xb.shape), nn.Variable((len(yb), 1))
+            logits = build(model, xv, splits.n_classes, bn="test")
+            graphs[len(yb)] = (xv, yv, logits, F.sum(per_sample_loss(logits, yv)))
+        xv, yv, logits, loss = graphs[len(yb)]
+        xv.d, yv.d = xb, yb.reshape(-1, 1)
+        loss.forward(clear_buffer=False)
+        losses += float(loss.d)
+        correct += int(np.sum(np.argmax(logits.d, axis=1) == yb))
+    return losses / len(y), correct / len(y)
+
+
+def write_trace(path, steps):
+    sizes = np.array([len(s.batch) for s in steps], np.int64)
+    with atomic_write(path, "wb") as f:
+        np.savez(f, epoch=np.array([s.epoch for s in steps]), lr=np.array([s.lr for s in steps]),
+                 sizes=sizes, batch=np.concatenate([s.batch for s in steps]),
+                 seeds=np.concatenate([s.seeds for s in steps]))
+
+
+def read_trace(path):
+    if not Path(path).is_file():
+        raise UserError(f"{path} missing: train the run first")
+    with np.load(path) as z:
+        bounds = np.concatenate([[0], np.cumsum(z["sizes"])])
+        return [Step(int(z["epoch"][k]), k, float(z["lr"][k]), z["batch"][bounds[k]:bounds[k + 1]],
+                     z["seeds"][bounds[k]:bounds[k + 1]]) for k in range(len(z["sizes"]))]
+
+
+def cache_sizes(run):
+    """Bytes of the parameter caches each influence method reads."""
+    run = Path(run)
+    final = (run / "params" / "final.h5").stat().st_size
+    steps = sorted((run / "params" / "steps").glob("step_*.h5"))
+    return {"final_bytes": final, "all_steps_bytes": sum(p.stat().st_size for p in steps),
+            "all_steps_files": len(steps)}
+
+
+def train(cfg, splits, out, labels=None, resume=False, quiet=False, stop_after=None):
+    """Train with the trace into ``out``; returns the summary dict (also summary.json), or
+    None when ``stop_after`` (an epoch count) ended the run early (continue with resume)."""
+    import nnabla as nn
+
+    from common.checkpoint import CheckpointManager
+    from common.seeding import seed_everything
+
+    if cfg.cache not in ("final", "all"):
+        raise UserError(f"cache must be 'final' or 'all', not {cfg.cache!r}")
+    if not 1 <= cfg.trace_epochs <= cfg.epochs:
+        raise UserError(f"trace_epochs must be in 1..{cfg.epochs}")
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    nn.clear_parameters()
+    seed_everything(cfg.seed)
+    trainer = Trainer(cfg, splits, labels)
+    n = len(splits.y_train)
+    ckpts = CheckpointManager(out / "checkpoints", keep_last=1)
+    epoch = 0
+    latest = ckpts.load_latest() if resume else None
+    if latest is not None:
+        epoch, _, _ = ckpts.restore(latest, {"sgd": trainer.solver})
+    else:
+        save_params(out / "params" / "initial.h5", params_snapshot())
+    first_traced = cfg.epochs - cfg.trace_epochs
+    steps_per_epoch = (n + cfg.batch_size - 1) // cfg.batch_size
+    for e in bar(range(epoch, cfg.epochs), quiet, desc="training", unit="epoch"):
+        if e == first_traced:
+            save_params(out / "params" / "traced_start.h5", params_snapshot())
+        for k, (idx, seeds, keep) in enumerate(epoch_steps(cfg, n, e)):
+            if e >= first_traced and cfg.cache == "all":
+                step_no = (e - first_traced) * steps_per_epoch + k
+                save_params(out / "params" / "steps" / f"step_{step_no:06d}.h5", params_snapshot())
+            trainer.step(idx, seeds, keep, cfg.lr)
+        ckpts.save(e + 1, {"sgd": trainer.solver}, config=vars(cfg))
+        if stop_after is not None and e + 1 >= stop_after and e + 1 < cfg.epochs:
+            return None
+    steps = []
+    for e in range(first_traced, cfg.epochs):
+        for idx, seeds, _ in epoch_steps(cfg, n, e):
+            steps.append(Step(e, len(steps), cfg.lr, idx, seeds))
+    write_trace(out / "trace.npz", steps)
+    save_params(out / "params" / "final.h5", params_snapshot())
+    val_loss, val_acc = evaluate(cfg.model, splits, splits.x_val, splits.y_val)
+    test_loss, test_acc = evaluate(cfg.model, splits, splits.x_test, splits.y_test)
+    summary = {"val_loss": val_loss, "val_accuracy": val_acc, "test_loss": test_loss,
+               "test_accuracy": test_acc, "traced_steps": len(steps), **cache_sizes(out)}
+    with atomic_write(out / "summary.json", "w") as f:
+        json.dump(summary, f, indent=2)
+    return summary

@@ -1,0 +1,116 @@
+"""Training with a trace: caches, determinism, replay and resume."""
+import numpy as np
+import pytest
+
+from datacleansing import data as D
+from datacleansing.retrain import retrain
+from datacleansing.trace import TrainConfig, params_snapshot, read_params, read_trace, train
+
+
+@pytest.fixture(scope="module")
+def small():
+    sp = D.load("mnist5k")
+    sp.x_train, sp.y_train, sp.paths = sp.x_train[:300], sp.y_train[:300], sp.paths[:300]
+    return sp
+
+
+def test_mnist5k_splits_are_stratified_and_disjoint():
+    sp = D.load("mnist5k")
+    assert (len(sp.y_train), len(sp.y_val), len(sp.y_test)) == (3500, 500, 1000)
+    for y, per_class in ((sp.y_train, 350), (sp.y_val, 50), (sp.y_test, 100)):
+        assert np.all(np.bincount(y, minlength=10) == per_class)
+    assert sp.x_train.shape[1:] == (1, 28, 28) and sp.x_train.min() >= -1 and sp.x_train.max() <= 1
+    assert len(set(sp.paths)) == 3500
+
+
+def test_flip_labels_changes_exactly_the_fraction():
+    labels = np.repeat(np.arange(10), 50)
+    noisy, flipped = D.flip_labels(labels, 0.1, 10, seed=3)
+    assert len(flipped) == 50
+    assert np.all(noisy[flipped] != labels[flipped])
+    untouched = np.setdiff1d(np.arange(500), flipped)
+    assert np.all(noisy[untouched] == labels[untouched])
+
+
+def test_trace_caches_and_replay(small, tmp_path):
+    cfg = TrainConfig(model="mlp", epochs=2, batch_size=32, lr=0.02, cache="all", seed=1)
+    summary = train(cfg, small, tmp_path / "run", quiet=True)
+    steps = read_trace(tmp_path / "run" / "trace.npz")
+    assert len(steps) == 10 == summary["traced_steps"] == summary["all_steps_files"]
+    # the traced epoch visits every training sample exactly once, in batches of 32 (+ a tail)
+    visited = np.concatenate([s.batch for s in steps])
+    assert sorted(visited.tolist()) == list(range(300))
+    assert [len(s.batch) for s in steps] == [32] * 9 + [12]
+    # storage: one parameter copy for the final-parameter method, one per step for SGD-influence
+    assert summary["all_steps_bytes"] == pytest.approx(10 * summary["final_bytes"], rel=0.01)
+    # replaying the traced epoch without removing anything gives the trained network exactly
+    final = read_params(tmp_path / "run" / "params" / "final.h5")
+    loss, acc = retrain(tmp_path / "run", cfg, small, [])
+    replayed = params_snapshot()
+    for k in final:
+        np.testing.assert_array_equal(replayed[k], final[k], err_msg=k)
+    assert acc == pytest.approx(summary["test_accuracy"])
+    # removing samples changes the result
+    retrain(tmp_path / "run", cfg, small, steps[0].batch[:5])
+    assert any(not np.array_equal(params_snapshot()[k], final[k]) for k in final)
+
+
+def test_training_is_deterministic_and_resumes(small, tmp_path):
+    cfg = TrainConfig(model="cnn", epochs=2, batch_size=50, seed=2)
+    sp = small
+    sp.x_train, sp.y_train = sp.x_train[:100], sp.y_train[:100]
+    train(cfg, sp, tmp_path / "a", quiet=True)
+    a = read_params(tmp_path / "a" / "params" / "final.h5")
+    one = TrainConfig(model="cnn", epochs=2, batch_size=50, seed=2)
+    # a run that ends after its first epoch, then resumes
+    assert train(one, sp, tmp_path / "b", quiet=True, stop_after=1) is None
+    assert not (tmp_path / "b" / "params" / "final.h5").exists()
+    train(one, sp, tmp_path / "b", resume=True, quiet=True)
+    b = read_params(tmp_path / "b" / "params" / "final.h5")
+    for k in a:
+        np.testing.assert_array_equal(a[k], b[k], err_msg=k)
+
+
+def _idx(arr):
+    import struct
+    arr = np.asarray(arr, np.uint8)
+    header = struct.pack(">HBB", 0, 0x08, arr.ndim) + b"".join(struct.pack(">I", d)
+                                                               for d in arr.shape)
+    return header + arr.tobytes()
+
+
+def test_mnist_idx_and_cifar10_pickles_load_and_train(tmp_path):
+    import pickle
+
+    from common.data import cifar10
+    rng = np.random.default_rng(0)
+    mn = tmp_path / "mnist"
+    mn.mkdir()
+    for prefix, n in (("train", 60), ("t10k", 20)):
+        (mn / f"{prefix}-images-idx3-ubyte").write_bytes(_idx(rng.integers(0, 256, (n, 28, 28))))
+        (mn / f"{prefix}-labels-idx1-ubyte").write_bytes(_idx(rng.integers(0, 10, n)))
+    sp = D.load("mnist", mn)
+    assert (len(sp.y_train), len(sp.y_val), len(sp.y_test)) == (54, 6, 20)
+    assert sp.image_shape == (1, 28, 28)
+    cf = tmp_path / "cifar" / "cifar-10-batches-py"
+    cf.mkdir(parents=True)
+    for name in list(cifar10.TRAIN_BATCHES) + [cifar10.TEST_BATCH]:
+        with open(cf / name, "wb") as f:
+            pickle.dump({b"labels": rng.integers(0, 10, 20).tolist(),
+                         b"data": rng.integers(0, 256, (20, 3072), dtype=np.uint8)}, f)
+    sp = D.load("cifar10", tmp_path / "cifar")
+    assert (len(sp.y_train), len(sp.y_val), len(sp.y_test)) == (90, 10, 20)
+    assert sp.image_shape == (3, 32, 32)
+    summary = train(TrainConfig(model="cnn", epochs=1, batch_size=30), sp, tmp_path / "run",
+                    quiet=True)
+    assert summary["traced_steps"] == 3 and 0 <= summary["test_accuracy"] <= 1
+
+
+def test_bad_dataset_inputs_are_user_errors(tmp_path):
+    from common.errors import UserError
+    with pytest.raises(UserError):
+        D.load("imagenet")
+    with pytest.raises(UserError):
+        D.load("cifar10")            # needs --data-dir
+    with pytest.raises(UserError):
+        D.load("mnist", tmp_path)    # no IDX files there
