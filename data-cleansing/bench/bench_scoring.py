@@ -74,7 +74,6 @@ def main(argv=None):
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tools"))
     from loo_check import subset
 
-    import nnabla as nn  # noqa: F401
     from common.report import markdown_table
     from datacleansing import data as D
     from datacleansing import influence as I

@@ -55,7 +55,6 @@ def detection(scores, flipped, top):
 
 
 def run_seed(seed, args, splits, out):
-    import nnabla as nn  # noqa: F401  (initializes the CPU context before timing)
     from datacleansing import data as D
     from datacleansing import influence as I
     from datacleansing import retrain as R
