@@ -76,6 +76,21 @@ def save_config(args, out_dir, name="config.yaml"):
     return path
 
 
+def check_resume_options(saved, current, free=(), hint="use a new --output"):
+    """Raise a one-line UserError when a resumed run's options (Namespace or dict) differ
+    from the ``saved`` ones, except the keys in ``free`` (e.g. the device, the output
+    folder, intervals); ``hint`` ends the message."""
+    if isinstance(current, argparse.Namespace):
+        current = vars(current)
+    current = {k: _plain(v) for k, v in current.items()}
+    diffs = [k for k in sorted(set(saved) | set(current))
+             if k not in free and saved.get(k) != current.get(k)]
+    if diffs:
+        shown = ", ".join(f"--{k.replace('_', '-')} ({saved.get(k)!r} -> {current.get(k)!r})"
+                          for k in diffs[:4])
+        raise UserError(f"cannot --resume with different options: {shown}; {hint}")
+
+
 class ConfigParser(argparse.ArgumentParser):
     """ArgumentParser whose defaults can come from YAML (``--config PATH``).
 

@@ -41,6 +41,7 @@ from common.data.loader import BatchLoader
 from common.data.musdb import MUSDBExcerpts, open_musdb, read_excerpt, source_augmentations
 from common.distributed import init_distributed
 from common.monitor import TrainingLog, progress
+from common.out_of_core import add_ooc_args, out_of_core_from_args
 from common.schedules import EarlyStopping, ReduceLROnPlateau, step_lr
 from common.seeding import seed_everything
 from common.spectral import stft_numpy
@@ -74,7 +75,7 @@ def add_data_args(group, *, seq_dur, gain_range, seq_dur_help="excerpt length (s
 
 def add_loop_args(group, *, epochs, batch_size, lr, weight_decay, lr_help=None):
     """Optimisation and checkpointing flags: ``--epochs --batch-size --lr --weight-decay --seed
-    --max-iter-per-epoch --checkpoint-interval --keep-last``."""
+    --max-iter-per-epoch --checkpoint-interval --keep-last --ooc-budget``."""
     group.add_argument("--epochs", type=int, default=epochs)
     group.add_argument("--batch-size", type=int, default=batch_size)
     group.add_argument("--lr", type=float, default=lr, help=lr_help)
@@ -85,6 +86,7 @@ def add_loop_args(group, *, epochs, batch_size, lr, weight_decay, lr_help=None):
     group.add_argument("--checkpoint-interval", type=int, default=200,
                        help="also checkpoint every N iterations inside an epoch")
     group.add_argument("--keep-last", type=int, default=3)
+    add_ooc_args(group)
     return group
 
 
@@ -92,8 +94,10 @@ def add_loop_args(group, *, epochs, batch_size, lr, weight_decay, lr_help=None):
 
 def start_run(args, out):
     """Create ``out``, select the compute context, join the data-parallel group, save the
-    resolved options as ``out/config.yaml`` (main process) and seed every RNG. Returns the
-    :class:`common.distributed.Distributed` handle."""
+    resolved options as ``out/config.yaml`` (main process), seed every RNG and set up
+    out-of-core execution (before any graph exists). Returns the
+    :class:`common.distributed.Distributed` handle and the
+    :class:`common.out_of_core.OutOfCore` for :func:`train_epochs`."""
     import nnabla as nn
 
     out.mkdir(parents=True, exist_ok=True)
@@ -103,7 +107,7 @@ def start_run(args, out):
     if dist.is_main:
         save_config(args, out)
     seed_everything(args.seed)
-    return dist
+    return dist, out_of_core_from_args(args, dist.ctx)
 
 
 @dataclass
@@ -242,17 +246,18 @@ class StepSchedule:
 
 # --------------------------------------------------------------------------- loop
 
-def train_epochs(args, out, *, dist, solver, graph, validate, loader, iters_per_epoch, schedule,
-                 export, weight_decay):
+def train_epochs(args, out, *, dist, ooc, solver, graph, validate, loader, iters_per_epoch,
+                 schedule, export, weight_decay):
     """Train ``args.epochs`` epochs (resuming with ``args.resume``) and return the output dir.
 
     ``graph``: the training loss graph; ``validate()``: the validation loss (this process's
     share; averaged over processes here); ``schedule``: :class:`PlateauSchedule` or
     :class:`StepSchedule`; ``export()``: writes the current weights (called on the main process
     at every validation improvement). ``solver`` holds the parameters already; its learning
-    rate is the schedule's. Writes ``checkpoints/`` and the curves ``training loss``,
-    ``validation loss``, ``learning rate`` (per epoch; the rate set for the next epoch),
-    ``training loss per iteration`` and the ``epoch time`` timer into ``out``.
+    rate is the schedule's. ``ooc`` (from :func:`start_run`) wraps every iteration. Writes
+    ``checkpoints/`` and the curves ``training loss``, ``validation loss``, ``learning rate``
+    (per epoch; the rate set for the next epoch), ``training loss per iteration`` and the
+    ``epoch time`` timer into ``out``.
     """
     import nnabla as nn
 
@@ -286,15 +291,16 @@ def train_epochs(args, out, *, dist, solver, graph, validate, loader, iters_per_
         bar = progress(range(batch_index, iters_per_epoch), desc=f"epoch {epoch}", unit="it",
                        leave=False)
         for batch_index in bar:
-            mix, tgt = loader.get_batch(epoch, batch_index)
-            mixture.d = mix
-            target.d = tgt.reshape(tgt.shape[0], -1, tgt.shape[-1])
-            solver.zero_grad()
-            loss.forward(clear_no_need_grad=True)
-            loss.backward(clear_buffer=True)
-            dist.all_reduce_grads(nn.get_parameters())
-            solver.weight_decay(weight_decay)
-            solver.update()
+            with ooc.step() as hooks:
+                mix, tgt = loader.get_batch(epoch, batch_index)
+                mixture.d = mix
+                target.d = tgt.reshape(tgt.shape[0], -1, tgt.shape[-1])
+                solver.zero_grad()
+                loss.forward(clear_no_need_grad=True, **hooks)
+                loss.backward(clear_buffer=True, **hooks)
+                dist.all_reduce_grads(nn.get_parameters())
+                solver.weight_decay(weight_decay)
+                solver.update()
             step += 1
             loss_sum, loss_count = loss_sum + float(loss.d), loss_count + 1
             if dist.is_main:

@@ -27,11 +27,12 @@ from pathlib import Path
 import numpy as np
 import yaml
 
-from common.config import OneLineParser, save_config
+from common.config import OneLineParser, check_resume_options, save_config
 from common.context import add_context_args, context_from_args
 from common.errors import UserError
 from common.fileio import atomic_write
 from common.monitor import NO_PROGRESS_ENV
+from common.out_of_core import add_ooc_args, out_of_core_from_args
 
 from datacleansing import data as D
 from datacleansing import retrain as R
@@ -46,7 +47,7 @@ SWEEP_CSV, SWEEP_PLOT, SWEEP_STATE = "summary.csv", "summary.png", "sweep.yaml"
 TRAIN_KEYS = tuple(f.name for f in fields(T.TrainConfig))
 # Options that may differ between a run and its --resume.
 RESUME_FREE = {"output", "resume", "stop_at_epoch", "context", "device_id", "type_config",
-               "config"}
+               "ooc_budget", "config"}
 DEFAULT_OUTPUT = Path("runs") / "data-cleansing" / "smoke"
 TOP_FRACTION = 0.1
 
@@ -102,6 +103,7 @@ def build_train_parser():
                         "SGD-influence, --method hara)")
     g.add_argument("--seed", type=int, default=0)
     add_context_args(p)
+    add_ooc_args(p)
     return p
 
 
@@ -143,24 +145,17 @@ def load_splits(opts):
     return splits
 
 
-def _check_resume(out, opts):
-    saved = _read_config(out)
-    diffs = [k for k in sorted(set(saved) | set(opts))
-             if k not in RESUME_FREE and saved.get(k) != opts.get(k)]
-    if diffs:
-        shown = ", ".join(f"{k} ({saved.get(k)!r} -> {opts.get(k)!r})" for k in diffs[:4])
-        raise UserError(f"cannot --resume {out} with different options: {shown}; resume "
-                        f"with --config {out / CONFIG_NAME} --resume, or use a new --output")
-
-
-def train_run(opts, quiet=None):
-    """Train (or resume) the run described by the option dict ``opts``; returns
-    (run directory, summary dict or None when stopped early)."""
+def train_run(opts, quiet=None, ooc=None):
+    """Train (or resume) the run described by the option dict ``opts`` (``ooc``: an optional
+    :class:`common.out_of_core.OutOfCore`); returns (run directory, summary dict or None
+    when stopped early)."""
     check_train_options(opts)
     quiet = _quiet() if quiet is None else quiet
     out = Path(opts["output"])
     if opts["resume"] and (out / CONFIG_NAME).is_file():
-        _check_resume(out, opts)
+        check_resume_options(_read_config(out), opts, RESUME_FREE,
+                             f"resume with --config {out / CONFIG_NAME} --resume, or use a new "
+                             "--output")
     elif not opts["resume"] and ((out / CONFIG_NAME).is_file() or (out / "checkpoints").exists()):
         raise UserError(f"{out} already holds a run: continue it with --resume or choose a "
                         f"new --output")
@@ -176,7 +171,7 @@ def train_run(opts, quiet=None):
         np.savez(f, labels=labels, flipped=flipped, clean=clean)
     cfg = train_config(opts)
     summary = T.train(cfg, splits, out, labels=labels, resume=opts["resume"], quiet=quiet,
-                      stop_after=opts.get("stop_at_epoch") or None)
+                      stop_after=opts.get("stop_at_epoch") or None, ooc=ooc)
     return out, summary
 
 
@@ -198,9 +193,9 @@ def train_main(argv=None):
     opts.pop("config", None)
     if opts["data_dir"]:     # later steps may run from another directory
         opts["data_dir"] = str(Path(opts["data_dir"]).resolve())
-    context_from_args(args)
+    ooc = out_of_core_from_args(args, context_from_args(args))
     start = time.time()
-    out, summary = train_run(opts)
+    out, summary = train_run(opts, ooc=ooc)
     if summary is None:
         print(f"stopped after epoch {opts['stop_at_epoch']} of {opts['epochs']}; continue "
               f"with --resume")
@@ -374,6 +369,7 @@ def build_sweep_parser():
     p.add_argument("--impl", choices=IMPLS, default="batched")
     p.add_argument("--hessian", choices=HESSIANS, default="reference")
     add_context_args(p)
+    add_ooc_args(p)
     return p
 
 
@@ -399,7 +395,7 @@ def _append_rows(path, rows):
         f.write(text)
 
 
-def trial_run(base, trial, quiet=None):
+def trial_run(base, trial, quiet=None, ooc=None):
     """The Run of ``trial``: the base run itself, or a run with seed ``trial`` trained (or
     resumed) into base/trials/<trial>/ with the base run's options."""
     if trial == 0:
@@ -408,7 +404,7 @@ def trial_run(base, trial, quiet=None):
     if not (out / SUMMARY_NAME).is_file():
         opts = dict(base.opts, seed=trial, output=str(out), resume=True, stop_at_epoch=0)
         print(f"trial {trial}: training a fresh run with seed {trial} in {out}", flush=True)
-        train_run(opts, quiet=quiet)
+        train_run(opts, quiet=quiet, ooc=ooc)
     return Run(out)
 
 
@@ -437,7 +433,7 @@ def sweep_main(argv=None):
     if "hara" in methods and base.cfg.cache != "all":
         raise UserError(f"--methods hara needs the parameters of every traced step: train "
                         f"{base.path} with --cache all, or leave hara out")
-    context_from_args(args)
+    ooc = out_of_core_from_args(args, context_from_args(args))
     state = {"mode": args.mode, "impl": args.impl, "hessian": args.hessian}
     csv_path = base.path / SWEEP_CSV
     done = {(r["method"], r["trial"], r["removed"]) for r in _sweep_state(base.path, state)}
@@ -448,7 +444,7 @@ def sweep_main(argv=None):
         if not todo:
             print(f"trial {t}: all {len(methods) * len(counts)} rows done, skipped")
             continue
-        run = trial_run(base, t, quiet)
+        run = trial_run(base, t, quiet, ooc)
         scores = {}
         for m in sorted({m for m, _ in todo}, key=methods.index):
             scores[m], meta, reused = score_run(run, m, args.impl, args.hessian, quiet=quiet)
@@ -462,7 +458,8 @@ def sweep_main(argv=None):
                 _append_rows(csv_path, [row])
             else:
                 row = R.sweep(run.path, run.cfg, run.splits, {m: scores[m]}, [k], csv_path,
-                              mode=args.mode, labels=run.labels, trial=t, quiet=True)[0]
+                              mode=args.mode, labels=run.labels, trial=t, quiet=True,
+                              ooc=ooc)[0]
                 if k == 0:
                     unchanged = row
             print(f"trial {t}: {m}, {k} removed: test accuracy "

@@ -22,15 +22,16 @@ from datacleansing.trace import (Trainer, bar, epoch_steps, evaluate, load_snaps
 MODES = ("replay", "full")
 
 
-def retrain(run, cfg, splits, removed, mode="replay", labels=None):
-    """Test (loss, accuracy) after retraining without ``removed`` (training indices)."""
+def retrain(run, cfg, splits, removed, mode="replay", labels=None, ooc=None):
+    """Test (loss, accuracy) after retraining without ``removed`` (training indices);
+    ``ooc``: an optional :class:`common.out_of_core.OutOfCore` around every step."""
     import nnabla as nn
     if mode not in MODES:
         raise UserError(f"retrain mode must be one of {MODES}")
     run = Path(run)
     removed = np.asarray(sorted(set(int(i) for i in removed)), np.int64)
     nn.clear_parameters()
-    trainer = Trainer(cfg, splits, labels)
+    trainer = Trainer(cfg, splits, labels, ooc)
     n = len(splits.y_train)
     if mode == "replay":
         load_snapshot(read_params(run / "params" / "traced_start.h5"))
@@ -51,14 +52,14 @@ def removal_order(scores):
 
 
 def sweep(run, cfg, splits, scores_by_method, counts, out_csv, mode="replay", labels=None,
-          trial=0, quiet=False):
+          trial=0, quiet=False, ooc=None):
     """Retrain without the k most harmful samples for every method and count; append rows
     (method, trial, removed, test_loss, test_accuracy) to ``out_csv``; returns the rows."""
     rows = []
     jobs = [(m, k) for m in scores_by_method for k in counts]
     for method, k in bar(jobs, quiet, desc="retraining", unit="run"):
         order = removal_order(scores_by_method[method])
-        loss, acc = retrain(run, cfg, splits, order[:k], mode, labels)
+        loss, acc = retrain(run, cfg, splits, order[:k], mode, labels, ooc)
         rows.append({"method": method, "trial": trial, "removed": int(k), "test_loss": loss,
                      "test_accuracy": acc})
     new = not Path(out_csv).is_file()

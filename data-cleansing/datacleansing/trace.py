@@ -16,6 +16,7 @@ The order of epoch ``e`` is a seeded permutation of the training set and sample 
 are ``e * n_train + position``, so the whole trace is a function of the seed;
 checkpoints at every epoch end make ``--resume`` continue bit-exactly.
 """
+import itertools
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -102,63 +103,55 @@ def read_params(path):
 
 class Trainer:
     """SGD on a Splits object; one graph per batch size (batch-norm statistics must cover
-    exactly the samples of the step, so smaller batches cannot be padded)."""
+    exactly the samples of the step, so smaller batches cannot be padded). ``ooc``
+    (:class:`common.out_of_core.OutOfCore`, may be shared by several trainers) wraps every
+    step, with one schedule per graph of this trainer."""
 
-    def __init__(self, cfg, splits, labels=None):
+    _count = itertools.count()
+
+    def __init__(self, cfg, splits, labels=None, ooc=None):
         import nnabla as nn
-        import nnabla.functions as F
         import nnabla.solvers as S
+        from common.out_of_core import OutOfCore
         self.cfg, self.splits = cfg, splits
         self.labels = splits.y_train if labels is None else labels
-        b = cfg.batch_size
-        self.x = nn.Variable((b,) + splits.image_shape)
-        self.y = nn.Variable((b, 1))
-        self.w = nn.Variable((b,))     # per-sample loss weight: 1 / recorded batch size
-        logits = build(cfg.model, self.x, splits.n_classes, bn="batch")
-        self.loss = F.sum(per_sample_loss(logits, self.y) * self.w)
+        self.ooc = ooc or OutOfCore()
+        self._id = next(Trainer._count)
+        self._graphs = {}
+        self._graph(cfg.batch_size)  # the parameters exist before the solver sees them
         self.solver = S.Sgd(cfg.lr)
         self.solver.set_parameters(nn.get_parameters())
 
-    def step(self, idx, seeds, keep, lr, batch_size=None):
+    def _graph(self, n):
+        """(x, y, w, loss) for a batch of ``n`` samples; ``w`` weighs every sample's loss."""
+        if n not in self._graphs:
+            import nnabla as nn
+            import nnabla.functions as F
+            xv = nn.Variable((n,) + self.splits.image_shape)
+            yv, wv = nn.Variable((n, 1)), nn.Variable((n,))
+            logits = build(self.cfg.model, xv, self.splits.n_classes, bn="batch")
+            self._graphs[n] = (xv, yv, wv, F.sum(per_sample_loss(logits, yv) * wv))
+        return self._graphs[n]
+
+    def step(self, idx, seeds, keep, lr):
         """One SGD step on the kept samples of a recorded batch. The loss is the sum over
         kept samples divided by the recorded batch size (the reference's replay scaling).
         A batch with no kept sample is skipped. Batch-norm statistics cover the kept
-        samples only (padding would change them), so the graph is rebuilt for other sizes."""
+        samples only (padding would change them), so other sizes get their own graph."""
         n = int(keep.sum())
         if n == 0:
             return None
         x = D.augment(self.splits.x_train[idx[keep]], seeds[keep], self.cfg.shift, self.cfg.flip)
         y = self.labels[idx[keep]]
-        if n != self.x.shape[0]:
-            return self._step_other_size(x, y, len(idx), lr)
-        self.x.d, self.y.d = x, y.reshape(-1, 1)
-        self.w.d = np.full(n, 1.0 / len(idx), np.float32)
-        return self._run(lr)
-
-    def _run(self, lr):
+        xv, yv, wv, loss = self._graph(n)
         self.solver.set_learning_rate(lr)
-        self.solver.zero_grad()
-        self.loss.forward(clear_no_need_grad=True)
-        self.loss.backward(clear_buffer=True)
-        self.solver.update()
-        return float(self.loss.d)
-
-    def _step_other_size(self, x, y, recorded, lr):
-        import nnabla as nn
-        import nnabla.functions as F
-        key = len(x)
-        cache = self.__dict__.setdefault("_other", {})
-        if key not in cache:
-            xv, yv, wv = nn.Variable(x.shape), nn.Variable((len(x), 1)), nn.Variable((len(x),))
-            logits = build(self.cfg.model, xv, self.splits.n_classes, bn="batch")
-            cache[key] = (xv, yv, wv, F.sum(per_sample_loss(logits, yv) * wv))
-        xv, yv, wv, loss = cache[key]
-        xv.d, yv.d, wv.d = x, y.reshape(-1, 1), np.full(len(x), 1.0 / recorded, np.float32)
-        self.solver.set_learning_rate(lr)
-        self.solver.zero_grad()
-        loss.forward(clear_no_need_grad=True)
-        loss.backward(clear_buffer=True)
-        self.solver.update()
+        with self.ooc.step(key=(self._id, n)) as hooks:
+            xv.d, yv.d = x, y.reshape(-1, 1)
+            wv.d = np.full(n, 1.0 / len(idx), np.float32)
+            self.solver.zero_grad()
+            loss.forward(clear_no_need_grad=True, **hooks)
+            loss.backward(clear_buffer=True, **hooks)
+            self.solver.update()
         return float(loss.d)
 
 
@@ -208,9 +201,10 @@ def cache_sizes(run):
             "all_steps_files": len(steps)}
 
 
-def train(cfg, splits, out, labels=None, resume=False, quiet=False, stop_after=None):
+def train(cfg, splits, out, labels=None, resume=False, quiet=False, stop_after=None, ooc=None):
     """Train with the trace into ``out``; returns the summary dict (also summary.json), or
-    None when ``stop_after`` (an epoch count) ended the run early (continue with resume)."""
+    None when ``stop_after`` (an epoch count) ended the run early (continue with resume).
+    ``ooc``: an optional :class:`common.out_of_core.OutOfCore` around every step."""
     import nnabla as nn
 
     from common.checkpoint import CheckpointManager
@@ -224,7 +218,7 @@ def train(cfg, splits, out, labels=None, resume=False, quiet=False, stop_after=N
     out.mkdir(parents=True, exist_ok=True)
     nn.clear_parameters()
     seed_everything(cfg.seed)
-    trainer = Trainer(cfg, splits, labels)
+    trainer = Trainer(cfg, splits, labels, ooc)
     n = len(splits.y_train)
     ckpts = CheckpointManager(out / "checkpoints", keep_last=1)
     epoch = 0

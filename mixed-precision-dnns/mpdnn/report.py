@@ -16,7 +16,7 @@ from common.errors import UserError
 from common.fileio import atomic_write
 from common.report import markdown_table
 
-from mpdnn import data as D
+from common.data import classification as D
 
 
 def evaluate(exp, dataset_name, val_set, parameters, fused=None, batch_size=100, threads=2):

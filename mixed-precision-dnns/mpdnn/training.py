@@ -31,16 +31,17 @@ import numpy as np
 import yaml
 
 from common.checkpoint import CheckpointManager, load_checkpoint
-from common.config import OneLineParser, save_config
+from common.config import OneLineParser, check_resume_options, save_config
 from common.context import add_context_args, context_from_args
 from common.data.loader import BatchLoader
 from common.errors import UserError
 from common.fileio import atomic_write
 from common.monitor import TrainingLog, progress
+from common.out_of_core import add_ooc_args, out_of_core_from_args
 from common.schedules import step_lr
 from common.seeding import seed_everything
 
-from mpdnn import data as D
+from common.data import classification as D
 from mpdnn.experiments import SETTABLE_KEYS, get_experiment
 
 PACKAGE_DIR = Path(__file__).resolve().parent.parent
@@ -48,6 +49,7 @@ SMOKE_CONFIG = PACKAGE_DIR / "configs" / "smoke.yaml"
 QUANTIZER_IMPLEMENTATIONS = {"auto": None, "fused": True, "graph": False}
 # Options that may differ between a run and its --resume.
 RESUME_FREE = {"output", "resume", "stop_at_epoch", "context", "device_id", "type_config",
+               "ooc_budget",
                "checkpoint_interval", "keep_last", "loader_threads", "config", "init_from"}
 
 
@@ -90,6 +92,7 @@ def add_common_args(p):
     p.add_argument("--val-samples", type=int, default=0,
                    help="use a fixed random subset of N validation samples (0 = all)")
     add_context_args(p)
+    add_ooc_args(p)
 
 
 def sample_shape(dataset):
@@ -285,15 +288,6 @@ class Evaluator:
 
 # ----------------------------------------------------------------------------- training
 
-def _check_resume_config(saved, args):
-    current = {k: (list(v) if isinstance(v, tuple) else v) for k, v in vars(args).items()}
-    diffs = [k for k in sorted(set(saved) | set(current))
-             if k not in RESUME_FREE and saved.get(k) != current.get(k)]
-    if diffs:
-        shown = ", ".join(f"{k} ({saved.get(k)!r} -> {current.get(k)!r})" for k in diffs[:4])
-        raise UserError(f"cannot --resume with different options: {shown}; use a new --output")
-
-
 def check_args(args):
     for name in ("checkpoint_interval", "stop_at_epoch", "loader_threads"):
         if getattr(args, name) < 0:
@@ -322,12 +316,13 @@ def train(args):
     fused = QUANTIZER_IMPLEMENTATIONS[args.quantizers]
 
     out.mkdir(parents=True, exist_ok=True)
-    nn.set_default_context(context_from_args(args))
+    ctx = context_from_args(args)
+    ooc = out_of_core_from_args(args, ctx)  # before the graph: it may set the context
     nn.clear_parameters()
     ckpts = CheckpointManager(out / "checkpoints", keep_last=args.keep_last)
     latest = ckpts.load_latest() if args.resume else None
     if latest is not None:
-        _check_resume_config(latest.config.get("args", {}), args)
+        check_resume_options(latest.config.get("args", {}), args, RESUME_FREE)
     save_config(args, out)
     with atomic_write(out / "experiment.yaml", "w") as f:
         yaml.safe_dump(exp.as_dict(), f, sort_keys=False)
@@ -381,16 +376,17 @@ def train(args):
         bar = progress(range(step % per_epoch, per_epoch), desc=f"epoch {epoch + 1}/{exp.epochs}",
                        unit="it")
         for b in bar:
-            images, labels = loader.get_batch(epoch, b)
-            image.d, label.d = images, labels.reshape(-1, 1)
-            solver.zero_grad()
-            loss.forward(clear_no_need_grad=True)
-            loss.backward(clear_buffer=True)
-            solver.weight_decay(exp.weight_decay)
-            if memory.constrained:
-                clip_quantizer_gradients(exp, groups)
-            solver.update()
-            project_quantizer_parameters(exp, groups)
+            with ooc.step() as hooks:
+                images, labels = loader.get_batch(epoch, b)
+                image.d, label.d = images, labels.reshape(-1, 1)
+                solver.zero_grad()
+                loss.forward(clear_no_need_grad=True, **hooks)
+                loss.backward(clear_buffer=True, **hooks)
+                solver.weight_decay(exp.weight_decay)
+                if memory.constrained:
+                    clip_quantizer_gradients(exp, groups)
+                solver.update()
+                project_quantizer_parameters(exp, groups)
             step += 1
             value = float(loss.d)
             if not np.isfinite(value):

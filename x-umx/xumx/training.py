@@ -105,7 +105,7 @@ def train(args):
     import nnabla.solvers as S
 
     out = Path(args.output)
-    dist = mss_training.start_run(args, out)
+    dist, ooc = mss_training.start_run(args, out)
     targets = SOURCES if args.model_type == "xumx" else (args.target,)
     data = mss_training.musdb_training_data(args, targets, args.seq_dur, dist)
 
@@ -127,7 +127,7 @@ def train(args):
                                             patience=args.lr_decay_patience,
                                             stop_patience=args.patience)
     return mss_training.train_epochs(
-        args, out, dist=dist, solver=solver, graph=train_graph,
+        args, out, dist=dist, ooc=ooc, solver=solver, graph=train_graph,
         validate=lambda: mss_training.validation_loss(valid_graph, valid_set, valid_samples),
         loader=data.loader, iters_per_epoch=data.iters_per_epoch, schedule=schedule,
         export=lambda: export_weights(model, args, out), weight_decay=args.weight_decay)

@@ -159,7 +159,7 @@ def train(args):
     samples = excerpt_samples(args, config)
     out = Path(args.output)
     run_dir = out / args.target
-    dist = mss_training.start_run(args, run_dir)
+    dist, ooc = mss_training.start_run(args, run_dir)
     data = mss_training.musdb_training_data(args, (args.target,), samples / SAMPLE_RATE, dist)
     n_fft, hop = config["fft_size"], config["hop_size"]
     mean, std = mss_training.load_or_compute_stats(run_dir / "input_stats.npz",
@@ -179,7 +179,7 @@ def train(args):
     solver.set_parameters(nn.get_parameters())
     schedule = mss_training.StepSchedule(args.lr * scale, args.lr_milestones, args.lr_gamma)
     mss_training.train_epochs(
-        args, run_dir, dist=dist, solver=solver, graph=train_graph,
+        args, run_dir, dist=dist, ooc=ooc, solver=solver, graph=train_graph,
         validate=lambda: mss_training.validation_loss(valid_graph, data.valid_set, samples),
         loader=data.loader, iters_per_epoch=data.iters_per_epoch, schedule=schedule,
         export=lambda: export_weights(model, config, out),

@@ -51,7 +51,7 @@ import numpy as np
 import yaml
 
 from common.checkpoint import CheckpointManager
-from common.config import OneLineParser, save_config
+from common.config import OneLineParser, check_resume_options, save_config
 from common.context import add_context_args, context_from_args
 from common.data.cityscapes import IGNORE_INDEX, Cityscapes, list_pairs, random_scale_crop_flip
 from common.data.image_augment import PhotometricDistortion
@@ -60,6 +60,7 @@ from common.distributed import init_distributed
 from common.errors import UserError
 from common.fileio import atomic_write
 from common.monitor import TrainingLog, progress
+from common.out_of_core import add_ooc_args, out_of_core_from_args
 from common.schedules import poly_lr
 from common.seeding import seed_everything
 
@@ -74,6 +75,7 @@ ARCH_KEYS = (("num_init_features", int, None), ("num_layers", int, "+"),
 BACKBONES = {"D3Net_S": "d3net-s-backbone", "D3Net_L": "d3net-l-backbone"}
 # Options that may change between a run and its --resume (everything else must match).
 RESUME_FREE = {"output", "resume", "stop_at_iter", "loader_threads", "context", "device_id",
+               "ooc_budget",
                "type_config", "checkpoint_interval", "keep_last", "save_interval",
                "log_interval", "backbone_weights", "recompute", "config"}
 
@@ -141,6 +143,7 @@ def build_parser():
     t.add_argument("--log-interval", type=int, default=50,
                    help="average the logged loss over N iterations")
     add_context_args(p)
+    add_ooc_args(p)
     return p
 
 
@@ -283,21 +286,6 @@ def prepare_data(args, out, dist):
 
 
 # ---------------------------------------------------------------------------- training
-def _check_resume_config(saved, args):
-    current = vars(args)
-    diffs = [k for k in sorted(set(saved) | set(current))
-             if k not in RESUME_FREE and saved.get(k) != _plain(current.get(k))]
-    if diffs:
-        shown = ", ".join(f"--{k.replace('_', '-')} ({saved.get(k)!r} -> "
-                          f"{_plain(current.get(k))!r})" for k in diffs[:4])
-        raise UserError(f"cannot --resume with different options: {shown}; use the run's "
-                        f"config.yaml or a new --output")
-
-
-def _plain(value):
-    return list(value) if isinstance(value, tuple) else value
-
-
 def _write_model_config(config, out):
     with atomic_write(out / "model_config.yaml", "w") as f:
         f.write("# Network config of this run (d3net_seg.model.load_config layout); pass it as "
@@ -329,13 +317,15 @@ def train(args):
     ckpts = CheckpointManager(out / "checkpoints", keep_last=args.keep_last)
     latest = ckpts.load_latest() if args.resume else None
     if latest is not None:
-        _check_resume_config(latest.config, args)
+        check_resume_options(latest.config, args, RESUME_FREE,
+                             "use the run's config.yaml or a new --output")
     backbone = None if latest is not None else resolve_backbone(args.backbone_weights, config,
                                                                 modified)
     if dist.is_main:
         save_config(args, out)
         _write_model_config(config, out)
     seed_everything(args.seed)
+    ooc = out_of_core_from_args(args, dist.ctx)  # before the graph: it may set the context
     root, loader = prepare_data(args, out, dist)
 
     model = D3NetSegmentation(config, param_scope=nn.parameter.get_current_parameter_scope())
@@ -390,16 +380,17 @@ def train(args):
         images, labels = pending.result()
         if step + 1 < stop:
             pending = prefetch.submit(fetch, step + 1)
-        image.d = normalize_batch(images, preprocess)
-        target.d = label_targets(labels, num_classes)
         lr = learning_rate(args, step)
         solver.set_learning_rate(lr)
-        solver.zero_grad()
-        loss.forward(clear_no_need_grad=True)
-        loss.backward(clear_buffer=True)
-        dist.all_reduce_grads(solver.get_parameters())
-        solver.weight_decay(args.weight_decay)
-        solver.update()
+        with ooc.step() as hooks:
+            image.d = normalize_batch(images, preprocess)
+            target.d = label_targets(labels, num_classes)
+            solver.zero_grad()
+            loss.forward(clear_no_need_grad=True, **hooks)
+            loss.backward(clear_buffer=True, **hooks)
+            dist.all_reduce_grads(solver.get_parameters())
+            solver.weight_decay(args.weight_decay)
+            solver.update()
         step += 1
         value = dist.all_reduce_value(float(loss.d))
         if not np.isfinite(value):

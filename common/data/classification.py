@@ -1,14 +1,14 @@
-"""Datasets for the quantization experiments, through ``common``'s real loaders.
+"""Image-classification datasets for the training scripts (mixed precision, out-of-core).
 
 * ``cifar10``: the python pickles (``cifar-10-batches-py``); as in the official
-  training script the test split serves as validation set, pixels are mapped to
+  mixed-precision training script the test split serves as validation set, pixels are mapped to
   [-1, 1] and training images are shifted (zero padding 4 + random 32x32 crop)
   and flipped.
 * ``imagenet``: class folders ``ROOT/{train,val}/<wnid>/``; shorter side 256,
   random (train) or central (val) 224 crop, flip; per-channel mean/std.
 * ``mnist5k``: the bundled real MNIST subset (500 images per class), padded from
   28x28 to 32x32 and repeated over 3 channels so the CIFAR networks (and their
-  official parameter shapes) run unchanged; 50 images per class are held out for
+  parameter shapes) run unchanged; 50 images per class are held out for
   validation; shifts but no flips (digits are not mirror-symmetric).
 """
 import numpy as np
@@ -90,6 +90,3 @@ def load(name, split, data_dir=None, augment=True):
             train and augment), channels_first=True))
     raise UserError(f"unknown dataset {name!r}; use one of {', '.join(DATASETS)}")
 
-
-def input_shape(name):
-    return (3, 224, 224) if name == "imagenet" else (3, 32, 32)

@@ -1,0 +1,240 @@
+"""Out-of-core training for every training script: ``--ooc-budget SIZE``.
+
+Hayakawa & Narihira's adaptive window-based swap scheduler ships inside nnabla as
+``nnabla.lms.SwapInOutScheduler``: it records which arrays every function of one training
+iteration touches, then, from the second iteration on, swaps arrays out to host memory and
+prefetches them back so that at most ``--ooc-budget`` bytes of device memory are in use.
+Results are unchanged (arrays are copied, never recomputed): the tests check training with
+and without the scheduler bit for bit.
+
+A script uses it in three steps::
+
+    add_ooc_args(parser)                        # --ooc-budget
+    ooc = out_of_core_from_args(args, ctx)      # before the graph is built; sets the context
+    for batch in ...:
+        with ooc.step() as hooks:               # data set-up, zero-grad, forward, backward,
+            x.d = batch                         # all-reduce, weight decay, update
+            loss.forward(clear_no_need_grad=True, **hooks)
+            ...
+
+Without ``--ooc-budget``, :meth:`OutOfCore.step` does nothing. What the scheduler needs,
+done here once:
+
+* two contexts, host and device. On CUDA the host side uses pinned memory
+  (``prefer_cpu_pinned_array``) for fast transfers and the device side the virtual-memory
+  allocator when the extension has it (CUDA >= 10.2 and cuDNN >= 8; it removes the
+  fragmentation that frequent swaps cause); both preferences are set *before* the contexts
+  are created, as they only affect contexts made afterwards. nnabla's scheduler parses the
+  device id of both contexts as an integer, so a CPU context (whose id is empty by
+  default) gets ``"0"``;
+* on a CPU run host and device are the same memory: the scheduler runs (and is tested
+  here) but saves nothing;
+* every loop body with a different sequence of functions (another graph) gets its own
+  scheduler (``step(key)``): a schedule is made from the first iteration it sees;
+* nnabla's failures when the budget cannot hold what one function needs ("A function is
+  out of memory", "Some arrays were not prefetched") become one :class:`UserError` line
+  naming the budget.
+"""
+import contextlib
+import re
+
+from common.errors import UserError
+
+__all__ = ["parse_size", "format_size", "add_ooc_args", "OutOfCore", "out_of_core_from_args",
+           "scheduler_contexts"]
+
+_UNITS = {"": 1, "b": 1,
+          "k": 10 ** 3, "kb": 10 ** 3, "m": 10 ** 6, "mb": 10 ** 6, "g": 10 ** 9, "gb": 10 ** 9,
+          "t": 10 ** 12, "tb": 10 ** 12,
+          "kib": 2 ** 10, "mib": 2 ** 20, "gib": 2 ** 30, "tib": 2 ** 40}
+_SIZE = re.compile(r"^\s*([0-9]*\.?[0-9]+(?:[eE][+-]?[0-9]+)?)\s*([a-zA-Z]*)\s*$")
+
+# Substrings of nnabla's scheduler errors that mean "the budget is too small".
+_BUDGET_ERRORS = ("A function is out of memory", "Some arrays were not prefetched",
+                  "out of GPU memory")
+_HOOK_KEY = "common.out_of_core"
+# CUDA allocation failures inside a scheduled step (the budget plus what runs outside the
+# scheduler exceeds the device).
+_DEVICE_OOM = ("Failed to allocate", "out of memory")
+
+
+def parse_size(text):
+    """Bytes from ``"6GiB"``, ``"512MiB"``, ``"1.5GB"``, ``"2e9"`` or ``"1048576"`` (GB is
+    10**9, GiB 2**30); a one-line :class:`UserError` for anything else."""
+    if isinstance(text, (int, float)) and not isinstance(text, bool):
+        value, unit = float(text), ""
+    else:
+        match = _SIZE.match(str(text))
+        if not match or match.group(2).lower() not in _UNITS:
+            raise UserError(f"cannot read {text!r} as a memory size; write e.g. 6GiB, 512MiB, "
+                            f"1.5GB or a number of bytes")
+        value, unit = float(match.group(1)), match.group(2).lower()
+    size = int(value * _UNITS[unit])
+    if size <= 0:
+        raise UserError(f"memory size {text!r} must be positive")
+    return size
+
+
+def format_size(size):
+    """``1536 -> '1.50 KiB'``: binary units, three significant digits."""
+    size = float(size)
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if abs(size) < 1024 or unit == "GiB":
+            return f"{size:.0f} B" if unit == "B" else f"{size:.2f} {unit}"
+        size /= 1024
+    return f"{size:.2f} GiB"
+
+
+def add_ooc_args(parser):
+    """Add ``--ooc-budget`` to ``parser`` (or an argument group) and return it."""
+    parser.add_argument(
+        "--ooc-budget", default=None, metavar="SIZE",
+        help="train out of core: device memory the swap scheduler may use, e.g. 6GiB "
+             "(nnabla.lms, Hayakawa & Narihira 2020); results are identical, arrays that do "
+             "not fit live in host memory. Only saves memory on a GPU (--context cudnn). "
+             "out-of-core-training/plan.py estimates what a network needs (default: off)")
+    return parser
+
+
+def _type_config(ctx):
+    """'float' or 'half' from a context's first backend ('cudnn:half' -> 'half')."""
+    backend = ctx.backend[0] if ctx.backend else "cpu:float"
+    return backend.split(":", 1)[1] if ":" in backend else "float"
+
+
+def _is_cuda(ctx):
+    return any(b.startswith(("cuda", "cudnn")) for b in ctx.backend)
+
+
+def scheduler_contexts(device_ctx):
+    """``(host, device)`` contexts for the scheduler built from the run's context.
+
+    On CUDA this first makes pinned host arrays and (when built) the virtual-memory
+    allocator the preferred array classes, then creates both contexts, so it must run
+    before any graph is built. Returns the contexts and whether the virtual allocator is on.
+    """
+    import nnabla as nn
+    from nnabla.ext_utils import get_extension_context
+
+    type_config = _type_config(device_ctx)
+    device_id = device_ctx.device_id or "0"
+    virtual = False
+    if _is_cuda(device_ctx):
+        import nnabla_ext.cuda.init as cuda_init
+        cuda_init.prefer_cpu_pinned_array()
+        virtual = "CudaCachedVirtualArray" in cuda_init.array_classes()
+        if virtual:
+            cuda_init.prefer_cuda_virtual_array()
+        backend = device_ctx.backend[0].split(":", 1)[0]
+        device = get_extension_context(backend, device_id=device_id, type_config=type_config)
+    else:
+        device = nn.Context(list(device_ctx.backend), device_ctx.array_class, device_id)
+    host = get_extension_context("cpu", type_config=type_config)
+    host = nn.Context(list(host.backend), host.array_class, "0")  # id must parse as an int
+    return host, device, virtual
+
+
+class OutOfCore:
+    """The swap scheduler around training steps, or a no-op when ``budget`` is None."""
+
+    def __init__(self, budget=None, device_ctx=None):
+        self.budget = None if budget is None else parse_size(budget)
+        self.host_ctx = self.device_ctx = None
+        self.virtual_memory = False
+        self._schedulers = {}
+        if self.budget is not None:
+            if device_ctx is None:
+                import nnabla as nn
+                device_ctx = nn.get_current_context()
+            self.host_ctx, self.device_ctx, self.virtual_memory = scheduler_contexts(device_ctx)
+
+    @property
+    def enabled(self):
+        return self.budget is not None
+
+    def describe(self):
+        if not self.enabled:
+            return "out-of-core: off"
+        where = "GPU" if _is_cuda(self.device_ctx) else "CPU (exercises the path, saves nothing)"
+        extra = ", virtual-memory allocator" if self.virtual_memory else ""
+        return f"out-of-core: budget {format_size(self.budget)} on {where}{extra}"
+
+    def _scheduler(self, key):
+        if key not in self._schedulers:
+            from nnabla.lms import SwapInOutScheduler
+            self._schedulers[key] = SwapInOutScheduler(self.host_ctx, self.device_ctx,
+                                                       self.budget)
+        return self._schedulers[key]
+
+    @contextlib.contextmanager
+    def step(self, key="train"):
+        """Context for one training iteration; yields the keyword arguments to pass to
+        ``forward`` and ``backward`` (an empty dict when off)::
+
+            with ooc.step() as hooks:
+                x.d = batch                     # the data set-up belongs inside too
+                solver.zero_grad()
+                loss.forward(clear_no_need_grad=True, **hooks)
+                loss.backward(clear_buffer=True, **hooks)
+                solver.update()
+
+        The function hooks go to ``forward``/``backward`` explicitly instead of through
+        nnabla's global callbacks (``with scheduler:``): the global ones are also called for
+        the functions some nnabla functions create internally in C++ (the CPU LSTM), and
+        nnabla cannot wrap those for Python ("EOFError: Ran out of input"). Solver calls
+        (zero_grad, weight_decay, update, ...) are hooked globally while the step runs.
+        ``key`` names the graph: iterations of another graph need their own schedule."""
+        if not self.enabled:
+            yield {}
+            return
+        from nnabla import callback
+        scheduler = self._scheduler(key)
+        try:
+            scheduler.start_scheduling()
+        except RuntimeError as exc:
+            raise self._translate(exc) from None
+        callback.set_solver_pre_hook(_HOOK_KEY, scheduler.update_pre_hook)
+        callback.set_solver_post_hook(_HOOK_KEY, scheduler.update_post_hook)
+        try:
+            yield {"function_pre_hook": scheduler.function_pre_hook,
+                   "function_post_hook": scheduler.function_post_hook}
+        except RuntimeError as exc:
+            raise self._translate(exc) from None
+        finally:
+            callback.unset_solver_pre_hook(_HOOK_KEY)
+            callback.unset_solver_post_hook(_HOOK_KEY)
+            scheduler.end_scheduling()
+
+    def _translate(self, exc):
+        text = str(exc)
+        budget = format_size(self.budget)
+        if any(s in text for s in _BUDGET_ERRORS):
+            what = ("one function's inputs and outputs do not fit" if "A function is out"
+                    in text else "the arrays the next functions need cannot be prefetched")
+            return UserError(f"--ooc-budget {budget} is too small for this network and batch: "
+                             f"{what} (nnabla: {_first_line(text, _BUDGET_ERRORS)}); raise "
+                             f"--ooc-budget or lower the batch size "
+                             f"(out-of-core-training/plan.py estimates the smallest budget)")
+        if any(s in text for s in _DEVICE_OOM):
+            return UserError(f"the device ran out of memory with --ooc-budget {budget}: the "
+                             f"budget plus what runs outside the scheduler exceeds the GPU; "
+                             f"lower --ooc-budget (nnabla: {_first_line(text, _DEVICE_OOM)})")
+        return exc
+
+
+def _first_line(text, needles):
+    for line in text.splitlines():
+        if any(n in line for n in needles):
+            return line.strip()
+    return text.strip().splitlines()[0] if text.strip() else "unknown error"
+
+
+def out_of_core_from_args(args, ctx=None):
+    """An :class:`OutOfCore` from ``args.ooc_budget``; when enabled, its device context
+    becomes nnabla's default (call it before building the graph)."""
+    ooc = OutOfCore(getattr(args, "ooc_budget", None), ctx)
+    if ooc.enabled:
+        import nnabla as nn
+        nn.set_default_context(ooc.device_ctx)
+        print(ooc.describe(), flush=True)
+    return ooc
