@@ -66,9 +66,10 @@ class Report:
         return path
 
 
-def run_entry_script(folder, script, *args):
+def run_entry_script(folder, script, *args, save_output=None):
     """Run ``python folder/script args...`` (echoed), as a demo does for a user; return the
-    command as a user would type it from the repository root (``folder`` relative to it)."""
+    command as a user would type it from the repository root (``folder`` relative to it).
+    ``save_output``: also write the script's standard output to that file."""
     import shlex
     import subprocess
     import sys
@@ -78,5 +79,11 @@ def run_entry_script(folder, script, *args):
     path = Path(REPO_ROOT) / folder / script
     cmd = [sys.executable, str(path), *map(str, args)]
     print("$", " ".join(cmd[1:]), flush=True)
-    subprocess.run(cmd, check=True)
+    if save_output is None:
+        subprocess.run(cmd, check=True)
+    else:
+        proc = subprocess.run(cmd, check=True, stdout=subprocess.PIPE, text=True)
+        print(proc.stdout, end="", flush=True)
+        Path(save_output).parent.mkdir(parents=True, exist_ok=True)
+        Path(save_output).write_text(proc.stdout)
     return shlex.join(["python", f"{folder}/{script}", *map(str, args)])

@@ -8,8 +8,8 @@ Run (from the repository root)::
         --budget 14GiB --out runs/ooc-bench-resnet50
     # CPU: exercises the same path on a small ResNet (no memory is saved on a CPU)
     .venv/bin/python out-of-core-training/bench/bench_ooc.py --blocks 1 1 1 1 --width 8 \\
-        --image-size 32 --num-classes 10 --batches 8 16 32 64 128 --budget 48MiB \\
-        --device-memory 64MiB --out runs/ooc-bench-cpu
+        --image-size 32 --small-input --num-classes 10 --batches 8 16 32 64 128 \\
+        --budget 24MiB --device-memory 40MiB --out runs/ooc-bench-cpu
 
 For every batch size, two variants run, each in its own fresh process: ``in-core`` (plain
 training) and ``out-of-core`` (the same loop inside ``common.out_of_core``'s scheduler with
@@ -92,9 +92,12 @@ def build_parser():
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--arch", default="resnet50")
     p.add_argument("--blocks", type=int, nargs="+", default=None)
-    p.add_argument("--width", type=int, default=None)
+    p.add_argument("--width", type=int, default=None,
+                   help="base width: ResNet first-stage channels, DenseNet stem")
     p.add_argument("--growth", type=int, default=None)
     p.add_argument("--image-size", type=int, default=224)
+    p.add_argument("--small-input", action=argparse.BooleanOptionalAction, default=False,
+                   help="3x3 stride-1 stem without max-pooling, as train.py --small-input")
     p.add_argument("--num-classes", type=int, default=1000)
     p.add_argument("--batches", type=int, nargs="+", required=True)
     p.add_argument("--budget", required=True, help="the scheduler's device-memory budget")
@@ -124,14 +127,14 @@ def sweep(args):
     from common.bench import spawn_child
     from common.errors import UserError
     from common.out_of_core import format_size, parse_size
+    from ooctrain.models import ModelSpec
 
     if args.warmup < 2 or args.iterations < 1:
         raise UserError("--warmup must be >= 2 (the scheduler plans in iteration 2) and "
                         "--iterations >= 1")
     budget = parse_size(args.budget)
     device_memory = _device_memory(args)
-    overrides = {k: v for k, v in (("blocks", args.blocks), ("width", args.width),
-                                   ("growth", args.growth)) if v is not None}
+    overrides = ModelSpec.from_sizes(args.arch, args.blocks, args.width, args.growth).overrides
     rows, stopped = [], set()
     with tempfile.TemporaryDirectory() as tmp:
         for batch in sorted(set(args.batches)):
@@ -143,7 +146,8 @@ def sweep(args):
                         "warmup": args.warmup, "iterations": args.iterations,
                         "graph": {"arch": args.arch, "overrides": overrides,
                                   "batch_size": batch, "image_size": args.image_size,
-                                  "num_classes": args.num_classes}}
+                                  "num_classes": args.num_classes,
+                                  "small_input": args.small_input}}
                 spec_path, result_path = Path(tmp, "spec.json"), Path(tmp, "result.json")
                 spec_path.write_text(json.dumps(spec))
                 result = spawn_child([sys.executable, __file__, "--child", str(spec_path),

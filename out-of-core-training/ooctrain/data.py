@@ -32,6 +32,13 @@ class SyntheticImages:
         return x, np.int32(label)
 
 
+def sample_shape(args):
+    """(3, H, W) of one training image: 224 crops for ImageNet, 32x32 for CIFAR-10 and the
+    padded MNIST subset, ``--image-size`` for synthetic images."""
+    side = {"imagenet": 224, "cifar10": 32, "mnist5k": 32}.get(args.data, args.image_size)
+    return (3, side, side)
+
+
 def training_sets(args):
     """``(train set, validation set, number of classes)`` for ``args.data``."""
     if args.data == "synthetic":

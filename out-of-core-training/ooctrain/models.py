@@ -50,6 +50,14 @@ class ModelSpec:
     arch: str = "resnet50"
     overrides: dict = field(default_factory=dict)
 
+    @classmethod
+    def from_sizes(cls, arch, blocks=None, width=None, growth=None):
+        """The command-line size flags: ``width`` is the base width of either family (ResNet
+        first-stage channels, DenseNet stem channels); ``growth`` exists for DenseNet only."""
+        width_key = "stem" if arch.startswith("densenet") else "width"
+        sizes = {"blocks": blocks, width_key: width, "growth": growth}
+        return cls(arch, {k: v for k, v in sizes.items() if v is not None})
+
     def config(self):
         if self.arch not in ARCHITECTURES:
             raise UserError(f"unknown architecture {self.arch!r}; use one of "

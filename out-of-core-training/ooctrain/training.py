@@ -36,7 +36,7 @@ from common.out_of_core import add_ooc_args, out_of_core_from_args
 from common.schedules import step_lr
 from common.seeding import seed_everything
 
-from ooctrain.data import DATA_CHOICES, training_sets
+from ooctrain.data import DATA_CHOICES, sample_shape, training_sets
 from ooctrain.models import ARCHITECTURES, ModelSpec, build, count_parameters
 
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
@@ -70,7 +70,8 @@ def build_parser():
     m.add_argument("--arch", choices=sorted(ARCHITECTURES), default="resnet50")
     m.add_argument("--blocks", type=int, nargs="+", default=None,
                    help="override the blocks per stage (ResNet) / layers per dense block")
-    m.add_argument("--width", type=int, default=None, help="override the ResNet base width")
+    m.add_argument("--width", type=int, default=None,
+                   help="override the base width: ResNet first-stage channels, DenseNet stem")
     m.add_argument("--growth", type=int, default=None, help="override the DenseNet growth")
     m.add_argument("--small-input", action=argparse.BooleanOptionalAction, default=False,
                    help="3x3 stride-1 stem without max-pooling (for 32x32 images)")
@@ -109,9 +110,7 @@ def check_args(args):
 
 
 def model_spec(args):
-    overrides = {k: v for k, v in (("blocks", args.blocks), ("width", args.width),
-                                   ("growth", args.growth)) if v is not None}
-    spec = ModelSpec(args.arch, overrides)
+    spec = ModelSpec.from_sizes(args.arch, args.blocks, args.width, args.growth)
     spec.config()  # an override this architecture lacks is an error now, not mid-run
     return spec
 
@@ -187,8 +186,7 @@ def train(args):
 
     loader = BatchLoader(train_set, batch, shuffle=True, seed=args.seed, rank=dist.rank,
                          world_size=dist.size, num_threads=args.loader_threads)
-    sample_shape = np.shape(train_set[0][0])
-    model = Classifier(spec, sample_shape, num_classes, batch, args.small_input)
+    model = Classifier(spec, sample_shape(args), num_classes, batch, args.small_input)
     solver = S.Momentum(args.lr, args.momentum)
     solver.set_parameters(nn.get_parameters())
     step = 0
