@@ -20,7 +20,7 @@ PAPERS = [
     ("d3net", ["d3net_mss", "d3net_seg"]),
     ("mixed-precision-dnns", "mpdnn"),
     ("data-cleansing", "datacleansing"),
-    ("out-of-core-training", "ooctraining"),
+    ("out-of-core-training", "ooctrain"),
 ]
 
 
