@@ -107,11 +107,12 @@ def _is_cuda(ctx):
 
 
 def scheduler_contexts(device_ctx):
-    """``(host, device)`` contexts for the scheduler built from the run's context.
+    """``(host, device, virtual)``: the scheduler's contexts built from the run's context,
+    and whether the virtual-memory allocator is on.
 
     On CUDA this first makes pinned host arrays and (when built) the virtual-memory
     allocator the preferred array classes, then creates both contexts, so it must run
-    before any graph is built. Returns the contexts and whether the virtual allocator is on.
+    before any graph is built.
     """
     import nnabla as nn
     from nnabla.ext_utils import get_extension_context
