@@ -511,11 +511,10 @@ def _itemsize_for(type_config):
     return 4 if type_config == "float" else 2
 
 
-def plan(graph, solver="momentum", weight_decay=1e-4, iterations=3, type_config="float",
-         trace=None):
+def plan(graph, solver="momentum", iterations=3, type_config="float", trace=None):
     """Simulate ``iterations`` training iterations of ``graph`` (:class:`TrainGraph`) and
-    return a :class:`Plan`. ``weight_decay`` creates no array (nnabla adds it to the
-    gradients in place); it is accepted to mirror the training loop. ``type_config="half"``
+    return a :class:`Plan`. Weight decay needs no model: it creates no array (nnabla adds it
+    to the gradients in place). ``type_config="half"``
     stores activations and their gradients in 2 bytes and keeps a half copy of every
     parameter and gradient next to the float ones the solver works on (an estimate: the CPU
     measurement is float only). ``trace``: a list that receives ``(where, allocator used,
@@ -775,10 +774,10 @@ def _min_budget(g, itemsize, n_states, solver_vars, graph):
 # ----------------------------------------------------------------------------------------
 # Command line
 # ----------------------------------------------------------------------------------------
-def plan_spec(spec, solver="momentum", weight_decay=1e-4, iterations=3, type_config="float"):
+def plan_spec(spec, solver="momentum", iterations=3, type_config="float"):
     """:func:`plan` for a graph described by a spec dict (:func:`build_training_graph`)."""
     graph = build_training_graph(spec)
-    return plan(graph, solver, weight_decay, iterations, type_config)
+    return plan(graph, solver, iterations, type_config)
 
 
 def _device_memory():
@@ -813,8 +812,6 @@ def _parser():
                    help="3x3 stride-1 stem without max pooling, for CIFAR-sized images, as "
                         "train.py --small-input (default: %(default)s)")
     p.add_argument("--solver", default="momentum", choices=sorted(SOLVERS))
-    p.add_argument("--weight-decay", type=float, default=1e-4,
-                   help="creates no array; accepted to mirror train.py (default: %(default)s)")
     p.add_argument("--type-config", default="float", choices=("float", "half"),
                    help="half: 2-byte activations (estimate; --measure is float only)")
     p.add_argument("--gpu-memory", default=None, metavar="SIZE",
@@ -853,7 +850,7 @@ def spec_from_args(args):
     return {"arch": args.arch, "overrides": overrides, "batch_size": args.batch_size,
             "image_size": args.image_size, "num_classes": args.num_classes,
             "small_input": args.small_input, "solver": args.solver,
-            "weight_decay": args.weight_decay, "iterations": args.iterations}
+            "iterations": args.iterations}
 
 
 def relative_error(predicted, measured):
@@ -875,7 +872,7 @@ def main(argv=None):
     if args.measure and args.type_config != "float":
         raise UserError("--measure runs on the CPU in float; drop --type-config half")
     gpu = parse_size(args.gpu_memory) if args.gpu_memory is not None else _device_memory()
-    result = plan_spec(spec, args.solver, args.weight_decay, args.iterations, args.type_config)
+    result = plan_spec(spec, args.solver, args.iterations, args.type_config)
 
     sizes = ", ".join(f"{k}={v}" for k, v in spec["overrides"].items())
     print(f"{args.arch}{' (' + sizes + ')' if sizes else ''}, batch {args.batch_size}, "
