@@ -1,17 +1,11 @@
-"""YAML files as defaults for an argparse command line.
+"""Option files: flat YAML mappings of ``option: value`` read as command-line defaults
+(:class:`common.cli.Parser`) and a run's resolved options saved as ``config.yaml``.
 
-Precedence, lowest to highest: the parser's own defaults, ``default_config``
-given at construction, the file passed with ``--config``, flags on the command
-line. YAML keys are flat and name argument dests (``learning-rate`` and
-``learning_rate`` both work). Unknown keys are errors, never silently ignored,
-so a typo in a config cannot quietly train with the wrong value.
-
-Saved configs are written atomically (:func:`common.fileio.atomic_write`).
+Saved configs are written atomically (:func:`common.fileio.atomic_write`); a resumed run's
+options are compared with its saved ones by :func:`check_resume_options`.
 """
 import argparse
-import difflib
 import os
-import sys
 from pathlib import Path
 
 import yaml
@@ -19,11 +13,6 @@ import yaml
 from common.errors import UserError
 from common.fileio import atomic_write
 
-# Flags take YAML booleans; const/count actions take the YAML value as-is.
-_FLAG_ACTIONS = (argparse._StoreTrueAction, argparse._StoreFalseAction,
-                 argparse.BooleanOptionalAction)
-_RAW_ACTIONS = (argparse._StoreConstAction, argparse._AppendConstAction, argparse._CountAction)
-_UNSETTABLE = (argparse._HelpAction, argparse._VersionAction, argparse._SubParsersAction)
 
 
 def load_config(path):
@@ -89,143 +78,3 @@ def check_resume_options(saved, current, free=(), hint="use a new --output"):
         shown = ", ".join(f"--{k.replace('_', '-')} ({saved.get(k)!r} -> {current.get(k)!r})"
                           for k in diffs[:4])
         raise UserError(f"cannot --resume with different options: {shown}; {hint}")
-
-
-class ConfigParser(argparse.ArgumentParser):
-    """ArgumentParser whose defaults can come from YAML (``--config PATH``).
-
-    Example::
-
-        p = ConfigParser(description="train", default_config="conf/base.yaml")
-        p.add_argument("--lr", type=float, default=1e-3)
-        args = p.parse_args()       # base.yaml < --config file < CLI flags
-    """
-
-    def __init__(self, *args, default_config=None, **kwargs):
-        super().__init__(*args, **kwargs)
-        self.default_config = default_config
-        self.add_argument("--config", metavar="PATH", default=None,
-                          help="YAML file of option: value pairs used as defaults; "
-                               "command-line flags override it")
-
-    def parse_args(self, args=None, namespace=None):
-        argv = list(sys.argv[1:] if args is None else args)
-        files = [self.default_config] if self.default_config else []
-        cli_config = self._peek_config(argv)
-        if cli_config:
-            files.append(cli_config)
-        overrides = {}
-        for path in files:
-            overrides.update(self._read_overrides(path))
-        # Every action sharing a dest (e.g. --flag/--no-flag) gets the new default,
-        # since argparse takes the namespace default from the first of them.
-        touched = [a for a in self._actions if a.dest in overrides]
-        saved = [(a, a.default, a.required) for a in touched]
-        try:
-            for action in touched:
-                action.default = overrides[action.dest]
-                action.required = False  # the file supplied it
-            ns = super().parse_args(argv, namespace)
-        finally:
-            for action, default, required in saved:
-                action.default, action.required = default, required
-        if ns.config != cli_config:  # e.g. an abbreviation the peek did not see
-            self.error("give --config in full as --config PATH")
-        return ns
-
-    def _peek_config(self, argv):
-        """The --config value, found without parsing anything else."""
-        peek = argparse.ArgumentParser(add_help=False, allow_abbrev=self.allow_abbrev)
-        peek.add_argument("--config", default=None)
-        try:
-            known, _ = peek.parse_known_args(argv)
-        except SystemExit:  # e.g. "--config" with no value: the real parse reports it
-            return None
-        return known.config
-
-    def _configurable(self):
-        """dest -> action for every option a YAML file may set."""
-        out = {}
-        for action in self._actions:
-            if isinstance(action, _UNSETTABLE) or action.dest in ("config", argparse.SUPPRESS):
-                continue
-            out[action.dest] = action
-        return out
-
-    def _read_overrides(self, path):
-        try:
-            data = load_config(path)
-        except UserError as exc:
-            self.error(str(exc))
-        options = self._configurable()
-        result = {}
-        for key, value in data.items():
-            dest = str(key).replace("-", "_")
-            action = options.get(dest)
-            if action is None:
-                hint = difflib.get_close_matches(dest, list(options), n=1)
-                extra = f" (did you mean {hint[0]!r}?)" if hint else ""
-                self.error(f"config file {path}: unknown key {key!r}{extra}")
-            if not action.option_strings:
-                self.error(f"config file {path}: {key!r} is a positional argument; "
-                           f"give it on the command line")
-            result[dest] = self._convert(path, key, action, value)
-        return result
-
-    def _convert(self, path, key, action, value):
-        """Coerce a YAML value the way argparse would coerce the same text."""
-        def fail(why):
-            self.error(f"config file {path}: key {key!r}: {why}")
-
-        if isinstance(action, _FLAG_ACTIONS):
-            if not isinstance(value, bool):
-                fail(f"expected true or false, got {value!r}")
-            return value
-        if value is None:
-            return None
-        if isinstance(action, _RAW_ACTIONS):
-            return value
-        if action.nargs not in (None, argparse.OPTIONAL):
-            if not isinstance(value, list):
-                value = [value] if action.nargs in ("*", "+") else value
-            if not isinstance(value, list):
-                fail(f"expected a list of {action.nargs} values")
-            if isinstance(action.nargs, int) and len(value) != action.nargs:
-                fail(f"expected {action.nargs} values, got {len(value)}")
-            if action.nargs == "+" and not value:
-                fail("expected at least one value")
-            return [self._convert_one(fail, action, v) for v in value]
-        if isinstance(action, argparse._AppendAction):
-            value = value if isinstance(value, list) else [value]
-            return [self._convert_one(fail, action, v) for v in value]
-        return self._convert_one(fail, action, value)
-
-    @staticmethod
-    def _convert_one(fail, action, value):
-        # No type means str, as on the command line ("name: 7" gives "7").
-        kind = action.type or str
-        if isinstance(value, (dict, list)):
-            fail(f"expected a single value, got {type(value).__name__}")
-        if isinstance(value, bool) and kind in (int, float):
-            fail(f"expected {kind.__name__}, got {value!r}")
-        if kind is int and isinstance(value, float):
-            if not value.is_integer():
-                fail(f"expected an integer, got {value!r}")
-            value = int(value)
-        try:
-            # int/float keep YAML numbers exactly; anything else sees CLI-like text.
-            value = kind(value if isinstance(value, str) or kind in (int, float) else str(value))
-        except (TypeError, ValueError, argparse.ArgumentTypeError) as exc:
-            fail(f"invalid value {value!r} ({exc})")
-        if action.choices is not None and value not in action.choices:
-            fail(f"{value!r} is not one of {', '.join(map(str, action.choices))}")
-        return value
-
-
-class OneLineParser(ConfigParser):
-    """ConfigParser whose errors (bad flag, unknown config key, ...) are one
-    ``error: ...`` line and exit status 2 (through :func:`common.errors.run_cli`) instead
-    of argparse's usage dump."""
-
-    def error(self, message):
-        raise UserError(f"{message} (see {self.prog} --help)")

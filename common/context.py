@@ -7,6 +7,7 @@ instead of nnabla's logged error plus ImportError traceback.
 """
 import importlib
 
+from common.cli import NonNegativeInt
 from common.errors import UserError
 
 CONTEXTS = ("cpu", "cudnn")
@@ -28,7 +29,7 @@ def add_context_args(parser):
     group = parser.add_argument_group("compute context")
     group.add_argument("--context", "-c", choices=CONTEXTS, default="cpu",
                        help="nnabla extension to run on (default: %(default)s)")
-    group.add_argument("--device-id", "-d", type=int, default=0,
+    group.add_argument("--device-id", "-d", type=NonNegativeInt, default=0,
                        help="GPU index for cudnn; under mpirun the first GPU, "
                             "each rank adds its local rank (default: %(default)s)")
     group.add_argument("--type-config", "-t", choices=TYPE_CONFIGS, default="float",

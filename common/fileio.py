@@ -1,8 +1,23 @@
-"""Crash-safe file writing shared by checkpoints, configs, audio, scores and parameter files."""
+"""Writing outputs so that nothing the user had is lost.
+
+* :func:`atomic_write` / :func:`atomic_path`: a file appears under its final name only
+  when it is complete (temp file beside it, fsync, rename); a full disk or an unwritable
+  folder is one :class:`OutputError` line and leaves no partial file behind.
+* :func:`check_output_location`: before any weights are loaded or compute runs, an output
+  folder that cannot be written (a path under a file, a read-only filesystem, no write
+  permission) is refused in one line.
+* :func:`refuse_overwriting_inputs`: no output of a call may replace one of its inputs.
+"""
 import contextlib
 import os
 import tempfile
 from pathlib import Path
+
+from common.errors import UserError, describe_os_error
+
+
+class OutputError(UserError):
+    """An output could not be written (full disk, read-only or unwritable folder)."""
 
 
 def _umask():
@@ -16,14 +31,54 @@ def default_mode(directory=False):
     return (0o777 if directory else 0o666) & ~_umask()
 
 
+def _make_parent(path):
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise OutputError(f"cannot create the folder of {path}: "
+                          f"{describe_os_error(exc)}") from None
+
+
+@contextlib.contextmanager
+def atomic_path(path):
+    """Yield a temp path beside ``path`` with the same suffix (for writers that take a file
+    name: soundfile, PIL, nnabla, matplotlib); on clean exit it is fsynced and renamed over
+    ``path``. On any error the temp file is removed, so ``path`` is always either the old
+    complete file or the new complete one; an OS error becomes one :class:`OutputError`."""
+    path = Path(path)
+    _make_parent(path)
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.tmp.{os.getpid()}.",
+                                   suffix=path.suffix, dir=path.parent)
+        os.close(fd)
+    except OSError as exc:
+        raise OutputError(f"cannot write {path}: {describe_os_error(exc)}") from None
+    try:
+        yield Path(tmp)
+        os.chmod(tmp, default_mode())  # mkstemp makes 0600; match what open() gives
+        _fsync_file(tmp)
+        os.replace(tmp, path)
+    except BaseException as exc:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        if isinstance(exc, OSError) and not isinstance(exc, UserError):
+            raise OutputError(f"cannot write {path}: {exc.strerror or exc}") from None
+        raise
+    fsync_dir(path.parent)
+
+
 @contextlib.contextmanager
 def atomic_write(path, mode="wb"):
     """Open a temp file beside ``path``; on clean exit flush, fsync, rename over
     ``path`` and fsync the directory. On error the temp file is removed, so
-    ``path`` is always either the old complete file or the new complete one."""
+    ``path`` is always either the old complete file or the new complete one; an OS error
+    (e.g. a full disk) becomes one :class:`OutputError`."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.tmp.{os.getpid()}.", dir=path.parent)
+    _make_parent(path)
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.tmp.{os.getpid()}.", dir=path.parent)
+    except OSError as exc:
+        raise OutputError(f"cannot write {path}: {describe_os_error(exc)}") from None
     try:
         with os.fdopen(fd, mode, **({} if "b" in mode else {"encoding": "utf-8"})) as f:
             os.fchmod(fd, default_mode())  # mkstemp makes 0600; match what open() gives
@@ -31,11 +86,21 @@ def atomic_write(path, mode="wb"):
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as exc:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
+        if isinstance(exc, OSError):
+            raise OutputError(f"cannot write {path}: {exc.strerror or exc}") from None
         raise
     fsync_dir(path.parent)
+
+
+def _fsync_file(path):
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def fsync_dir(directory):
@@ -50,3 +115,47 @@ def fsync_dir(directory):
         pass
     finally:
         os.close(fd)
+
+
+def check_output_location(path, flag="--out-dir"):
+    """Refuse in one line a folder ``path`` that cannot hold outputs: a path under a file
+    (or a file itself), a read-only filesystem, a folder without write permission. Writes
+    and removes one empty probe file in ``path`` or its nearest existing ancestor; creates
+    nothing else."""
+    path = Path(path).expanduser()
+    existing = path
+    while not existing.exists():
+        if existing.is_symlink():  # dangling link: mkdir would fail on it
+            raise OutputError(f"{flag} {path}: {existing} is a broken link")
+        parent = existing.parent
+        if parent == existing:
+            break
+        existing = parent
+    if not existing.is_dir():
+        where = "is a file" if existing == path else f"lies under the file {existing}"
+        raise OutputError(f"{flag} {path}: {where}, not a folder")
+    try:
+        fd, probe = tempfile.mkstemp(prefix=".write-check.", dir=existing)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as exc:
+        raise OutputError(f"{flag} {path}: cannot write in {existing} "
+                          f"({exc.strerror or exc})") from None
+    return path
+
+
+def refuse_overwriting_inputs(outputs, inputs, flag="--out-dir"):
+    """One-line error if any planned output path is one of the ``inputs`` (same file after
+    resolving links), before anything is written."""
+    def key(p):
+        try:
+            st = os.stat(p)
+            return ("inode", st.st_dev, st.st_ino)
+        except OSError:
+            return ("path", os.path.realpath(p))
+
+    taken = {key(p): p for p in inputs}
+    for out in outputs:
+        hit = taken.get(key(out))
+        if hit is not None:
+            raise OutputError(f"{out} would overwrite the input {hit}; choose another {flag}")

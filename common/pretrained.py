@@ -45,7 +45,6 @@ import urllib.request
 import zipfile
 import zlib
 from pathlib import Path
-from typing import Dict, Optional, Tuple
 
 from tqdm import tqdm
 
@@ -83,10 +82,10 @@ class Weights:
     name: str
     url: str
     filename: str
-    sha256: Optional[str]
+    sha256: str | None
     description: str
     source: str = ""
-    members: Tuple[str, ...] = ()
+    members: tuple[str, ...] = ()
 
     @property
     def is_zip(self):
@@ -100,7 +99,7 @@ def _entry(name, url, sha256, description, source, members=()):
 
 _NNABLA = "https://nnabla.org/pretrained-models"
 
-REGISTRY: Dict[str, Weights] = {
+REGISTRY: dict[str, Weights] = {
     e.name: e
     for e in (
         _entry("x-umx", f"{_NNABLA}/ai-research-code/x-umx/x-umx.h5", None,

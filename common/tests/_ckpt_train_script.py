@@ -38,12 +38,11 @@ def main(argv=None):
     import nnabla.functions as F
     import nnabla.parametric_functions as PF
     import nnabla.solvers as S
-
-    from common.checkpoint import CheckpointManager
-    from common.monitor import TrainingLog
-    from common.seeding import seed_everything
-
     from nnabla.logger import logger
+
+    from common.train.checkpoint import CheckpointManager
+    from common.train.monitor import TrainingLog
+    from common.train.seeding import seed_everything
     logger.setLevel("WARNING")
     out = Path(args.out)
     rng = seed_everything(args.seed)

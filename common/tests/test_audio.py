@@ -1,4 +1,4 @@
-"""Tests for common.audio: decoding, channel handling, atomic writes, chunking."""
+"""Tests for common.mss.audio: decoding, channel handling, atomic writes, chunking."""
 import os
 import subprocess
 
@@ -6,10 +6,16 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from common import audio as A
-from common.audio import (chunk_starts, chunked_apply, crossfade_window, load_audio,
-                          to_stereo, write_wav)
 from common.errors import UserError
+from common.mss import audio as A
+from common.mss.audio import (
+    chunk_starts,
+    chunked_apply,
+    crossfade_window,
+    load_audio,
+    to_stereo,
+    write_wav,
+)
 
 SR = 44100
 needs_ffmpeg = pytest.mark.usefixtures("ffmpeg")

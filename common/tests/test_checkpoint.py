@@ -17,10 +17,14 @@ import nnabla.solvers as S
 import numpy as np
 import pytest
 
-from common.checkpoint import (CheckpointError, CheckpointManager, load_checkpoint,
-                               load_parameters_only)
 from common.errors import UserError
-from common.seeding import seed_everything
+from common.train.checkpoint import (
+    CheckpointError,
+    CheckpointManager,
+    load_checkpoint,
+    load_parameters_only,
+)
+from common.train.seeding import seed_everything
 
 SCRIPT = Path(__file__).with_name("_ckpt_train_script.py")
 PY = sys.executable

@@ -1,4 +1,5 @@
-"""ConfigParser precedence, strictness and save/load round trips."""
+"""The one command-line parser (common.cli.Parser): YAML precedence, strictness, one-line
+errors, bounded numbers, no abbreviations, aliases; config save/load round trips."""
 import argparse
 import os
 from pathlib import Path
@@ -6,21 +7,23 @@ from pathlib import Path
 import pytest
 import yaml
 
-from common.config import ConfigParser, load_config, save_config
-from common.fileio import atomic_write
+from common.cli import (Bounded, FiniteFloat, NonNegativeInt, Parser, PositiveFloat,
+                        PositiveInt)
+from common.config import load_config, save_config
 from common.errors import UserError
+from common.fileio import atomic_write
 
 
 def make_parser(default_config=None):
-    p = ConfigParser(prog="train", default_config=default_config)
-    p.add_argument("--learning-rate", type=float, default=0.1)
-    p.add_argument("--epochs", type=int, default=10)
+    p = Parser(prog="train", default_config=default_config)
+    p.add_argument("--learning-rate", type=PositiveFloat, default=0.1)
+    p.add_argument("--epochs", type=PositiveInt, default=10)
     p.add_argument("--out", type=Path, default=Path("out"))
     p.add_argument("--model", choices=["small", "large"], default="small")
     p.add_argument("--amp", action="store_true")
     p.add_argument("--no-shuffle", dest="shuffle", action="store_false")
     p.add_argument("--targets", nargs="+", default=["vocals"])
-    p.add_argument("--crop", nargs=2, type=int, default=[1, 2])
+    p.add_argument("--crop", nargs=2, type=NonNegativeInt, default=[1, 2])
     p.add_argument("--name", default="run")
     return p
 
@@ -31,10 +34,11 @@ def write(path, text):
 
 
 def error_of(capsys, fn):
-    with pytest.raises(SystemExit) as exc:
+    with pytest.raises(UserError) as exc:
         fn()
-    assert exc.value.code == 2
-    return capsys.readouterr().err.strip().splitlines()[-1]
+    message = str(exc.value)
+    assert "\n" not in message and message.endswith("--help)")
+    return message
 
 
 def test_yaml_sets_defaults_and_cli_overrides(tmp_path):
@@ -66,7 +70,7 @@ def test_default_config_then_cli_config_then_flags(tmp_path):
 
 def test_config_equals_form_and_required_option(tmp_path):
     cfg = write(tmp_path / "c.yaml", "data: /d\n")
-    p = ConfigParser(prog="x")
+    p = Parser(prog="x")
     p.add_argument("--data", required=True)
     assert p.parse_args([f"--config={cfg}"]).data == "/d"
     assert p.parse_args([f"--config={cfg}", "--data", "/e"]).data == "/e"
@@ -120,7 +124,7 @@ def test_empty_file_means_no_overrides(tmp_path):
 
 
 def test_positional_cannot_come_from_yaml(tmp_path, capsys):
-    p = ConfigParser(prog="x")
+    p = Parser(prog="x")
     p.add_argument("input")
     cfg = write(tmp_path / "c.yaml", "input: a.wav\n")
     assert "positional" in error_of(capsys, lambda: p.parse_args(["--config", str(cfg), "b"]))
@@ -154,7 +158,7 @@ def test_atomic_write_keeps_old_file_on_failure(tmp_path):
 
 
 def test_boolean_optional_and_count_actions(tmp_path):
-    p = ConfigParser(prog="x")
+    p = Parser(prog="x")
     p.add_argument("--ema", action=argparse.BooleanOptionalAction, default=True)
     p.add_argument("-v", "--verbose", action="count", default=0)
     cfg = write(tmp_path / "c.yaml", "ema: false\nverbose: 2\n")
@@ -162,3 +166,56 @@ def test_boolean_optional_and_count_actions(tmp_path):
     assert args.ema is False and args.verbose == 2
     args = p.parse_args(["--config", str(cfg), "--ema", "-v"])
     assert args.ema is True and args.verbose == 3
+
+
+@pytest.mark.parametrize("flag, value, fragment", [
+    ("--epochs", "0", "integer >= 1"),
+    ("--epochs", "2.5", "integer >= 1"),
+    ("--learning-rate", "nan", "number > 0"),
+    ("--learning-rate", "inf", "number > 0"),
+    ("--learning-rate", "0", "number > 0"),
+    ("--crop", "-1", "integer >= 0"),
+])
+def test_numbers_out_of_range_are_one_line_errors(capsys, flag, value, fragment):
+    argv = [flag, value] + (["2"] if flag == "--crop" else [])
+    line = error_of(capsys, lambda: make_parser().parse_args(argv))
+    assert flag in line and fragment in line and repr(value) in line
+
+
+def test_numbers_out_of_range_in_yaml(tmp_path, capsys):
+    cfg = write(tmp_path / "c.yaml", "epochs: 0\n")
+    line = error_of(capsys, lambda: make_parser().parse_args(["--config", str(cfg)]))
+    assert "epochs" in line and "integer >= 1" in line
+
+
+def test_bounded_types():
+    assert Bounded(float, 0, 1)("1") == 1.0
+    assert FiniteFloat("-3.5") == -3.5
+    with pytest.raises(argparse.ArgumentTypeError):
+        Bounded(float, 0, 1)("1.5")
+    with pytest.raises(argparse.ArgumentTypeError):
+        Bounded(float, 0, 1, low_open=True)("0")
+
+
+def test_bare_numeric_types_are_refused_when_parsing():
+    p = Parser(prog="x")
+    p.add_argument("--n", type=int, default=1)
+    with pytest.raises(TypeError, match="bounded type"):
+        p.parse_args([])
+
+
+def test_prefixes_are_not_abbreviations(capsys):
+    p = Parser(prog="x")
+    p.add_argument("--source-augmentations", nargs="*", default=[])
+    line = error_of(capsys, lambda: p.parse_args(["--source", "vocals"]))
+    assert "--source" in line
+
+
+def test_hidden_alias_sets_the_same_option(capsys):
+    p = Parser(prog="x")
+    p.add_argument("--out-dir", default="out")
+    p.add_alias("--outdir", "out_dir")
+    assert p.parse_args(["--outdir", "a"]).out_dir == "a"
+    assert "--outdir" not in p.format_help()
+    with pytest.raises(ValueError):
+        p.add_alias("--out-dir", "out_dir")

@@ -4,10 +4,10 @@ import nnabla as nn
 import numpy as np
 import pytest
 
-import common.distributed as dist
+import common.train.distributed as dist
 from common.context import get_context
-from common.distributed import Distributed, init_distributed, launcher_world, shard_indices
 from common.errors import UserError
+from common.train.distributed import Distributed, init_distributed, launcher_world, shard_indices
 
 LAUNCHER_VARS = [v for triple in dist._LAUNCHER_ENV for v in triple]
 

@@ -1,4 +1,4 @@
-from common.graph_cache import GraphCache
+from common.runtime.graph_cache import GraphCache
 
 
 def test_builds_once_per_shape_and_evicts_least_recent():

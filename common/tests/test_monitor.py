@@ -4,8 +4,8 @@ import io
 import numpy as np
 from nnabla.monitor import Monitor, MonitorSeries
 
-from common.monitor import (NO_PROGRESS_ENV, TrainingLog, list_series, progress,
-                            read_series, read_timer)
+from common.terminal import NO_PROGRESS_ENV, progress
+from common.train.monitor import TrainingLog, list_series, read_series, read_timer
 
 
 def test_series_written_in_nnabla_format_and_read_back(tmp_path):

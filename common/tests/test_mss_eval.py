@@ -1,4 +1,4 @@
-"""Tests for common.mss_eval on a tiny generated MUSDB18 (WAV layout) root."""
+"""Tests for common.mss.evaluation on a tiny generated MUSDB18 (WAV layout) root."""
 import importlib
 import json
 import os
@@ -12,7 +12,7 @@ import pytest
 import soundfile as sf
 
 from common.errors import UserError
-from common.mss_eval import aggregate_scores, evaluate_musdb, track_json_path
+from common.mss.evaluation import aggregate_scores, evaluate_musdb, track_json_path
 
 SR = 44100
 SOURCES = ["drums", "bass", "other", "vocals"]
@@ -253,7 +253,7 @@ def test_user_errors(musdb_root, helper, tmp_path, kwargs, match):
 def test_cli_flags_drive_the_evaluation(serial_run, musdb_root, helper, tmp_path, capsys):
     import argparse
 
-    from common.mss_eval import add_eval_args, run_evaluation
+    from common.mss.evaluation import add_eval_args, run_evaluation
 
     _, out1, _ = serial_run
     shutil.copytree(out1 / "test", tmp_path / "eval" / "test")

@@ -1,4 +1,4 @@
-"""Tests of common.onnx_export (nnabla graph -> .nnp -> nnabla-converter -> .onnx ->
+"""Tests of common.runtime.onnx_export (nnabla graph -> .nnp -> nnabla-converter -> .onnx ->
 onnxruntime) on small networks: agreement with nnabla's forward, the on-disk cache (what
 invalidates it, what reuses it), per-shape sessions, several inputs/outputs, parameter
 naming, and the errors for functions the converter does not support."""
@@ -6,17 +6,24 @@ import json
 import os
 from collections import OrderedDict
 
-import numpy as np
-import pytest
-
 import nnabla as nn
 import nnabla.functions as F
 import nnabla.parametric_functions as PF
+import numpy as np
+import pytest
 
 from common.errors import UserError
-from common.onnx_export import (OnnxFunction, cache_key, check_supported, export_cached,
-                                export_graph, graph_function_types, make_session,
-                                supported_functions, trace_graph)
+from common.runtime.onnx_export import (
+    OnnxFunction,
+    cache_key,
+    check_supported,
+    export_cached,
+    export_graph,
+    graph_function_types,
+    make_session,
+    supported_functions,
+    trace_graph,
+)
 
 
 def _params(seed=0):

@@ -1,7 +1,7 @@
 import json
 import math
 
-from common.schedules import EarlyStopping, ReduceLROnPlateau, poly_lr, step_lr
+from common.train.schedules import EarlyStopping, ReduceLROnPlateau, poly_lr, step_lr
 
 
 def test_plateau_decays_only_after_patience_and_resumes_identically():

@@ -1,4 +1,4 @@
-"""Tests for common.separation: the shared separate.py driver."""
+"""Tests for common.mss.separation: the shared separate.py driver."""
 import argparse
 import os
 import subprocess
@@ -10,8 +10,15 @@ import pytest
 import soundfile as sf
 
 from common.errors import UserError
-from common.separation import (AudioInput, add_separation_args, check_chunk_args,
-                               run_separation, separate_audio, separate_files, validate_inputs)
+from common.mss.separation import (
+    AudioInput,
+    add_separation_args,
+    check_chunk_args,
+    run_separation,
+    separate_audio,
+    separate_files,
+    validate_inputs,
+)
 
 GAINS = {"vocals": 0.5, "drums": -0.25, "bass": 2.0}
 
@@ -225,7 +232,7 @@ def test_audio_input_items_are_not_revalidated(tmp_path, monkeypatch):
     write_input(tmp_path / "x.wav", 2000, 2, 44100)
     items = validate_inputs([tmp_path / "x.wav"])
     assert items == [AudioInput(tmp_path / "x.wav", "x", 44100, 2000, 2)]
-    import common.separation as S
+    import common.mss.separation as S
     monkeypatch.setattr(S, "validate_inputs", lambda *_: pytest.fail("validated twice"))
     separate_files(items, ScaleSeparator(), out_dir=tmp_path / "out", log=None)
     assert sf.info(str(tmp_path / "out" / "x" / "vocals.wav")).frames == 2000
@@ -235,7 +242,7 @@ SCRIPT = textwrap.dedent("""
     import argparse
     import numpy as np
     from common.errors import run_cli
-    from common.separation import add_separation_args, run_separation
+    from common.mss.separation import add_separation_args, run_separation
 
     class Half:
         sample_rate = 44100

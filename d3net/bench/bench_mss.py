@@ -12,7 +12,7 @@ the parity fixture ``$FIXTURES_DIR/d3net-mss/vocals.h5`` if present (random valu
 names and shapes), else random weights of the official shapes (``--weights random``), or
 any ``vocals.h5`` given with ``--weights PATH``. Every variant runs in its own child process
 (``bench_mss.py --variant NAME --workdir DIR``) so its peak RSS is its own
-(:mod:`common.bench`):
+(:mod:`common.dev.bench`):
 
 ``baseline``  the official ``separate.py`` / ``util.calc_output_overlap_add`` flow written
               with nnabla and ``d3net_mss.model``: parameters loaded once, then for *every
@@ -42,7 +42,7 @@ from pathlib import Path
 
 import numpy as np
 
-from common.bench import pin_threads, rss_mb, spawn_child, write_child_result
+from common.dev.bench import pin_threads, rss_mb, spawn_child, write_child_result
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 SAMPLE_RATE = 44100

@@ -12,7 +12,7 @@ values, official names and shapes), else random weights of the official D3Net-S 
 config, default ``D3Net_S``). Inputs: synthetic street-like images (fixed seed).
 
 Each backend runs in its own child process (``bench_seg.py --variant NAME --workdir DIR``,
-peak RSS per variant, :mod:`common.bench`): ``Segmenter(weights, backend=...)`` is built
+peak RSS per variant, :mod:`common.dev.bench`): ``Segmenter(weights, backend=...)`` is built
 (``setup``; for ONNX this includes the one-time export of the 1024x2048 graph into a fresh
 cache folder), one warm-up image is segmented (``first image``: nnabla builds its graph,
 onnxruntime allocates its buffers), then ``--images`` images are timed; images per second
@@ -30,7 +30,7 @@ from pathlib import Path
 
 import numpy as np
 
-from common.bench import pin_threads, rss_mb, spawn_child, write_child_result
+from common.dev.bench import pin_threads, rss_mb, spawn_child, write_child_result
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 VARIANTS = ("nnabla", "onnx")

@@ -28,7 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
-from common.config import OneLineParser
+from common.cli import Parser
 from common.errors import UserError
 from common.fileio import atomic_write
 
@@ -39,7 +39,7 @@ RUN_NAME = "run"
 
 
 def build_parser():
-    p = OneLineParser(
+    p = Parser(
         prog="cleanse.py",
         description="Find the training images that hurt (or help) a classifier trained on "
                     "a class-folder image set DIR/<class>/<image>.")

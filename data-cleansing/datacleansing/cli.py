@@ -27,13 +27,13 @@ from pathlib import Path
 import numpy as np
 import yaml
 
-from common.config import OneLineParser, check_resume_options, save_config
+from common.cli import Parser
+from common.config import check_resume_options, save_config
 from common.context import add_context_args, context_from_args
 from common.errors import UserError
 from common.fileio import atomic_write
-from common.monitor import NO_PROGRESS_ENV
-from common.out_of_core import add_ooc_args, out_of_core_from_args
-
+from common.terminal import NO_PROGRESS_ENV
+from common.train.out_of_core import add_ooc_args, out_of_core_from_args
 from datacleansing import data as D
 from datacleansing import retrain as R
 from datacleansing import trace as T
@@ -63,7 +63,7 @@ def _mb(n_bytes):
 # ----------------------------------------------------------------------------- train.py
 
 def build_train_parser():
-    p = OneLineParser(description="Train a classifier and record what the influence methods "
+    p = Parser(description="Train a classifier and record what the influence methods "
                                   "need (default: the CPU smoke run of configs/smoke.yaml on "
                                   "the bundled real MNIST subset).",
                       default_config=str(SMOKE_CONFIG))
@@ -147,7 +147,7 @@ def load_splits(opts):
 
 def train_run(opts, quiet=None, ooc=None):
     """Train (or resume) the run described by the option dict ``opts`` (``ooc``: an optional
-    :class:`common.out_of_core.OutOfCore`); returns (run directory, summary dict or None
+    :class:`common.train.out_of_core.OutOfCore`); returns (run directory, summary dict or None
     when stopped early)."""
     check_train_options(opts)
     quiet = _quiet() if quiet is None else quiet
@@ -317,7 +317,7 @@ def score_run(run, method, impl="batched", hessian="reference", seed=None, quiet
 
 
 def build_score_parser():
-    p = OneLineParser(description="Score every training sample of a run by its influence on "
+    p = Parser(description="Score every training sample of a run by its influence on "
                                   "the validation loss (negative = harmful); writes "
                                   "RUN/influence_<method>.csv, most harmful first.")
     p.add_argument("run", help="run directory written by train.py")
@@ -354,7 +354,7 @@ def score_main(argv=None):
 # ----------------------------------------------------------------------------- sweep.py
 
 def build_sweep_parser():
-    p = OneLineParser(description="Remove the k most harmful samples by each method, retrain, "
+    p = Parser(description="Remove the k most harmful samples by each method, retrain, "
                                   "and record the test accuracy (RUN/summary.csv, "
                                   "RUN/summary.png); resumable.")
     p.add_argument("run", help="run directory written by train.py (trial 0)")

@@ -103,8 +103,9 @@ def cifar10(root):
 
 def folder(root, image_size=32, seed=0):
     """A class-folder image set, resized to ``image_size`` squares (RGB)."""
-    from common.data.imagenet import ImageFolder
     from PIL import Image
+
+    from common.data.imagenet import ImageFolder
     try:
         ds = ImageFolder(root, channels_first=True)
     except (FileNotFoundError, ValueError) as exc:

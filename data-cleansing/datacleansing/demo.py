@@ -11,7 +11,6 @@ import time
 from pathlib import Path
 
 from common.report import markdown_table, run_entry_script
-
 from datacleansing import retrain as R
 from datacleansing.cli import TOP_FRACTION, mean_table
 

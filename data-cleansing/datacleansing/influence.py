@@ -39,7 +39,6 @@ from pathlib import Path
 import numpy as np
 
 from common.errors import UserError
-
 from datacleansing import data as D
 from datacleansing.models import build, per_sample_loss
 from datacleansing.trace import bar, load_snapshot, read_params, read_trace
@@ -93,6 +92,7 @@ class InfluenceGraphs:
         if n not in self._tangent:
             import nnabla as nn
             import nnabla.functions as F
+
             from datacleansing.models import Tangent
             x = nn.Variable((n,) + self.splits.image_shape)
             y = nn.Variable((n, 1))

@@ -15,16 +15,22 @@ import numpy as np
 
 from common.errors import UserError
 from common.fileio import atomic_write
-
-from datacleansing.trace import (Trainer, bar, epoch_steps, evaluate, load_snapshot, read_params,
-                                 read_trace)
+from datacleansing.trace import (
+    Trainer,
+    bar,
+    epoch_steps,
+    evaluate,
+    load_snapshot,
+    read_params,
+    read_trace,
+)
 
 MODES = ("replay", "full")
 
 
 def retrain(run, cfg, splits, removed, mode="replay", labels=None, ooc=None):
     """Test (loss, accuracy) after retraining without ``removed`` (training indices);
-    ``ooc``: an optional :class:`common.out_of_core.OutOfCore` around every step."""
+    ``ooc``: an optional :class:`common.train.out_of_core.OutOfCore` around every step."""
     import nnabla as nn
     if mode not in MODES:
         raise UserError(f"retrain mode must be one of {MODES}")

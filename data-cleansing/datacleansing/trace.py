@@ -25,7 +25,6 @@ import numpy as np
 
 from common.errors import UserError
 from common.fileio import atomic_write
-
 from datacleansing import data as D
 from datacleansing.models import build, per_sample_loss
 
@@ -53,8 +52,8 @@ class Step:
 
 
 def bar(iterable, quiet=False, **kwargs):
-    """A progress bar (``common.monitor.progress``), off when ``quiet``."""
-    from common.monitor import progress
+    """A progress bar (``common.train.monitor.progress``), off when ``quiet``."""
+    from common.terminal import progress
     return progress(iterable, **({"disable": True} if quiet else {}), **kwargs)
 
 
@@ -91,20 +90,20 @@ def load_snapshot(params):
 
 
 def save_params(path, params):
-    from common.params_io import write_param_file
+    from common.runtime.params_io import write_param_file
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     write_param_file(path, params)
 
 
 def read_params(path):
-    from common.params_io import read_param_file
+    from common.runtime.params_io import read_param_file
     return read_param_file(path)[0]
 
 
 class Trainer:
     """SGD on a Splits object; one graph per batch size (batch-norm statistics must cover
     exactly the samples of the step, so smaller batches cannot be padded). ``ooc``
-    (:class:`common.out_of_core.OutOfCore`, may be shared by several trainers) wraps every
+    (:class:`common.train.out_of_core.OutOfCore`, may be shared by several trainers) wraps every
     step, with one schedule per graph of this trainer."""
 
     _count = itertools.count()
@@ -112,7 +111,8 @@ class Trainer:
     def __init__(self, cfg, splits, labels=None, ooc=None):
         import nnabla as nn
         import nnabla.solvers as S
-        from common.out_of_core import OutOfCore
+
+        from common.train.out_of_core import OutOfCore
         self.cfg, self.splits = cfg, splits
         self.labels = splits.y_train if labels is None else labels
         self.ooc = ooc or OutOfCore()
@@ -204,11 +204,11 @@ def cache_sizes(run):
 def train(cfg, splits, out, labels=None, resume=False, quiet=False, stop_after=None, ooc=None):
     """Train with the trace into ``out``; returns the summary dict (also summary.json), or
     None when ``stop_after`` (an epoch count) ended the run early (continue with resume).
-    ``ooc``: an optional :class:`common.out_of_core.OutOfCore` around every step."""
+    ``ooc``: an optional :class:`common.train.out_of_core.OutOfCore` around every step."""
     import nnabla as nn
 
-    from common.checkpoint import CheckpointManager
-    from common.seeding import seed_everything
+    from common.train.checkpoint import CheckpointManager
+    from common.train.seeding import seed_everything
 
     if cfg.cache not in ("final", "all"):
         raise UserError(f"cache must be 'final' or 'all', not {cfg.cache!r}")

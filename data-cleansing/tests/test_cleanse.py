@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from common.testing import run_script
+from common.dev.testing import run_script
 from datacleansing import data as D
 from datacleansing.cleanse import main, read_csv, render_html, split_top
 

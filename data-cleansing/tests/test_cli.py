@@ -7,9 +7,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from common.params_io import read_param_file
-from common.testing import run_script
-
+from common.dev.testing import run_script
+from common.runtime.params_io import read_param_file
 from datacleansing.cli import build_train_parser
 
 FOLDER = Path(__file__).resolve().parent.parent

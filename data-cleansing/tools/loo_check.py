@@ -58,6 +58,7 @@ def subset(splits, n, seed=0):
 def val_loss64(model, splits):
     """Mean validation cross-entropy of the test-mode network, accumulated in float64."""
     import nnabla as nn
+
     from datacleansing.models import build
     xv = nn.Variable(splits.x_val.shape)
     logits = build(model, xv, splits.n_classes, bn="test")
@@ -74,7 +75,8 @@ def loo_changes(run, cfg, splits, samples, labels=None, quiet=False):
     replayed traced epochs. Returns (changes, info) with info holding the base loss and
     how exactly the unmodified replay reproduces the trained final parameters."""
     import nnabla as nn
-    from common.monitor import progress
+
+    from common.terminal import progress
     from datacleansing.trace import Trainer, load_snapshot, params_snapshot, read_params, read_trace
 
     run = Path(run)
@@ -155,6 +157,7 @@ def scatter(path, model, true, scores):
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+
     from common.fileio import atomic_write
     names = [k for k in scores if k != "random"]
     fig, axes = plt.subplots(1, len(names), figsize=(3.2 * len(names), 3.2), dpi=100)

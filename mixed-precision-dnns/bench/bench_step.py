@@ -30,10 +30,10 @@ import sys
 import time
 from types import SimpleNamespace
 
-import numpy as np
 import nnabla as nn
 import nnabla.functions as F
 import nnabla.solvers as S
+import numpy as np
 
 from mpdnn import quantizers as Q
 from mpdnn.resnet_cifar import resnet_cifar

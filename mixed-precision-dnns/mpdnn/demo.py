@@ -7,8 +7,8 @@ import shutil
 import time
 from pathlib import Path
 
-from common.monitor import read_series
 from common.report import markdown_table, plot_curves, run_entry_script
+from common.train.monitor import read_series
 
 FOLDER = Path(__file__).resolve().parents[1]
 TITLE = "Mixed Precision DNNs"

@@ -2,17 +2,16 @@
 import time
 from pathlib import Path
 
-from common.checkpoint import CheckpointManager, load_checkpoint
 from common.context import context_from_args
 from common.errors import UserError
-
+from common.train.checkpoint import CheckpointManager, load_checkpoint
 from mpdnn.experiments import get_experiment
 
 
 def build_parser():
-    from common.config import OneLineParser
+    from common.cli import Parser
     from mpdnn.training import add_common_args
-    p = OneLineParser(description="Evaluate a quantized network: validation error, weight and "
+    p = Parser(description="Evaluate a quantized network: validation error, weight and "
                                   "activation memory, per-layer bitwidths.")
     p.add_argument("weights", help="run directory (its best checkpoint), checkpoint .npz, or "
                                    "nnabla .h5 parameter file (e.g. the official params_best.h5; "

@@ -40,7 +40,6 @@ import functools
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Optional, Tuple
 
 from common.config import load_config
 from common.errors import UserError
@@ -82,19 +81,19 @@ class Experiment:
     dataset: str = _f("str")
     initial_learning_rate: float = _f("float")
     epochs: int = _f("int")
-    lr_milestones: Tuple[int, ...] = _f("int_list")
+    lr_milestones: tuple[int, ...] = _f("int_list")
     lr_decay: float = _f("float")
     batch_size: int = _f("int")
     weight_decay: float = _f("float")
     momentum: float = _f("float")
 
-    num_layers: Optional[int] = _f("opt_int", default=None)
+    num_layers: int | None = _f("opt_int", default=None)
     shortcut_type: str = _f("str", default="")
-    optimizer: Optional[str] = _f("opt_str", default=None)
-    init_from: Optional[str] = _f("opt_str", default=None)
+    optimizer: str | None = _f("opt_str", default=None)
+    init_from: str | None = _f("opt_str", default=None)
 
-    w_quantize: Optional[str] = _f("opt_str", default=None)
-    a_quantize: Optional[str] = _f("opt_str", default=None)
+    w_quantize: str | None = _f("opt_str", default=None)
+    a_quantize: str | None = _f("opt_str", default=None)
 
     w_stepsize: float = _f("float", default=2.0 ** -3)
     w_stepsize_min: float = _f("float", default=2.0 ** -8)

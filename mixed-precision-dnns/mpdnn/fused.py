@@ -24,9 +24,9 @@ literal transcription of the graph instead.
 Used on CPU contexts only: a numpy function on a CUDA context would copy every
 activation to the host and back, so on GPUs the graph version runs instead.
 """
-import numpy as np
 import nnabla as nn
 import nnabla.functions as F
+import numpy as np
 from nnabla.function import PythonFunction
 
 _F32 = np.float32

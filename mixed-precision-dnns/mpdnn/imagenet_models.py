@@ -49,10 +49,10 @@ Both networks are fully convolutional up to the global average pool, so any
 input of at least 32x32 works (e.g. 32x32 or 64x64 for CPU tests); the paper's
 networks take 224x224 ImageNet crops.
 """
-import numpy as np
 import nnabla as nn
 import nnabla.functions as F
 import nnabla.parametric_functions as PF
+import numpy as np
 from nnabla.initializer import NormalInitializer, UniformInitializer
 from nnabla.parameter import get_parameter_or_create
 

@@ -14,11 +14,10 @@ constraints count.
 (``parametric_fp_d_xmax`` for weights, ``parametric_fp_d_xmax_relu`` for
 activations, ``fp``/``pow2`` for fixed quantizers, ``None`` for float).
 """
-import numpy as np
 import nnabla as nn
 import nnabla.functions as F
-from nnabla.initializer import (ConstantInitializer, UniformInitializer,
-                                calc_uniform_lim_glorot)
+import numpy as np
+from nnabla.initializer import ConstantInitializer, UniformInitializer, calc_uniform_lim_glorot
 from nnabla.parameter import get_parameter_or_create
 
 from common.errors import UserError

@@ -15,9 +15,9 @@ Sizes are in kilobytes (1 kB = 1024 bytes), as in the paper and official code.
 """
 from dataclasses import dataclass
 
-import numpy as np
 import nnabla as nn
 import nnabla.functions as F
+import numpy as np
 
 from mpdnn import quantizers as Q
 

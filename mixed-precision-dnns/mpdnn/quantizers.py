@@ -42,9 +42,9 @@ paper's equations:
 """
 from dataclasses import dataclass
 
-import numpy as np
 import nnabla as nn
 import nnabla.functions as F
+import numpy as np
 from nnabla.initializer import ConstantInitializer
 from nnabla.parameter import get_parameter_or_create
 

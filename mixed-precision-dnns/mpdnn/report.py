@@ -12,11 +12,10 @@ from pathlib import Path
 
 import numpy as np
 
+from common.data import classification as D
 from common.errors import UserError
 from common.fileio import atomic_write
 from common.report import markdown_table
-
-from common.data import classification as D
 
 
 def evaluate(exp, dataset_name, val_set, parameters, fused=None, batch_size=100, threads=2):
@@ -125,7 +124,7 @@ def _target(t):
 def write_report(out, exp, dataset_name, val_set, fused):
     """Report of the best checkpoint of a finished run (the latest if no epoch met the
     constraints)."""
-    from common.checkpoint import CheckpointManager
+    from common.train.checkpoint import CheckpointManager
 
     manager = CheckpointManager(Path(out) / "checkpoints", clean=False)
     ckpt = manager.load_best() or manager.load_latest()

@@ -6,10 +6,10 @@ Parameters are created in nnabla's current scope: ``conv1/...``,
 shortcut type A (strided subsampling + zero channels, no parameters) unless the
 experiment asks for B/C projections (``basicblock_s/shortcut_conv``).
 """
-import numpy as np
 import nnabla as nn
 import nnabla.functions as F
 import nnabla.parametric_functions as PF
+import numpy as np
 from nnabla.initializer import UniformInitializer
 from nnabla.parameter import get_parameter_or_create
 

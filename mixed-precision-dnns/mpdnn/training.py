@@ -30,18 +30,19 @@ from pathlib import Path
 import numpy as np
 import yaml
 
-from common.checkpoint import CheckpointManager, load_checkpoint
-from common.config import OneLineParser, check_resume_options, save_config
+from common.cli import Parser
+from common.config import check_resume_options, save_config
 from common.context import add_context_args, context_from_args
+from common.data import classification as D
 from common.data.loader import BatchLoader
 from common.errors import UserError
 from common.fileio import atomic_write
-from common.monitor import TrainingLog, progress
-from common.out_of_core import add_ooc_args, out_of_core_from_args
-from common.schedules import step_lr
-from common.seeding import seed_everything
-
-from common.data import classification as D
+from common.terminal import progress
+from common.train.checkpoint import CheckpointManager, load_checkpoint
+from common.train.monitor import TrainingLog
+from common.train.out_of_core import add_ooc_args, out_of_core_from_args
+from common.train.schedules import step_lr
+from common.train.seeding import seed_everything
 from mpdnn.experiments import SETTABLE_KEYS, get_experiment
 
 PACKAGE_DIR = Path(__file__).resolve().parent.parent
@@ -126,7 +127,7 @@ def datasets(args, dataset_name):
 
 
 def build_parser():
-    p = OneLineParser(description="Train a quantized network for one named experiment "
+    p = Parser(description="Train a quantized network for one named experiment "
                                   "(default: CPU smoke run on the bundled MNIST subset).",
                       default_config=str(SMOKE_CONFIG))
     p.add_argument("--output", default=None, help="run directory (default runs/mpdnn/EXPERIMENT)")
@@ -167,8 +168,8 @@ def build_network(exp, x, num_classes, test, fused):
 
 def read_parameters(path):
     """Parameters (name -> array) from a run directory, checkpoint .npz or nnabla .h5."""
-    from common.checkpoint import CheckpointManager as Manager
-    from common.params_io import read_param_file
+    from common.runtime.params_io import read_param_file
+    from common.train.checkpoint import CheckpointManager as Manager
     path = Path(path)
     if path.is_dir():
         manager = Manager(path / "checkpoints" if (path / "checkpoints").is_dir() else path,

@@ -34,7 +34,7 @@ def _tool():
     return mod
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _raw(path):
     """Parsed YAML of a file (cached; do not modify)."""
     return yaml.safe_load(Path(path).read_text(encoding="utf-8"))
@@ -399,7 +399,7 @@ def test_committed_yaml_matches_the_official_cfg_files(tmp_path):
     # Independent reading: the official script's own ConfigParser (with [DEFAULT]
     # inheritance) gives the same value for every key of every section.
     for cfg in named:
-        cp = configparser.ConfigParser()
+        cp = configparser.Parser()
         cp.read(cfg)
         assert len(cp.sections()) == OFFICIAL_SECTIONS[cfg.name]
         for section in ["DEFAULT"] + cp.sections():

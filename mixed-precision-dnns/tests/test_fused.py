@@ -14,9 +14,9 @@ shared, a whole quantized ResNet-20 training step, and the CPU-only availability
 import zlib
 from types import SimpleNamespace
 
-import numpy as np
 import nnabla as nn
 import nnabla.functions as F
+import numpy as np
 import pytest
 
 from mpdnn import fused

@@ -6,14 +6,13 @@ running them.
 """
 from types import SimpleNamespace
 
-import numpy as np
 import nnabla as nn
 import nnabla.functions as F
+import numpy as np
 import pytest
 
 from mpdnn import quantizers as Q
-from mpdnn.imagenet_models import (MODELS, PUBLISHED_PARAMETERS, count_parameters,
-                                   mobilenet_v2)
+from mpdnn.imagenet_models import MODELS, PUBLISHED_PARAMETERS, count_parameters, mobilenet_v2
 
 # The official defaults of the experiment fields (train_resnet_quant_*.cfg [DEFAULT]).
 BASE_CFG = dict(

@@ -6,11 +6,11 @@ beside it. Both of our implementations (graph-composed and fused CPU) are checke
 """
 import json
 
-import numpy as np
 import nnabla as nn
+import numpy as np
 import pytest
 
-from common.testing import fixtures_root
+from common.dev.testing import fixtures_root
 from mpdnn import quantizers as Q
 
 

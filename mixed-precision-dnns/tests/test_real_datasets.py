@@ -8,7 +8,7 @@ import numpy as np
 from PIL import Image
 
 from common.data import cifar10
-from common.testing import run_script
+from common.dev.testing import run_script
 from mpdnn.training import Subset
 
 TRAIN = Path(__file__).resolve().parent.parent / "train.py"

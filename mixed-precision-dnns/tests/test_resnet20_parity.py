@@ -8,12 +8,12 @@ holds the parameters and ``_forward.npz`` the input and the official logits.
 import json
 from types import SimpleNamespace
 
-import numpy as np
 import nnabla as nn
+import numpy as np
 import pytest
 
-from common.params_io import read_param_file, set_nnabla_parameters
-from common.testing import fixtures_root
+from common.dev.testing import fixtures_root
+from common.runtime.params_io import read_param_file, set_nnabla_parameters
 from mpdnn.resnet_cifar import resnet_cifar
 
 

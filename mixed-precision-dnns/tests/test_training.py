@@ -3,17 +3,20 @@ errors, and the memory constraints."""
 import json
 from pathlib import Path
 
-import numpy as np
 import nnabla as nn
+import numpy as np
 import pytest
 
-from common.checkpoint import CheckpointManager
-from common.testing import run_script
+from common.dev.testing import run_script
+from common.train.checkpoint import CheckpointManager
 from mpdnn.experiments import get_experiment
 from mpdnn.memory import NetworkMemory
 from mpdnn.resnet_cifar import resnet_cifar
-from mpdnn.training import clip_quantizer_gradients, project_quantizer_parameters, \
-    quantizer_parameters
+from mpdnn.training import (
+    clip_quantizer_gradients,
+    project_quantizer_parameters,
+    quantizer_parameters,
+)
 
 FOLDER = Path(__file__).resolve().parent.parent
 TRAIN, EVAL = FOLDER / "train.py", FOLDER / "eval.py"

@@ -12,7 +12,7 @@ Run (from the repository root)::
         --budget 24MiB --device-memory 40MiB --out runs/ooc-bench-cpu
 
 For every batch size, two variants run, each in its own fresh process: ``in-core`` (plain
-training) and ``out-of-core`` (the same loop inside ``common.out_of_core``'s scheduler with
+training) and ``out-of-core`` (the same loop inside ``common.train.out_of_core``'s scheduler with
 ``--budget``). Each trains ``--warmup`` iterations (the scheduler records in the first and
 plans in the second) and then ``--iterations`` timed ones on seeded random data; images/s is
 the batch size over the median iteration time. A variant *fits* when
@@ -48,12 +48,12 @@ VARIANTS = ("in-core", "out-of-core")
 
 def _child(spec_path, result_path):
     """One variant at one batch size: train, time, measure; write the JSON result."""
-    from common.bench import write_child_result
-    from common.context import get_context
-    from common.errors import UserError
-    from common.out_of_core import OutOfCore
-
     import nnabla as nn
+
+    from common.context import get_context
+    from common.dev.bench import write_child_result
+    from common.errors import UserError
+    from common.train.out_of_core import OutOfCore
 
     spec = json.loads(Path(spec_path).read_text())
     nn.set_default_context(get_context(spec["context"], spec["device_id"]))
@@ -115,7 +115,7 @@ def build_parser():
 
 def _device_memory(args):
     from common.errors import UserError
-    from common.out_of_core import parse_size
+    from common.train.out_of_core import parse_size
     if args.device_memory:
         return parse_size(args.device_memory)
     if args.context == "cudnn":
@@ -124,9 +124,9 @@ def _device_memory(args):
 
 
 def sweep(args):
-    from common.bench import spawn_child
+    from common.dev.bench import spawn_child
     from common.errors import UserError
-    from common.out_of_core import format_size, parse_size
+    from common.train.out_of_core import format_size, parse_size
     from ooctrain.models import ModelSpec
 
     if args.warmup < 2 or args.iterations < 1:
@@ -183,8 +183,8 @@ def summarize(rows):
 
 
 def write_outputs(args, rows, budget, device_memory):
-    from common.out_of_core import format_size
     from common.report import markdown_table, plot_curves
+    from common.train.out_of_core import format_size
 
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)

@@ -95,7 +95,7 @@ def run_iterations(graph, solver_name="momentum", weight_decay=1e-4, iterations=
     """Train ``graph`` (:class:`ooctrain.planner.TrainGraph`) like the training scripts:
     ``zero_grad; forward(clear_no_need_grad); backward(clear_buffer); weight_decay;
     update``, with random float32 inputs and int32 labels. ``after_iteration(i)`` is
-    called after each iteration; ``ooc`` is an optional :class:`common.out_of_core.OutOfCore`
+    called after each iteration; ``ooc`` is an optional :class:`common.train.out_of_core.OutOfCore`
     whose ``step()`` wraps every iteration."""
     import contextlib
 

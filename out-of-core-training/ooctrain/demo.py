@@ -8,9 +8,9 @@ from pathlib import Path
 
 import numpy as np
 
-from common.monitor import read_series
-from common.params_io import read_param_file
 from common.report import markdown_table, run_entry_script
+from common.runtime.params_io import read_param_file
+from common.train.monitor import read_series
 
 TITLE = "Out-of-core training"
 BUDGET = "16MiB"

@@ -47,7 +47,7 @@ from collections import OrderedDict
 from dataclasses import dataclass, field
 
 from common.errors import UserError
-from common.out_of_core import format_size, parse_size
+from common.train.out_of_core import format_size, parse_size
 
 __all__ = ["TrainGraph", "build_training_graph", "make_solver", "solver_state_count",
            "CachingAllocatorModel", "Plan", "plan", "plan_spec", "main", "SOLVERS"]
@@ -792,10 +792,10 @@ def _device_memory():
 
 
 def _parser():
-    from common.config import OneLineParser
+    from common.cli import Parser
     from ooctrain.models import ARCHITECTURES
 
-    p = OneLineParser(prog="plan.py", description=(
+    p = Parser(prog="plan.py", description=(
         "Bytes one training iteration of a network needs (parameters, gradients, solver "
         "state, activations kept for backward, peak working set), whether that fits the GPU "
         "and the --ooc-budget out-of-core training needs."))

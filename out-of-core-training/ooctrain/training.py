@@ -25,17 +25,18 @@ from pathlib import Path
 
 import numpy as np
 
-from common.checkpoint import CheckpointManager
-from common.config import OneLineParser, check_resume_options, save_config
+from common.cli import Parser
+from common.config import check_resume_options, save_config
 from common.context import add_context_args, context_from_args
 from common.data.loader import BatchLoader
-from common.distributed import init_distributed
 from common.errors import UserError
-from common.monitor import TrainingLog, progress
-from common.out_of_core import add_ooc_args, out_of_core_from_args
-from common.schedules import step_lr
-from common.seeding import seed_everything
-
+from common.terminal import progress
+from common.train.checkpoint import CheckpointManager
+from common.train.distributed import init_distributed
+from common.train.monitor import TrainingLog
+from common.train.out_of_core import add_ooc_args, out_of_core_from_args
+from common.train.schedules import step_lr
+from common.train.seeding import seed_everything
 from ooctrain.data import DATA_CHOICES, sample_shape, training_sets
 from ooctrain.models import ARCHITECTURES, ModelSpec, build, count_parameters
 
@@ -48,7 +49,7 @@ RESUME_FREE = {"output", "resume", "stop_at_iter", "loader_threads", "context", 
 
 
 def build_parser():
-    p = OneLineParser(description="Train ResNet / DenseNet image classifiers, optionally out "
+    p = Parser(description="Train ResNet / DenseNet image classifiers, optionally out "
                                   "of core (default: CPU smoke run of a tiny ResNet on the "
                                   "bundled MNIST subset).",
                       default_config=str(DEFAULT_CONFIG))

@@ -1,4 +1,4 @@
-"""Out-of-core training through ``common.out_of_core``: the scheduler changes nothing in the
+"""Out-of-core training through ``common.train.out_of_core``: the scheduler changes nothing in the
 results (bit for bit, in process and through every training script), and a budget that is
 too small is one clear error line.
 
@@ -9,11 +9,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from common.dev.testing import run_script
 from common.errors import UserError
-from common.monitor import read_series
-from common.out_of_core import OutOfCore, format_size, parse_size
-from common.params_io import read_param_file
-from common.testing import run_script
+from common.runtime.params_io import read_param_file
+from common.train.monitor import read_series
+from common.train.out_of_core import OutOfCore, format_size, parse_size
 
 REPO = Path(__file__).resolve().parents[2]
 OOC_TRAIN = REPO / "out-of-core-training" / "train.py"
@@ -201,7 +201,7 @@ OTHER_SCRIPTS = {
 
 
 def _latest_checkpoint_params(folder):
-    from common.checkpoint import CheckpointManager
+    from common.train.checkpoint import CheckpointManager
     ckpt = CheckpointManager(folder, clean=False).load_latest()
     assert ckpt is not None, folder
     return ckpt.step, ckpt.params

@@ -9,7 +9,7 @@
   allocator picks depends on heap addresses the planner cannot know). The networks below
   use >= 20 MiB so that one chunk stays below the 5 % tolerance;
 * the smallest out-of-core budget: 2 % above the prediction trains with
-  ``common.out_of_core.OutOfCore`` on the CPU, 5 % below and half fail with the one-line
+  ``common.train.out_of_core.OutOfCore`` on the CPU, 5 % below and half fail with the one-line
   budget error (the scheduler's real threshold was within 1 KiB of the prediction);
 * the command line's one-line errors.
 """
@@ -18,13 +18,18 @@ from pathlib import Path
 
 import pytest
 
+from common.dev.testing import run_script
 from common.errors import UserError
-from common.testing import run_script
-
 from ooctrain import planner
 from ooctrain.allocator import measure, parse_cache_map
-from ooctrain.planner import (CachingAllocatorModel, build_training_graph, plan, plan_spec,
-                              round_size, solver_state_count)
+from ooctrain.planner import (
+    CachingAllocatorModel,
+    build_training_graph,
+    plan,
+    plan_spec,
+    round_size,
+    solver_state_count,
+)
 
 PLAN = Path(__file__).resolve().parent.parent / "plan.py"
 TOLERANCE = 0.05
@@ -99,7 +104,7 @@ def _trains(spec, budget, solver="momentum"):
     import nnabla as nn
 
     from common.context import get_context
-    from common.out_of_core import OutOfCore
+    from common.train.out_of_core import OutOfCore
     from ooctrain.allocator import run_iterations
 
     ooc = OutOfCore(int(budget), get_context("cpu"))

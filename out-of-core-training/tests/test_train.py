@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from common.monitor import read_series
-from common.params_io import read_param_file
-from common.testing import run_script
+from common.dev.testing import run_script
+from common.runtime.params_io import read_param_file
+from common.train.monitor import read_series
 
 TRAIN = Path(__file__).resolve().parents[1] / "train.py"
 TINY = ["--blocks", "1", "1", "--width", "4", "--batch-size", "4", "--iterations", "2",

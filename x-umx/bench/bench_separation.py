@@ -17,7 +17,7 @@ process, ``bench_separation.py --variant NAME``, so that its peak RSS is its own
                   officially), norbert Wiener filter (1 EM iteration), inverse STFT;
                   chunk outputs concatenated.
 ``onnx``          our ``Separator`` (backend ``onnx``), built once, whole signal at once
-                  through ``common.separation.separate_audio``;
+                  through ``common.mss.separation.separate_audio``;
 ``nnabla``        the same with backend ``nnabla`` (reference for the backend agreement);
 ``onnx-xfade``    ``onnx`` chunked: ``--chunk-dur`` s chunks cross-faded over
                   ``--chunk-overlap`` s (``separate_audio`` default: min(1, chunk/4));
@@ -44,7 +44,7 @@ from pathlib import Path
 
 import numpy as np
 
-from common.bench import pin_threads, rss_mb, spawn_child, write_child_result
+from common.dev.bench import pin_threads, rss_mb, spawn_child, write_child_result
 
 SAMPLE_RATE = 44100
 SOURCES = ("bass", "drums", "vocals", "other")
@@ -202,8 +202,8 @@ def child_baseline(args):
 # ----------------------------------------------------------------------------- child: ours
 
 def child_ours(args, variant):
-    from common.params_io import read_param_file
-    from common.separation import separate_audio
+    from common.mss.separation import separate_audio
+    from common.runtime.params_io import read_param_file
     from xumx.separator import Separator
 
     backend = "onnx" if variant.startswith("onnx") else "nnabla"
@@ -244,8 +244,8 @@ def child_ours(args, variant):
                             progress=False)
     t_sep = time.perf_counter() - t1
     # chunk count, with the same rounding as separate_audio
-    from common.audio import chunk_starts
-    from common.separation import check_chunk_args
+    from common.mss.audio import chunk_starts
+    from common.mss.separation import check_chunk_args
     c_dur, c_ov = check_chunk_args(chunk_dur, overlap)
     chunk_len = int(round(c_dur * SAMPLE_RATE))
     nchunks = (len(chunk_starts(audio.shape[0], chunk_len,

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from common.testing import fixtures_root
+from common.dev.testing import fixtures_root
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 

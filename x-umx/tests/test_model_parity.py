@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 from common.errors import UserError
-from common.params_io import read_param_file, write_param_file
+from common.runtime.params_io import read_param_file, write_param_file
 from xumx import weights
 from xumx.model import CrossNet, OpenUnmix
 from xumx.separator import Separator

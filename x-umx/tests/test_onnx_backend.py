@@ -17,17 +17,21 @@ import os
 from collections import OrderedDict
 from pathlib import Path
 
-import numpy as np
-import pytest
-
 import nnabla as nn
 import nnabla.functions as F
 import nnabla.parametric_functions as PF
+import numpy as np
+import pytest
 
 from common.errors import UserError
-from common.params_io import read_param_file
-from xumx.onnx_backend import (TARGETS, build_lstm_model, build_onnx_runner, make_session,
-                               resolve_config)
+from common.runtime.params_io import read_param_file
+from xumx.onnx_backend import (
+    TARGETS,
+    build_lstm_model,
+    build_onnx_runner,
+    make_session,
+    resolve_config,
+)
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 

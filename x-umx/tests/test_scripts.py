@@ -8,10 +8,10 @@ import pytest
 import soundfile as sf
 
 from common.data.bundled import bundled_musdb_root
-from common.monitor import read_series
-from common.params_io import read_param_file
-from common.separation import separate_files, validate_inputs
-from common.testing import run_script, synthetic_music, write_audio
+from common.dev.testing import run_script, synthetic_music, write_audio
+from common.mss.separation import separate_files, validate_inputs
+from common.runtime.params_io import read_param_file
+from common.train.monitor import read_series
 from xumx.model import CrossNet, bandwidth_to_max_bin
 from xumx.separator import Separator
 

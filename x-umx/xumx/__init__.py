@@ -4,8 +4,7 @@ Modules: :mod:`xumx.model` (networks), :mod:`xumx.spectral` (STFT / iSTFT),
 :mod:`xumx.loss` (training losses), :mod:`xumx.weights` (official weight files, config dict),
 :mod:`xumx.separator` (end-to-end separation). Submodules import nnabla lazily where possible.
 """
-from .model import (SAMPLE_RATE, SOURCES, XUMX, CrossNet, OpenUnmix,  # noqa: F401
-                    bandwidth_to_max_bin)
+from .model import SAMPLE_RATE, SOURCES, XUMX, CrossNet, OpenUnmix, bandwidth_to_max_bin  # noqa: F401
 from .separator import Separator, build_nnabla_runner  # noqa: F401
 from .weights import infer_config, load, load_umx, load_xumx  # noqa: F401
 

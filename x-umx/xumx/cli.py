@@ -1,11 +1,11 @@
 """Command lines of ``separate.py`` and ``eval.py`` (the scripts only call :func:`separate_main`
 and :func:`eval_main`). The input handling, chunking, museval scoring and the ``--model`` /
-``--backend`` / context plumbing are the shared ones from :mod:`common.mss_cli` (with
-:mod:`common.separation` and :mod:`common.mss_eval`); this module only adds the model flags.
+``--backend`` / context plumbing are the shared ones from :mod:`common.mss.cli` (with
+:mod:`common.mss.separation` and :mod:`common.mss.evaluation`); this module only adds the model flags.
 """
-from common import mss_cli
 from common.context import add_context_args
 from common.errors import UserError
+from common.mss import cli as mss_cli
 
 from .model import SOURCES
 from .separator import Separator
@@ -43,7 +43,7 @@ def add_model_args(parser):
 
 
 def resolve_model(model):
-    """Path of the weights for ``--model`` (see :func:`common.mss_cli.resolve_model`; the repo
+    """Path of the weights for ``--model`` (see :func:`common.mss.cli.resolve_model`; the repo
     itself has an ``x-umx/`` folder, so write ``./x-umx`` to mean a folder of that name)."""
     return mss_cli.resolve_model(model, PRETRAINED)
 

@@ -9,8 +9,8 @@ import numpy as np
 import soundfile as sf
 
 from common.data.bundled import bundled_musdb_root
-from common.monitor import read_series
 from common.report import markdown_table, plot_curves, run_entry_script
+from common.train.monitor import read_series
 
 X_UMX = Path(__file__).resolve().parents[1]
 TITLE = "X-UMX (CrossNet-Open-Unmix)"

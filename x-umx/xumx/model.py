@@ -35,7 +35,7 @@ from collections import OrderedDict
 import numpy as np
 
 from common.errors import UserError
-from common.param_model import OwnParameters
+from common.runtime.param_model import OwnParameters
 
 from . import spectral
 

@@ -68,7 +68,7 @@ _CONFIG_KEYS = ("hidden_size", "max_bin", "nb_output_bins", "n_fft", "nb_channel
 def _onnx():
     try:
         import onnx
-        from onnx import helper, TensorProto, numpy_helper
+        from onnx import TensorProto, helper, numpy_helper
     except ImportError as exc:  # pragma: no cover - environment problem
         raise UserError(f"the ONNX backend needs the 'onnx' package ({exc})") from None
     return onnx, helper, TensorProto, numpy_helper

@@ -38,9 +38,9 @@ from collections import OrderedDict
 
 import numpy as np
 
-from common.errors import UserError
 from common.context import resolve_context
-from common.graph_cache import GraphRunner, import_backend
+from common.errors import UserError
+from common.runtime.graph_cache import GraphRunner, import_backend
 
 from . import spectral, weights
 from .model import SAMPLE_RATE, CrossNet, OpenUnmix

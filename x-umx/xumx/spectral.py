@@ -27,10 +27,10 @@ import numpy as np
 import scipy.signal
 
 from common.context import context_scope
-from common import spectral as _common_spectral
-from common.graph_cache import GraphCache
+from common.mss import spectral as _common_spectral
+from common.runtime.graph_cache import GraphCache
 
-# The numpy STFT (nnabla's conventions with reflect padding) lives in common.spectral,
+# The numpy STFT (nnabla's conventions with reflect padding) lives in common.mss.spectral,
 # shared with D3Net (which uses its zero-padding mode); re-exported here unchanged.
 hann_periodic = _common_spectral.hann_periodic
 stft_numpy = _common_spectral.stft_numpy

@@ -21,7 +21,7 @@ Differences from the official script, on purpose:
   (linear scaling), weight decay is not.
 
 The data sampling, input statistics, validation, checkpointing and the loop itself are the
-ones shared with D3Net (:mod:`common.mss_training`).
+ones shared with D3Net (:mod:`common.mss.training`).
 
 Outputs in ``--output``: ``config.yaml``, ``input_stats.npz``, ``checkpoints/``, the training
 curves (``*.series.txt``), and the best weights in the official file format (``xumx.h5`` or
@@ -30,10 +30,10 @@ curves (``*.series.txt``), and the best weights in the official file format (``x
 import time
 from pathlib import Path
 
-from common import mss_training
-from common.config import ConfigParser
+from common.cli import Parser
 from common.context import add_context_args
 from common.errors import UserError
+from common.mss import training as mss_training
 
 from .model import SOURCES, CrossNet, OpenUnmix, bandwidth_to_max_bin
 
@@ -42,7 +42,7 @@ DEFAULT_CONFIG = CONFIG_DIR / "smoke.yaml"
 
 
 def build_parser():
-    p = ConfigParser(description="Train X-UMX or UMX on MUSDB18 (default: CPU smoke run on "
+    p = Parser(description="Train X-UMX or UMX on MUSDB18 (default: CPU smoke run on "
                                  "the bundled one-track MUSDB18 sample).",
                      default_config=str(DEFAULT_CONFIG))
     p.add_argument("--output", required=True, help="run directory")

@@ -53,8 +53,8 @@ import zipfile
 from collections import OrderedDict
 
 from common.errors import UserError
-from common.param_model import check_parameter_shapes
-from common.params_io import find_weight_files, read_param_file
+from common.runtime.param_model import check_parameter_shapes
+from common.runtime.params_io import find_weight_files, read_param_file
 
 from .model import SOURCES, CrossNet, OpenUnmix
 

@@ -1,7 +1,7 @@
 """Command lines of ``separate.py`` and ``eval.py`` (the scripts only call :func:`separate_main`
 and :func:`eval_main`). The input handling, chunking, museval scoring and the ``--model`` /
-``--backend`` / context plumbing are the shared ones of :mod:`common.mss_cli` (with
-:mod:`common.separation` and :mod:`common.mss_eval`, as X-UMX); this module adds the D3Net
+``--backend`` / context plumbing are the shared ones of :mod:`common.mss.cli` (with
+:mod:`common.mss.separation` and :mod:`common.mss.evaluation`, as X-UMX); this module adds the D3Net
 model flags and finds the network configuration of trained models.
 
 ``--model`` accepts the published ``d3net-mss`` weights (downloaded once into the cache), a
@@ -14,8 +14,8 @@ networks other than the official ones, e.g. the smoke run's), else by the offici
 import os
 from collections import OrderedDict
 
-from common import mss_cli
 from common.context import add_context_args
+from common.mss import cli as mss_cli
 
 from . import weights
 from .model import SOURCES
@@ -54,7 +54,7 @@ def add_model_args(parser):
 
 
 def resolve_model(model):
-    """Local path of the weights for ``--model`` (see :func:`common.mss_cli.resolve_model`)."""
+    """Local path of the weights for ``--model`` (see :func:`common.mss.cli.resolve_model`)."""
     return mss_cli.resolve_model(model, PRETRAINED)
 
 

@@ -44,7 +44,7 @@ from pathlib import Path
 import numpy as np
 
 from common.errors import UserError
-from common.param_model import OwnParameters
+from common.runtime.param_model import OwnParameters
 
 SOURCES = ("vocals", "drums", "bass", "other")  # official default target order
 SAMPLE_RATE = 44100

@@ -2,7 +2,7 @@
 
 The runner builds the repository's nnabla network (:class:`d3net_mss.model.D3NetMSS`,
 test-mode batch norm) on the given parameters, exports it with nnabla-converter (through
-:mod:`common.onnx_export`: ``.nnp`` -> ``NnpImporter`` -> ``OnnxExporter``, opset 13) and
+:mod:`common.runtime.onnx_export`: ``.nnp`` -> ``NnpImporter`` -> ``OnnxExporter``, opset 13) and
 runs the ``.onnx`` with onnxruntime. Every function the network uses (Transpose, Sub2,
 Div2, Slice, Convolution, BatchNormalization, ReLU, Add2, Concatenate, AveragePooling,
 Deconvolution, Sigmoid, Mul2) is in the converter's table, so nothing is written by hand.
@@ -10,7 +10,7 @@ Deconvolution, Sigmoid, Mul2) is in the converter's table, so nothing is written
 Fixed shapes: nnabla's exporter bakes the input shape into the model, so one model is
 exported per input shape ``(batch, frames, channels, bins)`` and cached on disk (key: the
 parameter values, the input shape, the graph structure and the code/library versions; see
-:mod:`common.onnx_export`). The separator feeds patches of one shape, ``(2,
+:mod:`common.runtime.onnx_export`). The separator feeds patches of one shape, ``(2,
 test_patch_len, 2, 2049)`` with ``ch_flip_average`` (``(1, ...)`` without), so a target is
 exported once (a few seconds) and later runs reuse the file.
 
@@ -37,7 +37,7 @@ attributes ``config``, ``target``, ``graph_builds`` (sessions opened), ``exports
 """
 
 from common.errors import UserError
-from common.onnx_export import OnnxModelRunner
+from common.runtime.onnx_export import OnnxModelRunner
 
 from .model import D3NetMSS
 
@@ -51,10 +51,10 @@ class OnnxRunner(OnnxModelRunner):
     ``OnnxRunner(params, config, cache_dir=None, threads=None, max_sessions=2)``: ``params``
     name -> array (official names, a ``<target>/`` prefix is stripped), ``config`` as
     :func:`d3net_mss.model.normalize_config` accepts; ``cache_dir`` for the exported models
-    (default :func:`common.onnx_export.default_cache_dir`); ``threads`` onnxruntime intra-op
+    (default :func:`common.runtime.onnx_export.default_cache_dir`); ``threads`` onnxruntime intra-op
     threads (default: all available cores); ``max_sessions`` input shapes kept open;
     ``low_memory`` turns onnxruntime's memory arena off (lower peak RSS, a little slower; see
-    :func:`common.onnx_export.make_session`)."""
+    :func:`common.runtime.onnx_export.make_session`)."""
 
     def __init__(self, params, config, cache_dir=None, threads=None, max_sessions=2,
                  low_memory=False):

@@ -41,7 +41,7 @@ from collections import OrderedDict
 import numpy as np
 
 from common.errors import UserError
-from common.graph_cache import GraphRunner, import_backend
+from common.runtime.graph_cache import GraphRunner, import_backend
 
 from . import spectral, weights, wiener
 from .model import SAMPLE_RATE, D3NetMSS

@@ -4,7 +4,7 @@ The official code uses ``librosa.stft(y, n_fft=4096, hop_length=1024)`` per chan
 ``librosa.istft(S, hop_length=1024, center=True)``: window length = ``n_fft``, periodic Hann
 window, centred frames with librosa (>= 0.10) default **zero** padding, inverse with
 window-sum-square normalisation. These are implemented with numpy in
-:mod:`common.spectral`; this module adapts the layouts:
+:mod:`common.mss.spectral`; this module adapts the layouts:
 
 * :func:`stft`: audio ``(samples, channels)`` -> complex64 ``(frames, channels, bins)``
   (computed in float64 and rounded to complex64 as librosa does for float32 input);
@@ -12,11 +12,11 @@ window-sum-square normalisation. These are implemented with numpy in
 * :func:`istft`: complex ``(frames, channels, bins)`` -> float64 ``(samples, channels)``.
   ``length=None`` gives librosa's ``(frames - 1) * hop`` samples; a larger ``length`` (up to
   ``(frames - 1) * hop + n_fft // 2``) continues the overlap-add, see
-  :func:`common.spectral.istft_numpy`.
+  :func:`common.mss.spectral.istft_numpy`.
 """
 import numpy as np
 
-from common.spectral import istft_numpy, stft_numpy
+from common.mss.spectral import istft_numpy, stft_numpy
 
 
 def stft(audio, n_fft=4096, n_hop=1024):

@@ -24,7 +24,7 @@ Differences from the official script, on purpose:
 * checkpoints (parameters including batch-norm statistics, Adam state, schedule, RNG states,
   loader position) every ``checkpoint_interval`` iterations and at every epoch end, so
   ``--resume`` continues after a kill, even mid-epoch, with the same data order and
-  bit-identical results (the loop is :func:`common.mss_training.train_epochs`, shared with
+  bit-identical results (the loop is :func:`common.mss.training.train_epochs`, shared with
   X-UMX).
 
 As officially, the learning rate and the weight decay are scaled by
@@ -42,11 +42,11 @@ from pathlib import Path
 
 import yaml
 
-from common import mss_training
-from common.config import ConfigParser
+from common.cli import Parser
 from common.context import add_context_args
 from common.errors import UserError
 from common.fileio import atomic_write
+from common.mss import training as mss_training
 
 from .model import SAMPLE_RATE, SOURCES, D3NetMSS, load_config, spectrogram, stft
 
@@ -57,7 +57,7 @@ REFERENCE_BATCH = 6
 
 
 def build_parser():
-    p = ConfigParser(description="Train the D3Net network of one source on MUSDB18 (default: "
+    p = Parser(description="Train the D3Net network of one source on MUSDB18 (default: "
                                  "CPU smoke run of a tiny network on the bundled one-track "
                                  "MUSDB18 sample).",
                      default_config=str(DEFAULT_CONFIG))

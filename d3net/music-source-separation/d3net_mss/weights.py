@@ -28,8 +28,8 @@ from collections import OrderedDict
 from pathlib import Path
 
 from common.errors import UserError
-from common.param_model import check_parameter_shapes
-from common.params_io import find_weight_files, read_param_file
+from common.runtime.param_model import check_parameter_shapes
+from common.runtime.params_io import find_weight_files, read_param_file
 
 from .model import SOURCES, D3NetMSS, load_config, normalize_config
 

@@ -31,7 +31,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from common.testing import fixtures_root
+from common.dev.testing import fixtures_root
 
 REPO_ROOT = Path(__file__).resolve().parents[3]
 SUBDIR = "d3net-mss"
@@ -128,7 +128,7 @@ class D3NetFixtures:
             files = sorted(self.dir.glob("*.h5"))
             if not files:
                 _fail(f"no D3Net parameter files (*.h5) in {self.dir}")
-            from common.params_io import read_param_file
+            from common.runtime.params_io import read_param_file
             from d3net_mss.weights import detect_target
 
             out = {}
@@ -270,7 +270,7 @@ def pytest_generate_tests(metafunc):
 def _discover_param_targets(fxs):
     if not fxs.dir.is_dir():
         return []
-    from common.params_io import read_param_file
+    from common.runtime.params_io import read_param_file
     from d3net_mss.weights import detect_target
 
     out = []

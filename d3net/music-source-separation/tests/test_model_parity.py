@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 
 from common.errors import UserError
-from common.params_io import read_param_file
+from common.runtime.params_io import read_param_file
 from d3net_mss import spectral, weights, wiener
 from d3net_mss.model import D3NetMSS, load_config, strip_target_prefix
 from d3net_mss.separator import Separator, patch_inference, patch_layout, source_stfts

@@ -11,8 +11,8 @@ from pathlib import Path
 import numpy as np
 
 from common.data.cityscapes import Cityscapes, colorize
-from common.monitor import read_series
 from common.report import markdown_table, plot_curves, run_entry_script
+from common.train.monitor import read_series
 
 SEG = Path(__file__).resolve().parents[1]
 TITLE = "D3Net semantic segmentation (smoke run on SYNTHETIC data in the Cityscapes layout)"

@@ -12,7 +12,7 @@ Pipeline (the official ``get_segmentation`` + ``visualize``):
    (:func:`d3net_seg.palette.overlay`).
 
 :class:`Segmenter` loads the weights once and keeps one nnabla graph per input size
-(:class:`common.graph_cache.GraphCache`), so a folder of same-sized images builds the graph
+(:class:`common.runtime.graph_cache.GraphCache`), so a folder of same-sized images builds the graph
 once.
 
 Network runner contract (nnabla: :class:`NnablaRunner`; ONNX:
@@ -42,7 +42,7 @@ from collections.abc import Mapping
 import numpy as np
 
 from common.errors import UserError
-from common.graph_cache import GraphRunner, import_backend
+from common.runtime.graph_cache import GraphRunner, import_backend
 
 from . import palette as _palette
 from .model import D3NetSegmentation, load_config, min_input_size

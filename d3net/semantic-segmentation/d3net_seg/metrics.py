@@ -225,7 +225,7 @@ def evaluate(segmenter, root, split="val", limit=0, predictions_dir=None, show_p
     ``predictions_dir``: also write ``<dir>/<city>/<name>_labels.png`` (trainId palette PNGs).
     """
     from common.data.cityscapes import Cityscapes
-    from common.monitor import progress
+    from common.terminal import progress
 
     from . import palette as _palette
 
@@ -247,11 +247,10 @@ def evaluate(segmenter, root, split="val", limit=0, predictions_dir=None, show_p
 
 
 def build_eval_parser():
+    from common.cli import Parser
     from common.context import add_context_args
 
-    from .training import OneLineParser
-
-    p = OneLineParser(
+    p = Parser(
         prog="eval.py",
         description="mIoU of a D3Net segmentation model on a Cityscapes split (19 train "
                     "classes, label 255 ignored, intersections and unions summed over the "

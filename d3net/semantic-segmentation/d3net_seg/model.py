@@ -46,7 +46,7 @@ from pathlib import Path
 import numpy as np
 
 from common.errors import UserError
-from common.param_model import OwnParameters
+from common.runtime.param_model import OwnParameters
 
 CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"
 CONFIG_NAMES = ("D3Net_S", "D3Net_L")
@@ -273,6 +273,7 @@ class D3NetSegmentation(OwnParameters):
         current scope (call inside :meth:`parameter_scope` + ``backbone``)."""
         import nnabla as nn
         import nnabla.functions as F
+
         from d3net_blocks import batch_norm, conv2d, d3_block_dense
 
         hp = self.hparams
@@ -304,6 +305,7 @@ class D3NetSegmentation(OwnParameters):
     def decode_head(self, taps, output_size, test=True, comm=None, recompute=False):
         """FCN head: logits at ``output_size`` (h, w), built in the current scope."""
         import nnabla.functions as F
+
         from d3net_blocks import batch_norm, conv2d
 
         hp = self.hparams

@@ -2,7 +2,7 @@
 
 The runner builds the repository's nnabla network (:class:`d3net_seg.model.D3NetSegmentation`,
 test-mode batch norm, logits output) on the given parameters, exports it with
-nnabla-converter (through :mod:`common.onnx_export`: ``.nnp`` -> ``NnpImporter`` ->
+nnabla-converter (through :mod:`common.runtime.onnx_export`: ``.nnp`` -> ``NnpImporter`` ->
 ``OnnxExporter``, opset 13) and runs the ``.onnx`` with onnxruntime. The functions the
 network uses (Convolution, BatchNormalization, ReLU, Slice, Add2, Concatenate,
 AveragePooling, Interpolate) are all in the converter's table; bilinear ``F.interpolate``
@@ -13,7 +13,7 @@ with ``half_pixel=True, align_corners=False`` becomes ONNX ``Resize`` (linear,
 Fixed shapes: nnabla's exporter bakes the input shape (including the Resize scales) into
 the model, so one model is exported per input shape ``(N, 3, H, W)`` and cached on disk
 (key: parameter values, input shape, graph structure, code/library versions; see
-:mod:`common.onnx_export`). A folder of same-sized images (e.g. Cityscapes, 1024x2048) is
+:mod:`common.runtime.onnx_export`). A folder of same-sized images (e.g. Cityscapes, 1024x2048) is
 exported once; every new image size costs one export (seconds) the first time it is seen.
 
 Agreement with the nnabla backend: float32 rounding only (onnxruntime sums convolutions in
@@ -34,7 +34,7 @@ max_sessions=2, low_memory=False) -> OnnxRunner``
 import numpy as np
 
 from common.errors import UserError
-from common.onnx_export import OnnxModelRunner
+from common.runtime.onnx_export import OnnxModelRunner
 
 from .model import D3NetSegmentation, min_input_size
 
@@ -48,10 +48,10 @@ class OnnxRunner(OnnxModelRunner):
     ``OnnxRunner(params, hparams, cache_dir=None, threads=None, max_sessions=2)``:
     ``params`` name -> array (official names), ``hparams`` the config's ``model`` section
     (or a whole config); ``cache_dir`` for the exported models (default
-    :func:`common.onnx_export.default_cache_dir`); ``threads`` onnxruntime intra-op threads
+    :func:`common.runtime.onnx_export.default_cache_dir`); ``threads`` onnxruntime intra-op threads
     (default: all available cores); ``max_sessions`` image sizes kept open; ``low_memory``
     turns onnxruntime's memory arena off (lower peak RSS, a little slower; see
-    :func:`common.onnx_export.make_session`)."""
+    :func:`common.runtime.onnx_export.make_session`)."""
 
     def __init__(self, params, hparams, cache_dir=None, threads=None, max_sessions=2,
                  low_memory=False):

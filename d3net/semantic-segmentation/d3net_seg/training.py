@@ -50,19 +50,21 @@ from pathlib import Path
 import numpy as np
 import yaml
 
-from common.checkpoint import CheckpointManager
-from common.config import OneLineParser, check_resume_options, save_config
+from common.cli import Parser
+from common.config import check_resume_options, save_config
 from common.context import add_context_args, context_from_args
 from common.data.cityscapes import IGNORE_INDEX, Cityscapes, list_pairs, random_scale_crop_flip
 from common.data.image_augment import PhotometricDistortion
 from common.data.loader import BatchLoader
-from common.distributed import init_distributed
 from common.errors import UserError
 from common.fileio import atomic_write
-from common.monitor import TrainingLog, progress
-from common.out_of_core import add_ooc_args, out_of_core_from_args
-from common.schedules import poly_lr
-from common.seeding import seed_everything
+from common.terminal import progress
+from common.train.checkpoint import CheckpointManager
+from common.train.distributed import init_distributed
+from common.train.monitor import TrainingLog
+from common.train.out_of_core import add_ooc_args, out_of_core_from_args
+from common.train.schedules import poly_lr
+from common.train.seeding import seed_everything
 
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
 DEFAULT_CONFIG = CONFIG_DIR / "train_smoke.yaml"
@@ -82,7 +84,7 @@ RESUME_FREE = {"output", "resume", "stop_at_iter", "loader_threads", "context", 
 
 
 def build_parser():
-    p = OneLineParser(description="Train D3Net for Cityscapes semantic segmentation (default: "
+    p = Parser(description="Train D3Net for Cityscapes semantic segmentation (default: "
                                  "CPU smoke run of a tiny D3Net on a generated SYNTHETIC "
                                  "data set in the Cityscapes layout).",
                      default_config=str(DEFAULT_CONFIG))
@@ -298,7 +300,7 @@ def train(args):
     import nnabla.functions as F
     import nnabla.solvers as S
 
-    from common.params_io import read_param_file
+    from common.runtime.params_io import read_param_file
 
     from .model import D3NetSegmentation, min_input_size
 

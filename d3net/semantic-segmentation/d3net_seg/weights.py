@@ -21,8 +21,8 @@ import os
 from collections import OrderedDict
 
 from common.errors import UserError
-from common.param_model import check_parameter_shapes, parameter_differences
-from common.params_io import read_param_file
+from common.runtime.param_model import check_parameter_shapes, parameter_differences
+from common.runtime.params_io import read_param_file
 
 from .model import CONFIG_NAMES, load_config, parameter_shapes
 

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from common.testing import fixtures_root
+from common.dev.testing import fixtures_root
 
 REPO_ROOT = Path(__file__).resolve().parents[3]
 CONFIG_DIR = REPO_ROOT / "d3net" / "semantic-segmentation" / "configs"
@@ -108,7 +108,7 @@ class SegFixture:
     @property
     def params(self):
         if self._params is None:
-            from common.params_io import read_param_file
+            from common.runtime.params_io import read_param_file
 
             self._params, _ = read_param_file(str(self.h5))
         return self._params
@@ -161,7 +161,7 @@ def tiny_model(tmp_path_factory):
     with randomised batch-norm statistics, saved with the official names."""
     import yaml
 
-    from common.params_io import write_param_file
+    from common.runtime.params_io import write_param_file
     from d3net_seg.model import D3NetSegmentation, load_config
 
     d = tmp_path_factory.mktemp("tiny")

@@ -13,8 +13,14 @@ import numpy as np
 import pytest
 
 from common.errors import UserError
-from d3net_seg.model import (D3NetSegmentation, d3net_segmentation, feature_sizes, load_config,
-                             min_input_size, parameter_shapes)
+from d3net_seg.model import (
+    D3NetSegmentation,
+    d3net_segmentation,
+    feature_sizes,
+    load_config,
+    min_input_size,
+    parameter_shapes,
+)
 from d3net_seg.palette import overlay
 from d3net_seg.weights import backbone_subset, check_parameters, detect_config, load_weights
 

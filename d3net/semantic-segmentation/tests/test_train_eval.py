@@ -19,8 +19,8 @@ from PIL import Image
 
 from common.data.cityscapes import Cityscapes, label_ids_to_train_ids, list_pairs
 from common.errors import UserError
-from common.monitor import read_series
-from common.params_io import read_param_file, write_param_file
+from common.runtime.params_io import read_param_file, write_param_file
+from common.train.monitor import read_series
 from d3net_seg import synthetic
 from d3net_seg.metrics import ConfusionMatrix
 from d3net_seg.model import D3NetSegmentation, load_config, parameter_shapes

@@ -2,12 +2,12 @@
 
 A paper's ``cli`` module supplies only what is specific to its model: a function adding its
 model flags to a parser and a *factory maker* ``make_factory(args) -> factory``, where
-``factory()`` builds the separator (interface in :mod:`common.separation`) and is picklable,
+``factory()`` builds the separator (interface in :mod:`common.mss.separation`) and is picklable,
 so ``eval.py --jobs N`` can build one copy per worker process. Everything else lives here:
 
 * :func:`separate_main` / :func:`eval_main`: parse (YAML ``--config`` defaults, as every
-  script), validate, build the separator once, run :func:`common.separation.run_separation`
-  or :func:`common.mss_eval.run_evaluation`. ``separate.py`` checks every input before the
+  script), validate, build the separator once, run :func:`common.mss.separation.run_separation`
+  or :func:`common.mss.evaluation.run_evaluation`. ``separate.py`` checks every input before the
   weights are fetched or a graph is built.
 * :func:`add_model_flag` / :func:`add_backend_flag`: ``--model`` (a published name or a path)
   and ``--backend`` (``nnabla`` or ``onnx``); :func:`resolve_model` turns ``--model`` into a
@@ -27,11 +27,12 @@ import os
 
 import numpy as np
 
-from common.config import ConfigParser, load_config
+from common.cli import Parser
+from common.config import load_config
 from common.errors import UserError
-from common.mss_eval import add_eval_args, run_evaluation
+from common.mss.evaluation import add_eval_args, run_evaluation
+from common.mss.separation import add_separation_args, run_separation
 from common.pretrained import get_weights
-from common.separation import add_separation_args, run_separation
 
 __all__ = ["add_model_flag", "add_backend_flag", "resolve_model", "training_config",
            "separator_factory", "residual_name", "ResidualSeparator", "scored_targets",
@@ -133,7 +134,7 @@ def scored_targets(args):
 def separate_main(argv, *, description, add_model_args, make_factory, chunk_dur):
     """A ``separate.py``: the shared input/output flags plus ``add_model_args(parser)``;
     ``make_factory(args)`` is called only after every input decoded successfully."""
-    parser = ConfigParser(description=description)
+    parser = Parser(description=description)
     add_separation_args(parser, chunk_dur=chunk_dur)
     add_model_args(parser)
     args = parser.parse_args(argv)
@@ -145,8 +146,8 @@ def separate_main(argv, *, description, add_model_args, make_factory, chunk_dur)
 
 def eval_main(argv, *, description, add_model_args, make_factory, chunk_dur):
     """An ``eval.py``: museval on a MUSDB18 subset with the shared flags of
-    :func:`common.mss_eval.add_eval_args` plus ``add_model_args(parser)``."""
-    parser = ConfigParser(description=description)
+    :func:`common.mss.evaluation.add_eval_args` plus ``add_model_args(parser)``."""
+    parser = Parser(description=description)
     add_eval_args(parser, chunk_dur=chunk_dur)
     add_model_args(parser)
     args = parser.parse_args(argv)

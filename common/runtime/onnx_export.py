@@ -56,7 +56,7 @@ from collections.abc import Mapping
 
 import numpy as np
 
-from .errors import UserError
+from common.errors import UserError
 
 OPSET = "13"
 # Bump when the export procedure changes in a way that alters the produced files.
@@ -82,7 +82,7 @@ def available_cores():
 
 def default_cache_dir():
     """``common.paths.cache_dir('onnx')`` (created on demand)."""
-    from .paths import cache_dir
+    from common.paths import cache_dir
 
     return cache_dir("onnx")
 
@@ -483,7 +483,7 @@ def export_cached(build, input_shapes, name="network", cache_dir=None, code_vers
                         traced=traced)
     meta.update({"key": key, "code_version": str(code_version), "format": EXPORT_FORMAT,
                  "created": time.strftime("%Y-%m-%dT%H:%M:%S")})
-    from .fileio import atomic_write
+    from common.fileio import atomic_write
 
     with contextlib.suppress(OSError):
         with atomic_write(note, "w") as fh:

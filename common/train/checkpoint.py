@@ -36,8 +36,8 @@ from pathlib import Path
 
 import numpy as np
 
-from common.fileio import atomic_write, fsync_dir
 from common.errors import UserError
+from common.fileio import atomic_write, fsync_dir
 
 FORMAT = "nnabla-research-checkpoint"
 VERSION = 1
@@ -232,7 +232,7 @@ def load_checkpoint(path):
                               f"{str(exc).splitlines()[0] if str(exc) else ''})") from None
     digest = arrays.pop(_DIGEST, None)
     if digest is None or _META not in arrays:
-        raise CheckpointError(f"{path} is not a checkpoint written by common.checkpoint")
+        raise CheckpointError(f"{path} is not a checkpoint written by common.train.checkpoint")
     if digest.tobytes().decode("ascii", "replace") != _digest(arrays):
         raise CheckpointError(f"checkpoint {path} failed its checksum")
     try:

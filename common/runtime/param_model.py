@@ -11,7 +11,7 @@ from collections import OrderedDict
 
 import numpy as np
 
-from .errors import UserError
+from common.errors import UserError
 
 #: batch-norm running statistics: stored, not trained (``need_grad=False`` in official files)
 BN_STATISTICS = ("/bn/mean", "/bn/var")
@@ -83,7 +83,7 @@ class OwnParameters:
 
     def load_parameters(self, params, need_grad=None):
         """Set the parameters from ``params`` (name -> array, e.g. from
-        :func:`common.params_io.read_param_file`). Names and shapes must equal
+        :func:`common.runtime.params_io.read_param_file`). Names and shapes must equal
         :meth:`parameter_shapes` exactly (otherwise a :class:`UserError` lists the
         differences)."""
         check_parameter_shapes(params, self.parameter_shapes(), what=self.model_description)

@@ -17,7 +17,7 @@ and reused for every chunk of every file.
 
 Per input the driver: loads it (any format ffmpeg reads), makes it stereo,
 resamples to the model rate, separates (whole or in cross-faded chunks, see
-:func:`common.audio.chunked_apply`), resamples each estimate back to the
+:func:`common.mss.audio.chunked_apply`), resamples each estimate back to the
 input's own rate, crops/pads to the input's exact length and writes
 ``<out-dir>/<input stem>/<target>.wav`` at the input's rate.
 
@@ -43,10 +43,17 @@ from pathlib import Path
 
 import numpy as np
 
-from common.audio import (WAV_SUBTYPES, chunked_apply, fix_length, load_audio,
-                          resample, to_stereo, write_wav)
 from common.errors import UserError
 from common.fileio import default_mode
+from common.mss.audio import (
+    WAV_SUBTYPES,
+    chunked_apply,
+    fix_length,
+    load_audio,
+    resample,
+    to_stereo,
+    write_wav,
+)
 
 __all__ = [
     "AudioInput",
@@ -220,7 +227,7 @@ def separate_audio(separator, audio, sample_rate, chunk_dur=0.0, chunk_overlap=N
     the tail is cropped or zero-padded). ``warning`` is ``to_stereo``'s
     channel message or ``None``. ``chunk_dur``/``chunk_overlap`` are seconds
     at the model rate; ``pad_last``/``fade``/``progress`` go to
-    :func:`common.audio.chunked_apply`.
+    :func:`common.mss.audio.chunked_apply`.
     """
     model_rate, targets = check_separator(separator)
     chunk_dur, chunk_overlap = check_chunk_args(chunk_dur, chunk_overlap)

@@ -1,7 +1,7 @@
 """Evaluate a music-source separator on MUSDB18 with museval (BSSEval v4).
 
 :func:`evaluate_musdb` separates every track of a subset with a separator (see
-:mod:`common.separation` for the interface) and scores it with
+:mod:`common.mss.separation` for the interface) and scores it with
 ``museval.eval_mus_track`` (1 s windows and hops, as in SiSEC 2018).
 
 * ``jobs > 1`` evaluates tracks in parallel worker *processes* (``spawn``
@@ -30,9 +30,9 @@ from pathlib import Path
 
 import numpy as np
 
-from common.fileio import atomic_write
 from common.errors import UserError
-from common.separation import add_chunk_args, check_chunk_args, separate_audio
+from common.fileio import atomic_write
+from common.mss.separation import add_chunk_args, check_chunk_args, separate_audio
 
 __all__ = [
     "METRICS",
@@ -145,7 +145,7 @@ def _process_track(state, track):
                                   progress=cfg["chunk_progress"])
     estimates = {t: estimates[t].astype(np.float64) for t in targets}
     if cfg["save_estimates"]:
-        from common.audio import write_wav
+        from common.mss.audio import write_wav
         est_dir = Path(cfg["out_dir"]) / "estimates" / track.subset / track.name
         for t, est in estimates.items():
             write_wav(est_dir / f"{t}.wav", est, int(track.rate))
@@ -277,7 +277,7 @@ def evaluate_musdb(separator_factory, root, subset="test", is_wav=False,
     """Separate and score MUSDB18 tracks; return an :class:`EvalResult`.
 
     ``separator_factory()`` builds a separator (interface in
-    :mod:`common.separation`); with ``jobs > 1`` it must be picklable (a
+    :mod:`common.mss.separation`); with ``jobs > 1`` it must be picklable (a
     top-level class/function or a ``functools.partial`` of one) because each
     worker process calls it once. ``targets`` restricts the scored targets
     (default: every separator target MUSDB18 has a reference for; at least two

@@ -34,17 +34,18 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from common.checkpoint import CheckpointManager
 from common.config import save_config
 from common.context import context_from_args
 from common.data.loader import BatchLoader
 from common.data.musdb import MUSDBExcerpts, open_musdb, read_excerpt, source_augmentations
-from common.distributed import init_distributed
-from common.monitor import TrainingLog, progress
-from common.out_of_core import add_ooc_args, out_of_core_from_args
-from common.schedules import EarlyStopping, ReduceLROnPlateau, step_lr
-from common.seeding import seed_everything
-from common.spectral import stft_numpy
+from common.mss.spectral import stft_numpy
+from common.terminal import progress
+from common.train.checkpoint import CheckpointManager
+from common.train.distributed import init_distributed
+from common.train.monitor import TrainingLog
+from common.train.out_of_core import add_ooc_args, out_of_core_from_args
+from common.train.schedules import EarlyStopping, ReduceLROnPlateau, step_lr
+from common.train.seeding import seed_everything
 
 __all__ = ["add_data_args", "add_loop_args", "start_run", "TrainingData", "musdb_training_data",
            "compute_input_statistics", "load_or_compute_stats", "validation_loss",
@@ -96,8 +97,8 @@ def start_run(args, out):
     """Create ``out``, select the compute context, join the data-parallel group, save the
     resolved options as ``out/config.yaml`` (main process), seed every RNG and set up
     out-of-core execution (before any graph exists). Returns the
-    :class:`common.distributed.Distributed` handle and the
-    :class:`common.out_of_core.OutOfCore` for :func:`train_epochs`."""
+    :class:`common.train.distributed.Distributed` handle and the
+    :class:`common.train.out_of_core.OutOfCore` for :func:`train_epochs`."""
     import nnabla as nn
 
     out.mkdir(parents=True, exist_ok=True)

@@ -11,8 +11,8 @@ from collections import OrderedDict
 import h5py
 import numpy as np
 
-from .errors import UserError
-from .fileio import atomic_write
+from common.errors import UserError
+from common.fileio import atomic_write
 
 
 def read_param_file(path, dtype=np.float32):

@@ -10,14 +10,12 @@ resume first drops lines logged after the checkpoint being resumed (they would
 otherwise appear twice).
 """
 import os
-import sys
 from pathlib import Path
 
 import numpy as np
 
 SERIES_SUFFIX = ".series.txt"
 TIMER_SUFFIX = ".timer.txt"
-NO_PROGRESS_ENV = "NNABLA_RESEARCH_NO_PROGRESS"
 
 
 def _file_stem(name):
@@ -149,15 +147,3 @@ def read_timer(out_dir, name):
 def list_series(out_dir):
     """Names (file stems) of every series in ``out_dir``, sorted."""
     return sorted(p.name[:-len(SERIES_SUFFIX)] for p in Path(out_dir).glob("*" + SERIES_SUFFIX))
-
-
-def progress(iterable=None, **tqdm_kwargs):
-    """A tqdm bar on stderr; ``NNABLA_RESEARCH_NO_PROGRESS=1`` turns bars off
-    (e.g. in CI logs), unless ``disable`` is passed explicitly."""
-    from tqdm import tqdm
-
-    tqdm_kwargs.setdefault("file", sys.stderr)
-    tqdm_kwargs.setdefault("dynamic_ncols", True)
-    if os.environ.get(NO_PROGRESS_ENV, "").strip() not in ("", "0"):
-        tqdm_kwargs.setdefault("disable", True)
-    return tqdm(iterable, **tqdm_kwargs)

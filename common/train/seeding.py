@@ -5,7 +5,7 @@ parameter initializers) and the C++ generator behind random functions such as
 ``F.rand``/``F.dropout`` when they get ``seed=-1``. ``nn.seed`` resets both.
 The C++ generator's state cannot be read back, so checkpoints cannot restore
 it; scripts that need bit-exact resume should draw their noise from numpy
-RandomState objects (which :mod:`common.checkpoint` does save).
+RandomState objects (which :mod:`common.train.checkpoint` does save).
 """
 import random
 

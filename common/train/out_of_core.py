@@ -52,7 +52,7 @@ _SIZE = re.compile(r"^\s*([0-9]*\.?[0-9]+(?:[eE][+-]?[0-9]+)?)\s*([a-zA-Z]*)\s*$
 # Substrings of nnabla's scheduler errors that mean "the budget is too small".
 _BUDGET_ERRORS = ("A function is out of memory", "Some arrays were not prefetched",
                   "out of GPU memory")
-_HOOK_KEY = "common.out_of_core"
+_HOOK_KEY = "common.train.out_of_core"
 # CUDA allocation failures inside a scheduled step (the budget plus what runs outside the
 # scheduler exceeds the device).
 _DEVICE_OOM = ("Failed to allocate", "out of memory")
