@@ -3,7 +3,7 @@ PY := .venv/bin/python
 FIXTURES_DIR ?= $(abspath ../shared/fixtures)
 export FIXTURES_DIR
 
-.PHONY: setup demo test lock clean
+.PHONY: setup demo test lint lock clean
 
 setup:
 	@bash tools/setup.sh
@@ -11,8 +11,12 @@ setup:
 demo: setup
 	$(PY) tools/demo.py --out runs/demo
 
+# The linter runs first: a finding fails `make test`.
+lint: setup
+	@$(PY) -m ruff check .
+
 # pytest exits 5 when it collected nothing: a run that tests nothing is a failure.
-test: setup
+test: setup lint
 	@$(PY) -m pytest $(PYTEST_ARGS); status=$$?; \
 	if [ $$status -eq 5 ]; then echo "make test: pytest collected no tests" >&2; exit 1; fi; exit $$status
 

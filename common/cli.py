@@ -1,10 +1,11 @@
-"""The one command-line parser of every entry script, and the numeric flag types it requires.
+"""The one command-line parser of every entry script, the numeric flag types it requires, and
+:func:`run_cli`, which runs an entry script's ``main``.
 
 :class:`Parser` reads its defaults from YAML (precedence, lowest to highest: the flags' own
 defaults, ``default_config``, the file given with ``--config``, the command line). YAML keys
 are flat and name argument dests (``learning-rate`` and ``learning_rate`` both work). What a
 user gets wrong is one ``error: ...`` line and exit status 2 (through
-:func:`common.errors.run_cli`):
+:func:`common.cli.run_cli`):
 
 * an unknown flag or config key (with the closest known one as a hint);
 * an abbreviated flag: ``--source`` never silently means ``--source-augmentations``;
@@ -20,10 +21,11 @@ import math
 import sys
 
 from common.config import load_config
-from common.errors import UserError
+from common.errors import ENVIRONMENT_ERRNOS, Interrupted, UserError, describe_os_error
+from common.terminal import interrupt_guard
 
-__all__ = ["Parser", "Bounded", "PositiveInt", "NonNegativeInt", "AnyInt", "PositiveFloat",
-           "NonNegativeFloat", "FiniteFloat", "Fraction", "numeric_actions"]
+__all__ = ["run_cli", "Parser", "Bounded", "PositiveInt", "NonNegativeInt", "AnyInt",
+           "PositiveFloat", "NonNegativeFloat", "FiniteFloat", "Fraction", "numeric_actions"]
 
 # Flags take YAML booleans; const/count actions take the YAML value as-is.
 _FLAG_ACTIONS = (argparse._StoreTrueAction, argparse._StoreFalseAction,
@@ -104,12 +106,22 @@ class Parser(argparse.ArgumentParser):
         p = Parser(description="train", default_config="conf/base.yaml")
         p.add_argument("--lr", type=PositiveFloat, default=1e-3)
         args = p.parse_args()       # base.yaml < --config file < CLI flags
+
+    A training script whose defaults are the paper's recipe but which should run a small CPU
+    smoke configuration when started with no arguments passes ``smoke_config`` and
+    ``smoke_unless`` (option dests such as ``("root",)``): the smoke file is used as the
+    lowest layer of defaults only when none of those options nor ``--config`` is given on
+    the command line. ``smoke_used`` on the parser tells which case applied.
     """
 
-    def __init__(self, *args, default_config=None, **kwargs):
+    def __init__(self, *args, default_config=None, smoke_config=None, smoke_unless=(),
+                 **kwargs):
         kwargs.setdefault("allow_abbrev", False)
         super().__init__(*args, **kwargs)
         self.default_config = default_config
+        self.smoke_config = smoke_config
+        self.smoke_unless = tuple(smoke_unless)
+        self.smoke_used = False
         self.add_argument("--config", metavar="PATH", default=None,
                           help="YAML file of option: value pairs used as defaults; "
                                "command-line flags override it")
@@ -140,8 +152,13 @@ class Parser(argparse.ArgumentParser):
     def parse_args(self, args=None, namespace=None):
         self._check_types()
         argv = list(sys.argv[1:] if args is None else args)
+        self._report_unknown_first(argv)
         files = [self.default_config] if self.default_config else []
         cli_config = self._peek_config(argv)
+        self.smoke_used = bool(self.smoke_config) and not cli_config and not any(
+            self._given(dest, argv) for dest in self.smoke_unless)
+        if self.smoke_used:
+            files.append(self.smoke_config)
         if cli_config:
             files.append(cli_config)
         overrides = {}
@@ -160,6 +177,29 @@ class Parser(argparse.ArgumentParser):
             for action, default, required in saved:
                 action.default, action.required = default, required
         return ns
+
+    def _report_unknown_first(self, argv):
+        """An unknown flag is the first thing to report, before a missing required option
+        (argparse checks the required ones first)."""
+        relaxed = [a for a in self._actions if a.required]
+        for action in relaxed:
+            action.required = False
+        try:
+            _, extras = super().parse_known_args(argv)
+        except UserError:
+            return  # a bad value: the real parse reports it
+        finally:
+            for action in relaxed:
+                action.required = True
+        if extras:
+            self.error(f"unrecognized arguments: {' '.join(extras)}")
+
+    def _given(self, dest, argv):
+        """True when an option storing ``dest`` (any spelling, aliases included) is on the
+        command line."""
+        spellings = [s for s, a in self._option_string_actions.items() if a.dest == dest]
+        return any(token == s or token.startswith(s + "=") for token in argv
+                   for s in spellings)
 
     def _peek_config(self, argv):
         """The --config value, found without parsing anything else."""
@@ -250,3 +290,34 @@ class Parser(argparse.ArgumentParser):
         if action.choices is not None and value not in action.choices:
             fail(f"{value!r} is not one of {', '.join(map(str, action.choices))}")
         return value
+
+
+def run_cli(main, argv=None):
+    """Run ``main(argv)`` as a command-line program.
+
+    ``UserError`` becomes ``error: <message>`` on stderr and exit status 2, as does an
+    OS error of the user's environment (full disk, read-only or unwritable folder); Ctrl-C
+    becomes one line and exit status 130 (the first Ctrl-C lets a training loop finish its
+    step and write a checkpoint, see :mod:`common.terminal`). Anything else is a bug and
+    keeps its traceback.
+    """
+    try:
+        with interrupt_guard():
+            status = main(argv)
+    except UserError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        sys.exit(2)
+    except Interrupted as exc:
+        print(str(exc), file=sys.stderr)
+        sys.exit(130)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        sys.exit(130)
+    except BrokenPipeError:  # e.g. piped into `head`
+        sys.exit(0)
+    except OSError as exc:
+        if exc.errno not in ENVIRONMENT_ERRNOS:
+            raise
+        print(f"error: {describe_os_error(exc)}", file=sys.stderr)
+        sys.exit(2)
+    sys.exit(status or 0)

@@ -14,7 +14,6 @@ from common.errors import UserError
 from common.fileio import atomic_write
 
 
-
 def load_config(path):
     """Read a flat YAML mapping; one-line UserError if missing, unreadable or not a mapping."""
     path = Path(path)

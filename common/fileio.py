@@ -11,6 +11,7 @@
 import contextlib
 import os
 import tempfile
+import zipfile
 from pathlib import Path
 
 from common.errors import UserError, describe_os_error
@@ -93,6 +94,19 @@ def atomic_write(path, mode="wb"):
             raise OutputError(f"cannot write {path}: {exc.strerror or exc}") from None
         raise
     fsync_dir(path.parent)
+
+
+def write_npz(f, arrays):
+    """Write ``arrays`` (name -> array) to the open binary file ``f`` as an uncompressed
+    ``.npz`` (what ``np.savez`` writes). Unlike ``np.savez`` the zip file is closed even
+    when a write fails (a full disk); numpy's stays open and its finaliser then prints a
+    traceback at exit. Use it inside :func:`atomic_write`."""
+    import numpy as np
+
+    with zipfile.ZipFile(f, "w", compression=zipfile.ZIP_STORED, allowZip64=True) as zf:
+        for name, value in arrays.items():
+            with zf.open(name + ".npy", "w", force_zip64=True) as member:
+                np.lib.format.write_array(member, np.asanyarray(value), allow_pickle=False)
 
 
 def _fsync_file(path):

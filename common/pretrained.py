@@ -1,12 +1,13 @@
-"""Pretrained weights: a registry of the officially published files, a verified
-download cache, and the ``--weights PATH`` flag shared by every entry script.
+"""Pretrained weights: a registry of the officially published files and a verified
+download cache.
 
-Typical use in an entry script::
+Typical use in an entry script whose ``--model`` takes a published name or a path::
 
-    parser = argparse.ArgumentParser()
-    add_weights_args(parser)
-    args = parser.parse_args(argv)
-    path = resolve_weights(args, "x-umx")    # local --weights, else cached, else downloaded
+    path = get_weights("x-umx")                     # cached, else downloaded and verified
+    path = get_weights("x-umx", weights="my.h5")    # a local copy instead (no network)
+
+Messages that tell the user how to pass a local copy name ``--model PATH``, the flag of
+every inference and evaluation script.
 
 Guarantees of the cache (``$NNABLA_RESEARCH_CACHE/weights`` by default):
 
@@ -48,12 +49,13 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from common.errors import UserError, run_cli
-from common.paths import CACHE_ENV, cache_dir
+from common.errors import UserError
+from common.cli import run_cli
+from common.paths import cache_dir
 
 __all__ = [
     "Weights", "REGISTRY", "weights_dir", "cached_path", "fetch", "get_weights",
-    "safe_extract", "add_weights_args", "resolve_weights", "sha256_file",
+    "safe_extract", "sha256_file",
 ]
 
 CHECKSUMS_FILE = "checksums.json"
@@ -166,7 +168,8 @@ def _lookup(name_or_url, sha256=None):
         raise UserError(f"unknown weights '{name_or_url}' (known: {known}; or give an http(s) URL)")
     parsed = urllib.parse.urlparse(name_or_url)
     if parsed.scheme not in ("http", "https") or not parsed.netloc:
-        raise UserError(f"cannot download '{name_or_url}': only http:// and https:// URLs are supported")
+        raise UserError(f"cannot download '{name_or_url}': only http:// and https:// URLs "
+                        "are supported")
     filename = urllib.parse.unquote(parsed.path.rsplit("/", 1)[-1]) or "download"
     filename = filename.replace("\\", "_")
     if filename in (".", ".."):
@@ -217,7 +220,8 @@ def _load_checksums(wdir):
     except FileNotFoundError:
         return {}
     except (OSError, ValueError) as exc:
-        raise UserError(f"cannot read recorded checksums {path} ({exc}); fix or delete that file")
+        raise UserError(f"cannot read recorded checksums {path} ({exc}); fix or delete that "
+                        "file") from None
     if not isinstance(data, dict):
         raise UserError(f"recorded checksums {path} are not a JSON object; fix or delete that file")
     return data
@@ -246,7 +250,7 @@ def _one_line(text):
 
 def _offline_message(url, final, reason):
     return (f"cannot download {url} ({_one_line(reason)}); fetch that URL on a machine with "
-            f"internet access and save it as {final}, or pass --weights PATH")
+            f"internet access and save it as {final}, or pass --model PATH")
 
 
 def _download_once(url, part, final, progress, timeout, allow_restart=True):
@@ -268,18 +272,21 @@ def _download_once(url, part, final, progress, timeout, allow_restart=True):
             # Our partial file does not fit the remote one: start from scratch.
             part.unlink()
             return _download_once(url, part, final, progress, timeout, allow_restart=False)
-        raise UserError(f"download of {url} failed: HTTP {exc.code} {_one_line(exc.reason)}")
+        raise UserError(f"download of {url} failed: HTTP {exc.code} "
+                        f"{_one_line(exc.reason)}") from None
     except urllib.error.URLError as exc:
-        raise UserError(_offline_message(url, final, exc.reason))
+        raise UserError(_offline_message(url, final, exc.reason)) from None
     except (OSError, http.client.HTTPException) as exc:
         reason = _one_line(exc) or type(exc).__name__
-        raise _Interrupted(f"download of {url} failed before any data arrived ({reason})")
+        raise _Interrupted(f"download of {url} failed before any data arrived "
+                           f"({reason})") from None
 
     with response:
         length = response.headers.get("Content-Length")
         length = int(length) if length and length.strip().isdigit() else None
         if response.status == 206:
-            match = re.match(r"\s*bytes\s+(\d+)-(\d+)/(\d+|\*)", response.headers.get("Content-Range", ""))
+            match = re.match(r"\s*bytes\s+(\d+)-(\d+)/(\d+|\*)",
+                             response.headers.get("Content-Range", ""))
             if not match or int(match.group(1)) != offset:
                 part.unlink(missing_ok=True)
                 raise _Interrupted(f"server sent an unexpected byte range for {url}; starting over")
@@ -306,7 +313,7 @@ def _download_once(url, part, final, progress, timeout, allow_restart=True):
                     bar.update(len(chunk))
             except (OSError, http.client.HTTPException) as exc:
                 raise _Interrupted(f"download of {url} was interrupted after {offset + received} "
-                                   f"bytes ({_one_line(exc) or type(exc).__name__})")
+                                   f"bytes ({_one_line(exc) or type(exc).__name__})") from None
         expected = offset + length if length is not None else total
         if expected is not None and offset + received < expected:
             raise _Interrupted(f"download of {url} is truncated: got {offset + received} of "
@@ -352,7 +359,7 @@ def _ensure_file(entry, final, wdir, key, progress, timeout, retries):
     if expected and actual != expected.lower():
         part.unlink(missing_ok=True)
         if entry.sha256:
-            hint = "the download was discarded; try again later or pass --weights PATH"
+            hint = "the download was discarded; try again later or pass --model PATH"
         else:
             hint = (f"the download was discarded; if upstream really changed the file, remove "
                     f"the entry '{key}' from {wdir / CHECKSUMS_FILE}")
@@ -377,7 +384,8 @@ def _safe_parts(info, archive):
         raise UserError(f"refusing to extract {archive}: entry '{name}' is an absolute path")
     parts = [p for p in norm.split("/") if p not in ("", ".")]
     if ".." in parts:
-        raise UserError(f"refusing to extract {archive}: entry '{name}' points outside the target folder")
+        raise UserError(f"refusing to extract {archive}: entry '{name}' points outside the "
+                        "target folder")
     if not parts:
         raise UserError(f"refusing to extract {archive}: entry '{name}' has no usable name")
     return parts
@@ -417,12 +425,14 @@ def safe_extract(zip_path, target_dir, marker=None):
     try:
         archive = zipfile.ZipFile(zip_path)
     except (zipfile.BadZipFile, OSError) as exc:
-        raise UserError(f"{zip_path} is not a readable zip archive ({_one_line(exc)}); delete it and run again")
+        raise UserError(f"{zip_path} is not a readable zip archive ({_one_line(exc)}); "
+                        "delete it and run again") from None
     with archive:
         infos = archive.infolist()
         plan = [(info, _safe_parts(info, zip_path)) for info in infos]
         target_dir.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{target_dir.name}.", suffix=".tmp", dir=target_dir.parent))
+        tmp = Path(tempfile.mkdtemp(prefix=f".{target_dir.name}.", suffix=".tmp",
+                                    dir=target_dir.parent))
         try:
             root = tmp.resolve()
             for info, parts in plan:
@@ -441,7 +451,8 @@ def safe_extract(zip_path, target_dir, marker=None):
                     raise UserError(f"refusing to extract {zip_path}: entry '{info.filename}' "
                                     f"appears twice") from None
                 except (zipfile.BadZipFile, EOFError, zlib.error) as exc:
-                    raise UserError(f"{zip_path} is corrupt ({_one_line(exc)}); delete it and run again") from None
+                    raise UserError(f"{zip_path} is corrupt ({_one_line(exc)}); delete it "
+                                    "and run again") from None
             if marker is not None:
                 (root / _EXTRACT_MARKER).write_text(marker + "\n", encoding="utf-8")
             _commit_dir(tmp, target_dir)
@@ -458,7 +469,8 @@ def _locate_members(root, members, what):
     if all((root / m).is_file() for m in members):
         return root
     found = sorted(
-        {p.parent for p in root.rglob(members[0]) if all((p.parent / m).is_file() for m in members)},
+        {p.parent for p in root.rglob(members[0])
+         if all((p.parent / m).is_file() for m in members)},
         key=lambda p: (len(p.parts), str(p)),
     )
     if found:
@@ -482,19 +494,20 @@ def _ensure_extracted(entry, zip_path, digest):
 def _local_weights(entry, weights):
     path = Path(weights).expanduser()
     if not path.exists():
-        raise UserError(f"--weights {weights}: no such file or directory")
+        raise UserError(f"--model {weights}: no such file or directory")
     if entry is None:
         return path
     if entry.is_zip:
         if path.is_dir():
-            return _locate_members(path, entry.members, f"--weights {weights}")
-        raise UserError(f"--weights {weights} is a file, but '{entry.name}' needs a folder "
+            return _locate_members(path, entry.members, f"--model {weights}")
+        raise UserError(f"--model {weights} is a file, but '{entry.name}' needs a folder "
                         f"(extract the archive and pass that folder)")
     if path.is_dir():
         inner = path / entry.filename
         if inner.is_file():
             return inner
-        raise UserError(f"--weights {weights} is a folder without {entry.filename}; pass the file itself")
+        raise UserError(f"--model {weights} is a folder without {entry.filename}; pass the "
+                        "file itself")
     return path
 
 
@@ -502,7 +515,7 @@ def fetch(name_or_url, *, weights=None, sha256=None, cache_root=None, progress=T
           timeout=DEFAULT_TIMEOUT, retries=DEFAULT_RETRIES):
     """Path to the weights ``name_or_url`` (a registry name or an http(s) URL).
 
-    * ``weights``: a local file or folder given by the user (``--weights``); it is
+    * ``weights``: a local file or folder given by the user (``--model PATH``); it is
       returned without any network access (UserError if it does not exist).
     * otherwise the cached copy is verified and returned, or downloaded (resumably,
       with a progress bar on stderr when ``progress``) and verified first.
@@ -537,23 +550,6 @@ def get_weights(name, weights=None, *, cache_root=None, progress=True,
         raise UserError(f"unknown weights '{name}' (known: {known})")
     return fetch(name, weights=weights, cache_root=cache_root, progress=progress,
                  timeout=timeout, retries=retries)
-
-
-def add_weights_args(parser, default_name=None):
-    """Add ``--weights PATH`` to an argparse parser; returns the parser."""
-    where = f"the published '{default_name}' weights" if default_name else "the published weights"
-    parser.add_argument(
-        "--weights", metavar="PATH", default=None,
-        help=f"local weights file or folder to use instead of {where}, which are otherwise "
-             f"downloaded once into the cache (${CACHE_ENV}/weights)")
-    return parser
-
-
-def resolve_weights(args, default_name, *, cache_root=None, progress=True):
-    """Weights path for parsed ``args``: ``args.weights`` if set, else ``default_name``
-    from the cache (downloading it if needed)."""
-    return get_weights(default_name, getattr(args, "weights", None), cache_root=cache_root,
-                       progress=progress)
 
 
 # ---------------------------------------------------------------------------- CLI

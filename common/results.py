@@ -18,7 +18,8 @@ RECORD_NAME = "evaluation.json"
 
 
 def fingerprint(path):
-    """``{relative name: "size:sha256"}`` of a weight file, or of every file in a folder."""
+    """``{"file": "size:sha256"}`` of a weight file (whatever it is called), or
+    ``{relative name: "size:sha256"}`` of every file in a folder."""
     path = Path(path)
     files = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file())
     out = {}
@@ -27,7 +28,7 @@ def fingerprint(path):
         with open(f, "rb") as fh:
             for block in iter(lambda: fh.read(1 << 20), b""):
                 h.update(block)
-        name = f.name if f == path else str(f.relative_to(path))
+        name = "file" if f == path else str(f.relative_to(path))
         out[name] = f"{f.stat().st_size}:{h.hexdigest()}"
     return out
 

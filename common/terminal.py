@@ -4,7 +4,7 @@ Progress bars (:func:`progress`) go to stderr; ``NNABLA_RESEARCH_NO_PROGRESS=1``
 off (e.g. in CI logs).
 
 Ctrl-C: inside :func:`interrupt_guard` (every entry script runs in one, through
-:func:`common.errors.run_cli`) the first SIGINT only records the request, so it never lands
+:func:`common.cli.run_cli`) the first SIGINT only records the request, so it never lands
 inside an nnabla forward/backward callback or half way through a file write. Work stops at
 the next safe point: a training loop checks after each finished step (and writes a
 checkpoint first), every progress bar checks before its next item. A second Ctrl-C stops at

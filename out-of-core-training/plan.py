@@ -5,8 +5,8 @@
 for backward, the peak working set, nnabla's allocator high-water mark and the smallest
 --ooc-budget; --measure checks the prediction against nnabla's CPU allocator.
 """
-from common.errors import run_cli
-from ooctrain.planner import main
+from common.cli import run_cli
+from ooctrain.plan_cli import main
 
 if __name__ == "__main__":
     run_cli(main)

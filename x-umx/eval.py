@@ -4,7 +4,7 @@
 Per-track JSON scores are written as tracks finish (finished tracks are skipped on rerun);
 the aggregated table (median over frames, then over tracks) and an SDR box plot are saved.
 """
-from common.errors import run_cli
+from common.cli import run_cli
 from xumx.cli import eval_main
 
 if __name__ == "__main__":  # required: --jobs starts worker processes with 'spawn'

@@ -4,7 +4,7 @@
 Writes <out-dir>/<input name>/<target>.wav at the input's length and sample rate.
 See x-umx/README.md for all options.
 """
-from common.errors import run_cli
+from common.cli import run_cli
 from xumx.cli import separate_main
 
 if __name__ == "__main__":

@@ -1,9 +1,10 @@
-"""Train X-UMX or UMX: `python x-umx/train.py --output runs/xumx [--config x-umx/configs/xumx.yaml]`.
+"""Train X-UMX or UMX: `python x-umx/train.py --root /data/musdb18 --output runs/xumx`.
 
-Without --config it trains the CPU smoke configuration on the bundled MUSDB18 sample.
+With --root (and no --config) it trains the paper's recipe (configs/xumx.yaml); without a
+dataset root, the CPU smoke configuration on the bundled MUSDB18 sample.
 See xumx/training.py for the recipe and x-umx/README.md for the commands.
 """
-from common.errors import run_cli
+from common.cli import run_cli
 from xumx.training import main
 
 if __name__ == "__main__":

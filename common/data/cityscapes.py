@@ -21,8 +21,6 @@ writes the missing ``*_labelTrainIds.png`` next to them.
 The label table (name, id, trainId, category, colour) follows the Cityscapes
 dataset definition (Cordts et al., CVPR 2016).
 """
-import argparse
-import os
 import sys
 from collections import namedtuple
 from pathlib import Path
@@ -30,11 +28,13 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from common.errors import UserError, run_cli
+from common.errors import UserError
+from common.cli import run_cli
+from common.fileio import atomic_path
 
 __all__ = ["Label", "LABELS", "TRAIN_CLASSES", "PALETTE", "IGNORE_INDEX", "NUM_CLASSES",
            "label_ids_to_train_ids", "train_ids_to_label_ids", "colorize", "list_pairs",
-           "Cityscapes", "convert_label_ids", "random_scale_crop_flip", "main"]
+           "read_image", "Cityscapes", "convert_label_ids", "random_scale_crop_flip", "main"]
 
 Label = namedtuple("Label", ["name", "id", "train_id", "category", "color"])
 
@@ -79,7 +79,8 @@ LABELS = tuple(Label(*row) for row in [
     ("license plate", -1, -1, "vehicle", (0, 0, 142)),
 ])
 
-_TRAIN = sorted((lb for lb in LABELS if 0 <= lb.train_id < IGNORE_INDEX), key=lambda lb: lb.train_id)
+_TRAIN = sorted((lb for lb in LABELS if 0 <= lb.train_id < IGNORE_INDEX),
+                key=lambda lb: lb.train_id)
 TRAIN_CLASSES = tuple(lb.name for lb in _TRAIN)
 NUM_CLASSES = len(TRAIN_CLASSES)  # 19
 PALETTE = np.array([lb.color for lb in _TRAIN], dtype=np.uint8)  # (19, 3), row = trainId
@@ -127,7 +128,8 @@ def list_pairs(root, split="train", require_labels=True):
     root = Path(root)
     img_dir = root / "leftImg8bit" / split
     if not img_dir.is_dir():
-        raise UserError(f"{img_dir} does not exist; expected ROOT/leftImg8bit/{split}/<city>/*{_IMG_SUFFIX}")
+        raise UserError(f"{img_dir} does not exist; expected "
+                        f"ROOT/leftImg8bit/{split}/<city>/*{_IMG_SUFFIX}")
     pairs = []
     for city in sorted(p.name for p in img_dir.iterdir() if p.is_dir()):
         for img in sorted((img_dir / city).glob("*" + _IMG_SUFFIX)):
@@ -135,8 +137,9 @@ def list_pairs(root, split="train", require_labels=True):
             lbl = root / "gtFine" / split / city / (name + _LBL_SUFFIX)
             if not lbl.is_file():
                 if require_labels:
-                    hint = (f"; {lbl.name.replace(_LBL_SUFFIX, _ID_SUFFIX)} exists: create the trainId "
-                            f"labels with `python -m common.data.cityscapes --convert {root}`"
+                    hint = (f"; {lbl.name.replace(_LBL_SUFFIX, _ID_SUFFIX)} exists: create "
+                            f"the trainId labels with "
+                            f"`python -m common.data.cityscapes --convert {root}`"
                             if lbl.with_name(name + _ID_SUFFIX).is_file() else "")
                     raise UserError(f"missing label {lbl} for image {img}{hint}")
                 lbl = None
@@ -146,13 +149,39 @@ def list_pairs(root, split="train", require_labels=True):
     return pairs
 
 
+# Modes that hold what the files must hold: 8-bit colour images, 8-bit single-channel labels.
+_IMAGE_MODES = ("RGB", "RGBA", "L", "P")
+_LABEL_MODES = ("L", "P")
+
+
+def _decode(path, what, modes):
+    """Decode ``path`` fully; a missing, undecodable or truncated file, or one of another
+    mode, is a one-line :class:`UserError` naming it."""
+    from PIL import UnidentifiedImageError
+
+    try:
+        with Image.open(path) as im:
+            if im.mode not in modes:
+                raise UserError(f"{path}: {what} of mode {im.mode}; expected "
+                                f"{' or '.join(modes)}")
+            im.load()
+            return im.copy()
+    except FileNotFoundError:
+        raise UserError(f"{path}: no such file") from None
+    except UnidentifiedImageError:
+        raise UserError(f"{path}: not an image file (cannot decode this {what})") from None
+    except (OSError, ValueError, SyntaxError) as exc:
+        reason = (str(exc).strip() or type(exc).__name__).splitlines()[0]
+        raise UserError(f"{path}: cannot read this {what} ({reason})") from None
+
+
+def read_image(path):
+    """``(H, W, 3)`` uint8 RGB pixels of a Cityscapes image (UserError if it is unreadable)."""
+    return np.asarray(_decode(path, "image", _IMAGE_MODES).convert("RGB"))
+
+
 def _read_label(path):
-    with Image.open(path) as im:
-        arr = np.asarray(im)
-    if arr.ndim != 2:
-        raise UserError(f"{path}: label image has shape {arr.shape}; expected a single-channel "
-                        "8-bit trainId image")
-    return arr.astype(np.uint8, copy=False)
+    return np.asarray(_decode(path, "label image", _LABEL_MODES)).astype(np.uint8, copy=False)
 
 
 class Cityscapes:
@@ -175,14 +204,15 @@ class Cityscapes:
 
     def __getitem__(self, i, rng=None):
         img_path, lbl_path = self.pairs[i]
-        with Image.open(img_path) as im:
-            img = np.asarray(im.convert("RGB"))
+        img = read_image(img_path)
         if lbl_path is None:
             lbl = np.full(img.shape[:2], IGNORE_INDEX, np.uint8)
         else:
             lbl = _read_label(lbl_path)
             if lbl.shape != img.shape[:2]:
-                raise UserError(f"{lbl_path}: label size {lbl.shape} differs from image size {img.shape[:2]}")
+                raise UserError(f"{lbl_path}: label of {lbl.shape[1]}x{lbl.shape[0]} pixels, "
+                                f"but its image {img_path.name} has "
+                                f"{img.shape[1]}x{img.shape[0]}")
         if self.transform is not None:
             img, lbl = self.transform(img, lbl, rng)
         return np.ascontiguousarray(np.asarray(img).transpose(2, 0, 1)), np.asarray(lbl, np.uint8)
@@ -221,7 +251,8 @@ def convert_label_ids(root, splits=("train", "val", "test"), overwrite=False, lo
     root = Path(root)
     gt = root / "gtFine"
     if not gt.is_dir():
-        raise UserError(f"{gt} does not exist; expected ROOT/gtFine/<split>/<city>/*{_ID_SUFFIX}")
+        raise UserError(f"{gt} does not exist; expected "
+                        f"ROOT/gtFine/<split>/<city>/*{_ID_SUFFIX}")
     written = found = 0
     for split in splits:
         for src in sorted((gt / split).glob("*/*" + _ID_SUFFIX)):
@@ -230,9 +261,8 @@ def convert_label_ids(root, splits=("train", "val", "test"), overwrite=False, lo
             if dst.exists() and not overwrite:
                 continue
             ids = _read_label(src)
-            tmp = dst.with_name(dst.name + ".tmp")
-            Image.fromarray(label_ids_to_train_ids(ids)).save(tmp, format="PNG")
-            os.replace(tmp, dst)
+            with atomic_path(dst) as tmp:
+                Image.fromarray(label_ids_to_train_ids(ids)).save(tmp, format="PNG")
             written += 1
     if found == 0:
         raise UserError(f"no *{_ID_SUFFIX} files under {gt}/{{{','.join(splits)}}}/<city>/")
@@ -242,10 +272,14 @@ def convert_label_ids(root, splits=("train", "val", "test"), overwrite=False, lo
 
 
 def main(argv=None):
-    ap = argparse.ArgumentParser(prog="python -m common.data.cityscapes", description=__doc__.split("\n")[0])
+    from common.cli import Parser
+
+    ap = Parser(prog="python -m common.data.cityscapes", description=__doc__.split("\n")[0])
     ap.add_argument("--convert", metavar="ROOT", required=True,
-                    help="create *_gtFine_labelTrainIds.png from *_gtFine_labelIds.png under ROOT/gtFine")
-    ap.add_argument("--splits", nargs="+", default=["train", "val", "test"])
+                    help="create *_gtFine_labelTrainIds.png from *_gtFine_labelIds.png under "
+                         "ROOT/gtFine")
+    ap.add_argument("--splits", nargs="+", default=["train", "val", "test"],
+                    choices=["train", "val", "test"])
     ap.add_argument("--overwrite", action="store_true", help="rewrite existing trainId files")
     args = ap.parse_args(argv)
     convert_label_ids(args.convert, args.splits, args.overwrite, log=print)

@@ -84,7 +84,7 @@ def load(name, split, data_dir=None, augment=True):
     if name == "imagenet":
         from common.data.imagenet import imagenet, standard_transform
         if data_dir is None:
-            raise UserError("ImageNet needs --data-dir ROOT holding train/<wnid>/ and "
+            raise UserError("ImageNet needs --root ROOT holding train/<wnid>/ and "
                             "val/<wnid>/ image folders")
         return NormalizedFolder(imagenet(data_dir, split, transform=standard_transform(
             train and augment), channels_first=True))

@@ -30,22 +30,31 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from common.errors import UserError
+from common.errors import ENVIRONMENT_ERRNOS, UserError
 
-__all__ = ["IMG_EXTENSIONS", "ImageFolder", "imagenet", "find_classes", "load_rgb",
-           "resize_shorter", "center_crop", "random_crop", "random_hflip", "to_array",
+__all__ = ["IMG_EXTENSIONS", "ImageFolder", "ImageTooSmall", "imagenet", "find_classes",
+           "load_rgb", "resize_shorter", "center_crop", "random_crop", "random_hflip", "to_array",
            "compose_transforms", "standard_transform"]
 
 IMG_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".pgm", ".bmp", ".tif", ".tiff", ".webp")
 
 
+class ImageTooSmall(UserError):
+    """A crop larger than the image; :class:`ImageFolder` adds the file's name."""
+
+
 def load_rgb(path):
-    """Decode an image file with PIL and convert it to RGB."""
+    """Decode an image file with PIL and convert it to RGB; a file PIL cannot decode
+    (damaged, truncated, not an image) is one :class:`UserError` naming it."""
     try:
         with Image.open(path) as im:
             return im.convert("RGB")
-    except (OSError, ValueError) as exc:
-        raise UserError(f"{path}: cannot decode image ({exc})") from exc
+    except OSError as exc:
+        if exc.errno in ENVIRONMENT_ERRNOS:
+            raise
+        raise UserError(f"{path}: cannot decode image ({exc})") from None
+    except Exception as exc:  # PIL's decoders raise SyntaxError, ValueError, struct.error, ...
+        raise UserError(f"{path}: cannot decode image ({type(exc).__name__}: {exc})") from None
 
 
 def find_classes(root):
@@ -104,8 +113,9 @@ class ImageFolder:
                 empty.append(name)
             self.samples += [(f, self.class_to_idx[name]) for f in files]
         if empty and not allow_empty:
-            raise UserError(f"{self.root}: no images with extensions {self.extensions} in class "
-                            f"folder(s) {empty[:5]}")
+            others = f" (and {len(empty) - 1} more class folders)" if len(empty) > 1 else ""
+            raise UserError(f"{self.root / empty[0]}: class folder without images (none with "
+                            f"extensions {', '.join(self.extensions)}){others}")
         if not self.samples:
             raise UserError(f"{self.root}: no images with extensions {self.extensions}")
         self.targets = np.array([s[1] for s in self.samples], dtype=np.int64)
@@ -117,7 +127,10 @@ class ImageFolder:
         path, label = self.samples[i]
         img = load_rgb(path)
         if self.transform is not None:
-            img = self.transform(img, rng)
+            try:
+                img = self.transform(img, rng)
+            except ImageTooSmall as exc:
+                raise UserError(f"{path}: {exc}") from None
         arr = np.asarray(img, dtype=np.uint8)
         if arr.ndim != 3 or arr.shape[2] != 3:
             raise ValueError(f"transform returned shape {arr.shape}; expected HWC with 3 channels")
@@ -165,7 +178,7 @@ def center_crop(size):
     def t(img, rng=None):
         w, h = img.size
         if w < cw or h < ch:
-            raise ValueError(f"image {w}x{h} smaller than crop {cw}x{ch}")
+            raise ImageTooSmall(f"image {w}x{h} smaller than the crop {cw}x{ch}")
         left, top = (w - cw) // 2, (h - ch) // 2
         return img.crop((left, top, left + cw, top + ch))
     return t
@@ -178,7 +191,7 @@ def random_crop(size):
     def t(img, rng):
         w, h = img.size
         if w < cw or h < ch:
-            raise ValueError(f"image {w}x{h} smaller than crop {cw}x{ch}")
+            raise ImageTooSmall(f"image {w}x{h} smaller than the crop {cw}x{ch}")
         left = int(rng.integers(0, w - cw + 1))
         top = int(rng.integers(0, h - ch + 1))
         return img.crop((left, top, left + cw, top + ch))

@@ -28,12 +28,21 @@ A sample may be a tuple/list of fields, a dict of fields, or a single array.
 The batch has the same structure with each field stacked along a new axis 0
 (``numpy.stack``); Python ints/floats become 1-D arrays. Fields must have the
 same shape across a batch.
+
+Errors
+------
+An exception raised while loading a sample (e.g. the :class:`common.errors.UserError` of an
+image that cannot be decoded) leaves ``next()`` / ``get_batch()`` as that same exception,
+also when ``num_threads > 0`` loads it in a worker thread, and the position does not
+advance; an entry script's :func:`common.cli.run_cli` then prints its one line.
 """
 import inspect
 import threading
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
+
+from common.errors import UserError
 
 __all__ = ["BatchLoader", "ArrayDataset", "compose", "sample_rng", "epoch_order", "collate"]
 
@@ -146,7 +155,8 @@ class BatchLoader:
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         if world_size < 1 or not 0 <= rank < world_size:
-            raise ValueError(f"need 0 <= rank < world_size, got rank={rank}, world_size={world_size}")
+            raise ValueError(f"need 0 <= rank < world_size, got rank={rank}, "
+                             f"world_size={world_size}")
         self.dataset = dataset
         self.batch_size = int(batch_size)
         self.shuffle = bool(shuffle)
@@ -164,10 +174,10 @@ class BatchLoader:
         self._pool_lock = threading.Lock()
         self.epoch = 0
         self.batch_index = 0
-        if len(self) == 0:
-            raise ValueError(
-                f"dataset of {len(dataset)} samples gives no batch of {batch_size} per rank "
-                f"with world_size={world_size} and drop_last={drop_last}")
+        if len(self) == 0:  # a data set smaller than one batch: the user's to fix
+            per = f" per process ({world_size} processes)" if world_size > 1 else ""
+            raise UserError(f"the data set has {len(dataset)} samples, fewer than one batch "
+                            f"of {batch_size}{per}; lower the batch size or use more data")
 
     # -- sizes and order ---------------------------------------------------
     def _samples_per_rank(self):
@@ -222,7 +232,8 @@ class BatchLoader:
 
     def load_state_dict(self, state):
         if int(state.get("seed", self.seed)) != self.seed:
-            raise ValueError(f"state was saved with seed {state['seed']}, loader has seed {self.seed}")
+            raise ValueError(f"state was saved with seed {state['seed']}, "
+                             f"loader has seed {self.seed}")
         self.set_position(state["epoch"], state["batch_index"])
 
     # -- loading ---------------------------------------------------------------

@@ -11,8 +11,10 @@ al. from ``root`` -- each either plain or gzip-compressed (``.gz``)::
 (the variant spelling ``train-images.idx3-ubyte`` is accepted too). The IDX
 header is validated: magic ``0x00000803`` (2051) for image files and
 ``0x00000801`` (2049) for label files, dimension sizes consistent with the
-file length. Images come back as ``uint8`` of shape ``(N, 28, 28)``, labels as
-``int64`` of shape ``(N,)``.
+file length, image and label counts equal, labels in 0..9: a damaged, truncated
+or foreign file is one :class:`UserError` naming it and what is wrong. Images
+come back as ``uint8`` of shape ``(N, 28, 28)``, labels as ``int64`` of shape
+``(N,)``.
 
 MNIST 5k
 --------
@@ -24,11 +26,13 @@ header, one image per line, 785 comma-separated integers: the 784 pixel values
 Rows are sorted by label, so use :func:`stratified_split` rather than slicing.
 """
 import gzip
+import math
+import zlib
 from pathlib import Path
 
 import numpy as np
 
-from common.errors import UserError
+from common.errors import ENVIRONMENT_ERRNOS, UserError, describe_os_error
 
 __all__ = ["read_idx", "load_mnist", "mnist_files", "parse_mnist_5k_csv", "load_mnist_5k",
            "stratified_split", "IMAGES_MAGIC", "LABELS_MAGIC"]
@@ -43,23 +47,39 @@ _SPLIT_PREFIX = {"train": "train", "test": "t10k", "t10k": "t10k"}
 
 
 def _read_maybe_gzip(path):
+    """The bytes of ``path``, gunzipped when it starts with the gzip magic."""
     path = Path(path)
-    with open(path, "rb") as f:
-        head = f.read(2)
     try:
-        if head == b"\x1f\x8b":
-            with gzip.open(path, "rb") as f:
+        with open(path, "rb") as f:
+            head = f.read(2)
+            f.seek(0)
+            if head != b"\x1f\x8b":
                 return f.read()
-        return path.read_bytes()
-    except (OSError, EOFError) as exc:
-        raise UserError(f"{path}: cannot read ({exc}); the file is damaged, download it again") from exc
+            with gzip.GzipFile(fileobj=f, mode="rb") as gz:
+                return gz.read()
+    except (EOFError, zlib.error, gzip.BadGzipFile) as exc:
+        raise UserError(f"{path}: damaged or truncated gzip data ({exc}); download it "
+                        "again") from None
+    except OSError as exc:
+        if exc.errno in ENVIRONMENT_ERRNOS:
+            raise
+        raise UserError(f"{path}: cannot read ({describe_os_error(exc)})") from None
+
+
+def _describe(shape, magic):
+    """``60000 images of 28x28`` / ``60000 labels`` / ``an array of shape (2, 3)``."""
+    if magic == IMAGES_MAGIC and len(shape) == 3:
+        return f"{shape[0]} images of {shape[1]}x{shape[2]}"
+    if magic == LABELS_MAGIC and len(shape) == 1:
+        return f"{shape[0]} labels"
+    return f"an array of shape {shape}"
 
 
 def read_idx(path, expect_magic=None):
     """Read one IDX file (plain or gzip) into a numpy array.
 
     ``expect_magic`` (e.g. :data:`IMAGES_MAGIC`) makes a file of another kind a
-    :class:`UserError`.
+    :class:`UserError`; so is a header whose sizes disagree with the file length.
     """
     path = Path(path)
     if not path.is_file():
@@ -76,13 +96,20 @@ def read_idx(path, expect_magic=None):
                         "(images and labels files swapped, or not an MNIST file?)")
     header = 4 + 4 * ndim
     if len(data) < header:
-        raise UserError(f"{path}: truncated IDX header")
+        raise UserError(f"{path}: truncated: the IDX header of {ndim} dimensions needs "
+                        f"{header} bytes, the file holds {len(data)}")
     shape = tuple(int.from_bytes(data[4 + 4 * k: 8 + 4 * k], "big") for k in range(ndim))
     dtype = np.dtype(_IDX_DTYPES[type_code])
-    expected = int(np.prod(shape)) * dtype.itemsize
-    if len(data) - header != expected:
-        raise UserError(f"{path}: IDX header says shape {shape} ({expected} bytes of data) "
-                        f"but the file holds {len(data) - header}; the file is truncated or damaged")
+    item_bytes = math.prod(shape[1:]) * dtype.itemsize
+    held = len(data) - header
+    if held != shape[0] * item_bytes:
+        says = f"the header says {_describe(shape, magic)}"
+        if held < shape[0] * item_bytes:
+            complete = held // item_bytes if item_bytes else 0
+            raise UserError(f"{path}: truncated: {says}, the file holds {complete} "
+                            f"({held} of {shape[0] * item_bytes} data bytes); download it again")
+        raise UserError(f"{path}: damaged: {says} ({shape[0] * item_bytes} data bytes) but the "
+                        f"file holds {held - shape[0] * item_bytes} bytes more")
     arr = np.frombuffer(data, dtype=dtype, offset=header).reshape(shape)
     return arr.astype(dtype.newbyteorder("="), copy=False)
 
@@ -111,7 +138,7 @@ def mnist_files(root, split="train"):
         name = f"{prefix}-{kind}"
         p = _find(root, name)
         if p is None:
-            raise UserError(f"{root}: missing {name}[.gz]; put the four MNIST IDX files "
+            raise UserError(f"{root / name}[.gz]: no such file; put the four MNIST IDX files "
                             "(train-/t10k- images/labels) in this directory")
         out.append(p)
     return tuple(out)
@@ -120,16 +147,15 @@ def mnist_files(root, split="train"):
 def load_mnist(root, split="train"):
     """``(images uint8 (N, 28, 28), labels int64 (N,))`` of the full MNIST ``split``."""
     img_path, lbl_path = mnist_files(root, split)
+    # The magic numbers fix the type (unsigned bytes) and the dimensions (3 and 1).
     images = read_idx(img_path, IMAGES_MAGIC)
     labels = read_idx(lbl_path, LABELS_MAGIC)
-    if images.ndim != 3:
-        raise UserError(f"{img_path}: expected 3 dimensions (N, rows, cols), got shape {images.shape}")
-    if labels.ndim != 1:
-        raise UserError(f"{lbl_path}: expected 1 dimension, got shape {labels.shape}")
     if len(images) != len(labels):
         raise UserError(f"{img_path} holds {len(images)} images but {lbl_path} "
-                        f"holds {len(labels)} labels")
-    return images.astype(np.uint8, copy=False), labels.astype(np.int64)
+                        f"holds {len(labels)} labels; one of them is from another data set")
+    if len(labels) and labels.max() > 9:
+        raise UserError(f"{lbl_path}: label {labels.max()} outside 0..9")
+    return images, labels.astype(np.int64)
 
 
 def parse_mnist_5k_csv(path):
@@ -164,11 +190,12 @@ def load_mnist_5k(path=None):
     """The bundled real MNIST 5k subset, ``(images uint8 (5000, 28, 28), labels int64 (5000,))``.
 
     ``path`` defaults to the file prepared by ``make setup``
-    (``cache_dir('data', 'mnist_5k')/mnist_5k.csv.gz``).
+    (``cache_dir('data', 'mnist_5k')/mnist_5k.csv.gz``), whose checksum is verified first: a
+    damaged cache is one :class:`UserError` saying how to rebuild it.
     """
     if path is None:
         from common.data.bundled import bundled_mnist_5k_path
-        path = bundled_mnist_5k_path()
+        path = bundled_mnist_5k_path(verify=True)
     return parse_mnist_5k_csv(path)
 
 
@@ -181,7 +208,8 @@ def stratified_split(labels, n_test_per_class, seed=0):
     for c in np.unique(labels):
         idx = np.flatnonzero(labels == c)
         if len(idx) <= n_test_per_class:
-            raise ValueError(f"class {c} has only {len(idx)} samples, cannot hold out {n_test_per_class}")
+            raise ValueError(f"class {c} has only {len(idx)} samples, "
+                             f"cannot hold out {n_test_per_class}")
         test.append(rng.permutation(idx)[:n_test_per_class])
     test = np.sort(np.concatenate(test))
     train = np.setdiff1d(np.arange(len(labels)), test)

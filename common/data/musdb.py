@@ -17,6 +17,10 @@ Opening the dataset
 * On the bundled root no track is an official validation track, so
   ``split='valid'`` falls back to the training track and logs a warning
   (``valid_fallback``); on any other root an empty validation split is an error.
+* Every opened track is checked (:func:`check_tracks`): a ``.stem.mp4`` that is not
+  a readable stem file (not audio, fewer than five streams), a track folder missing a
+  stem, or a WAV file holding fewer samples than its header declares is one
+  :class:`common.errors.UserError` line naming the file, before any work starts.
 
 Training excerpts
 -----------------
@@ -49,7 +53,8 @@ import numpy as np
 from common.data.loader import compose
 from common.errors import UserError
 
-__all__ = ["open_musdb", "validation_track_names", "MUSDB_SOURCES", "XUMX_SOURCES",
+__all__ = ["open_musdb", "check_tracks", "validation_track_names", "MUSDB_SOURCES",
+           "XUMX_SOURCES", "DECODE_ERRORS", "decode_error_text",
            "random_gain", "channel_swap", "source_augmentations", "plan_excerpts",
            "read_excerpt", "MUSDBExcerpts"]
 
@@ -57,6 +62,25 @@ log = logging.getLogger(__name__)
 
 MUSDB_SOURCES = ("vocals", "drums", "bass", "other")  # musdb's own source order
 XUMX_SOURCES = ("bass", "drums", "vocals", "other")   # target order of the X-UMX code
+STEM_STREAMS = ("mixture", "drums", "bass", "other", "vocals")  # streams of a .stem.mp4
+
+
+def _decode_errors():
+    """What musdb / stempeg raise for files they cannot probe or decode."""
+    from ffmpeg import Error as FFmpegError
+    from soundfile import LibsndfileError
+    return (FFmpegError, LibsndfileError, IndexError, KeyError, ValueError, OSError)
+
+
+DECODE_ERRORS = _decode_errors()
+
+
+def decode_error_text(exc):
+    """The useful line of a decoding error (ffprobe's own stderr when there is one)."""
+    stderr = getattr(exc, "stderr", None)
+    text = stderr.decode("utf-8", "replace") if isinstance(stderr, bytes) else str(exc)
+    lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
+    return lines[-1][:200] if lines else type(exc).__name__
 
 
 def _musdb():
@@ -100,7 +124,8 @@ def open_musdb(root=None, subset="train", split=_DEFAULT, is_wav=False, sample_r
     if split not in (None, "train", "valid"):
         raise UserError(f"unknown MUSDB split {split!r}; use 'train', 'valid' or None")
     if subset == "test" and split is not None:
-        raise UserError("the train/valid split applies to subset='train'; use split=None for 'test'")
+        raise UserError("the train/valid split applies to subset='train'; "
+                        "use split=None for 'test'")
     root = bundled_musdb_root(is_wav) if root is None else Path(root).expanduser()
     subset_dir = root / subset
     if not subset_dir.is_dir():
@@ -112,13 +137,14 @@ def open_musdb(root=None, subset="train", split=_DEFAULT, is_wav=False, sample_r
         return musdb.DB(root=str(root), subsets=subset, split=split_, is_wav=is_wav,
                         sample_rate=sample_rate)
 
-    mus = db(split)
+    mus = _checked(db, split, subset_dir, is_wav)
     if len(mus) == 0 and split == "valid":
         fallback = is_bundled_musdb_root(root) if valid_fallback is None else valid_fallback
         if not fallback:
             raise UserError(f"{subset_dir} holds none of musdb's 14 validation tracks "
-                            "(e.g. 'Actions - One Minute Smile'); use the full MUSDB18 or split=None")
-        mus = db(None)
+                            "(e.g. 'Actions - One Minute Smile'); use the full MUSDB18 or "
+                            "split=None")
+        mus = _checked(db, None, subset_dir, is_wav)
         log.warning("MUSDB root %s has none of the official validation tracks; validating on its "
                     "%d training track(s) instead (smoke-test data, not a real validation split)",
                     root, len(mus))
@@ -128,16 +154,89 @@ def open_musdb(root=None, subset="train", split=_DEFAULT, is_wav=False, sample_r
     return mus
 
 
+def _checked(db, split, subset_dir, is_wav):
+    """``db(split)``, with an unreadable file named in one line, and its tracks checked."""
+    try:
+        mus = db(split)
+    except DECODE_ERRORS as exc:
+        raise UserError(_find_unreadable(subset_dir, is_wav, exc)) from None
+    check_tracks(mus.tracks)
+    return mus
+
+
+def _find_unreadable(subset_dir, is_wav, exc):
+    """Name the file musdb failed on (it does not say which): the first one of the subset
+    that ffprobe cannot read or that is not a five-stream stem file."""
+    import stempeg
+
+    if is_wav:
+        files = sorted(p for d in sorted(subset_dir.iterdir()) if d.is_dir()
+                       for p in d.glob("*.wav"))
+    else:
+        files = sorted(subset_dir.glob("*.stem.mp4"))
+    for path in files:
+        try:
+            info = stempeg.Info(str(path))
+        except DECODE_ERRORS as err:
+            return f"{path}: not a readable audio file ({decode_error_text(err)})"
+        if not is_wav and info.nb_audio_streams < len(STEM_STREAMS):
+            return _not_a_stem_file(path, info.nb_audio_streams)
+    return f"cannot read the MUSDB18 tracks in {subset_dir}: {decode_error_text(exc)}"
+
+
+def _not_a_stem_file(path, streams):
+    return (f"{path} is not a MUSDB18 stem file: it holds {streams} audio stream(s), a stem "
+            f"file holds {len(STEM_STREAMS)} ({', '.join(STEM_STREAMS)})")
+
+
+def check_tracks(tracks):
+    """One-line :class:`UserError` for the first track that cannot be used: a stem file
+    with fewer than five audio streams, a WAV track folder without ``mixture.wav`` or one of
+    the four source files, a WAV file shorter than its header declares (cut short), or
+    stems of different lengths. Reads headers only."""
+    import soundfile as sf
+
+    from common.mss.audio import declared_frames
+
+    for track in tracks:
+        if not track.is_wav:
+            streams = track.info.nb_audio_streams if track.info is not None else 0
+            if streams < len(STEM_STREAMS):
+                raise UserError(_not_a_stem_file(track.path, streams))
+            continue
+        folder = Path(track.path).parent
+        missing = [f"{name}.wav" for name in ("mixture",) + MUSDB_SOURCES
+                   if not (folder / f"{name}.wav").is_file()]
+        if missing:
+            raise UserError(f"MUSDB18 track folder {folder} lacks {', '.join(missing)}")
+        lengths = {}
+        for name in ("mixture",) + MUSDB_SOURCES:
+            path = folder / f"{name}.wav"
+            try:
+                frames = sf.info(str(path)).frames
+            except DECODE_ERRORS as exc:
+                raise UserError(f"{path}: not a readable WAV file "
+                                f"({decode_error_text(exc)})") from None
+            declared = declared_frames(path)
+            if declared is not None and frames < declared:
+                raise UserError(f"{path} is truncated: its header declares {declared} samples "
+                                f"but it holds {frames}")
+            lengths[name] = frames
+        if len(set(lengths.values())) > 1:
+            shown = ", ".join(f"{k} {v}" for k, v in lengths.items())
+            raise UserError(f"the stems of {folder} differ in length (samples: {shown})")
+
+
 def _check_format(subset_dir, is_wav):
     entries = list(os.scandir(subset_dir))
     stems = [e for e in entries if e.is_file() and e.name.endswith(".stem.mp4")]
     dirs = [e for e in entries if e.is_dir()]
     if is_wav and not dirs and stems:
         raise UserError(f"{subset_dir} holds .stem.mp4 files, not WAV track folders; "
-                        "use is_wav=False (or convert with `musdbconvert`)")
+                        "use is_wav=False, i.e. drop --is-wav (or convert with `musdbconvert`)")
     if not is_wav and not stems and dirs:
         raise UserError(f"{subset_dir} holds track folders but no .stem.mp4 files; "
-                        "use is_wav=True for the WAV layout")
+                        "use is_wav=True (--is-wav) for the WAV layout")
 
 
 # ---- augmentation hooks: (audio (channels, samples), rng) -> audio ----------------------
@@ -182,10 +281,12 @@ def plan_excerpts(rng, durations, n_sources, seq_dur, track_index=None):
     durations = np.asarray(durations, dtype=np.float64)
     if track_index is None:
         tracks = rng.integers(0, len(durations), size=n_sources)
-        starts = rng.uniform(0.0, 1.0, size=n_sources) * np.maximum(durations[tracks] - seq_dur, 0.0)
+        room = np.maximum(durations[tracks] - seq_dur, 0.0)
+        starts = rng.uniform(0.0, 1.0, size=n_sources) * room
     else:
         tracks = np.full(n_sources, int(track_index))
-        starts = np.full(n_sources, rng.uniform(0.0, 1.0) * max(durations[track_index] - seq_dur, 0.0))
+        room = max(durations[track_index] - seq_dur, 0.0)
+        starts = np.full(n_sources, rng.uniform(0.0, 1.0) * room)
     return tracks, starts
 
 
@@ -275,7 +376,8 @@ class MUSDBExcerpts:
             elif name in t0.targets:
                 for s in t0.targets[name].sources:
                     if s.name not in self.sources:
-                        raise UserError(f"target {name!r} uses source {s.name!r}, not among {self.sources}")
+                        raise UserError(f"target {name!r} uses source {s.name!r}, "
+                                        f"not among {self.sources}")
                     self._weights[k, self.sources.index(s.name)] = s.gain
             else:
                 raise UserError(f"unknown target {name!r}; sources {sorted(t0.sources)}, "

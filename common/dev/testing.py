@@ -7,18 +7,25 @@ import sys
 
 import numpy as np
 
-__all__ = ["fixtures_root", "run_script", "synthetic_music", "write_audio", "interrupt_script",
-           "assert_one_line_error", "SmallDisk", "ReadOnlyDir", "FakeCommunicator",
-           "fake_world", "files_under"]
+__all__ = ["FixtureFolder", "fixtures_root", "run_script", "synthetic_music", "write_audio",
+           "interrupt_script", "assert_one_line_error", "SmallDisk", "ReadOnlyDir",
+           "FakeCommunicator", "fake_world", "files_under", "snapshot", "checkpoint_steps",
+           "QUIET_ENV"]
 
 
-def run_script(script, *args, check=True, timeout=600, env=None, preexec_fn=None):
+QUIET_ENV = {"NNABLA_RESEARCH_NO_PROGRESS": "1"}
+
+
+def run_script(script, *args, check=True, timeout=600, env=None, preexec_fn=None,
+               quiet=False):
     """Run ``python script args...`` with this interpreter; return the CompletedProcess (text
     stdout / stderr). With ``check`` a non-zero exit fails with the end of stderr. ``env``:
-    extra environment variables; ``preexec_fn``: e.g. :meth:`SmallDisk.preexec_fn`."""
+    extra environment variables; ``preexec_fn``: e.g. :meth:`SmallDisk.preexec_fn`;
+    ``quiet``: no progress bars."""
+    env = {**os.environ, **(QUIET_ENV if quiet else {}), **(env or {})}
     proc = subprocess.run([sys.executable, str(script), *map(str, args)],
-                          capture_output=True, text=True, timeout=timeout,
-                          env={**os.environ, **(env or {})}, preexec_fn=preexec_fn)
+                          capture_output=True, text=True, timeout=timeout, env=env,
+                          preexec_fn=preexec_fn)
     if check and proc.returncode != 0:
         raise AssertionError(f"{script} failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
     return proc
@@ -52,6 +59,58 @@ def write_audio(path, audio, sr):
     return path
 
 
+class FixtureFolder:
+    """One paper's parity fixtures, ``fixtures_root()/<name>``, read lazily and cached for
+    the test session. A missing folder or file fails the test that needs it (parity tests
+    never skip), saying where it looked."""
+
+    def __init__(self, name, root=None):
+        from pathlib import Path
+
+        self.root = Path(root) if root is not None else fixtures_root()
+        self.name = name
+        self.dir = self.root / name
+        self._cache = {}
+
+    @staticmethod
+    def fail(message):
+        import pytest
+
+        pytest.fail(message, pytrace=False)
+
+    def check_dir(self):
+        """The folder; fails the test when it (or the fixture root) does not exist."""
+        from common.paths import REPO_ROOT
+
+        if not self.root.is_dir():
+            self.fail(f"fixture root {self.root} does not exist: set FIXTURES_DIR to the "
+                      f"folder holding {self.name}/ (default ../shared/fixtures relative to "
+                      f"{REPO_ROOT})")
+        if not self.dir.is_dir():
+            self.fail(f"fixture folder {self.dir} is missing (FIXTURES_DIR={self.root})")
+        return self.dir
+
+    def path(self, name):
+        """``folder/name``; fails the test when it does not exist."""
+        path = self.check_dir() / name
+        if not path.exists():
+            self.fail(f"fixture {path} is missing (FIXTURES_DIR={self.root})")
+        return path
+
+    def memo(self, key, make):
+        """``make()``, computed once per session."""
+        if key not in self._cache:
+            self._cache[key] = make()
+        return self._cache[key]
+
+    def npz(self, name):
+        """The arrays of ``folder/name`` (an ``.npz``), loaded once."""
+        def load():
+            with np.load(self.path(name), allow_pickle=False) as data:
+                return {k: data[k] for k in data.files}
+        return self.memo(("npz", name), load)
+
+
 def fixtures_root():
     """Root of the parity fixtures: ``$FIXTURES_DIR``, default ``../shared/fixtures``; a
     relative path is taken from the repository root (where ``make test`` runs)."""
@@ -69,19 +128,32 @@ def fixtures_root():
 # ----------------------------------------------------------------------------- contracts
 # Helpers for the contract tests every paper runs through its real entry scripts.
 
-def interrupt_script(script, *args, ready, timeout=600, env=None):
-    """Start ``python script args...``, wait until ``ready()`` is true (e.g. a checkpoint
+def interrupt_script(script, *args, ready, group=False, timeout=600, env=None):
+    """Start ``python script args...``, wait until ``ready(pid)`` is true (e.g. a checkpoint
     exists), send it one SIGINT (Ctrl-C) and return the CompletedProcess-like result with
-    ``returncode``, ``stdout`` and ``stderr`` once it ended."""
+    ``returncode``, ``stdout`` and ``stderr`` once it ended.
+
+    The child starts with SIGINT at its default disposition, as under a terminal (a test
+    runner started in the background has it ignored, and children would inherit that).
+    ``group``: the child leads its own process group and the whole group gets the signal,
+    as Ctrl-C in a terminal does (worker processes get it too)."""
     import signal
     import time
 
     proc = subprocess.Popen([sys.executable, str(script), *map(str, args)],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            env={**os.environ, **(env or {})})
+                            env={**os.environ, **(env or {})}, start_new_session=group,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     deadline = time.monotonic() + timeout
+
+    def kill(sig):
+        if group:
+            os.killpg(proc.pid, sig)
+        else:
+            proc.send_signal(sig)
+
     try:
-        while not ready():
+        while not ready(proc.pid):
             if proc.poll() is not None:
                 out, err = proc.communicate()
                 raise AssertionError(f"{script} ended ({proc.returncode}) before it was "
@@ -89,11 +161,11 @@ def interrupt_script(script, *args, ready, timeout=600, env=None):
             if time.monotonic() > deadline:
                 raise AssertionError(f"{script} was not ready after {timeout} s")
             time.sleep(0.05)
-        proc.send_signal(signal.SIGINT)
+        kill(signal.SIGINT)
         out, err = proc.communicate(timeout=timeout)
     finally:
         if proc.poll() is None:
-            proc.kill()
+            kill(signal.SIGKILL)
             proc.communicate()
     return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
 
@@ -222,6 +294,25 @@ def fake_world(monkeypatch, size=2, rank=0):
     monkeypatch.setattr(dist, "_make_communicator", lambda ctx: comm)
     monkeypatch.setattr(dist, "_is_gpu", lambda ctx: True)
     return comm
+
+
+def snapshot(folder):
+    """``{relative path: bytes}`` of every file below ``folder``: compare two snapshots to
+    show a refused command changed nothing."""
+    from pathlib import Path
+
+    root = Path(folder)
+    return {p: (root / p).read_bytes() for p in files_under(root)}
+
+
+def checkpoint_steps(run_folder):
+    """Steps of the checkpoints in ``run_folder/checkpoints`` (oldest first)."""
+    from pathlib import Path
+
+    from common.train.checkpoint import CheckpointManager
+
+    manager = CheckpointManager(Path(run_folder) / "checkpoints", clean=False)
+    return [step for step, _ in manager.checkpoints()]
 
 
 def files_under(folder):

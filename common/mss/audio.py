@@ -1,19 +1,23 @@
 """Audio I/O and long-signal processing shared by the separation papers.
 
 * :func:`load_audio` reads anything ffmpeg can decode into a float32
-  ``(samples, channels)`` array, optionally resampled with soxr.
+  ``(samples, channels)`` array, optionally resampled with soxr;
+  :func:`declared_frames` / :func:`truncation_note` tell a file cut short (its header
+  promises more samples than it holds) from a complete one.
 * :func:`to_stereo` adapts channel counts for stereo models.
-* :func:`write_wav` writes a WAV file atomically.
+* :func:`write_wav` writes a WAV file atomically (a full disk is one line, no partial file).
 * :func:`chunked_apply` runs a model over a long signal in fixed-size,
   cross-faded chunks.
 
 Every problem a user can cause (missing file, not audio, NaN samples...) raises
 :class:`common.errors.UserError` with a one-line message.
 """
+import io
 import json
 import math
 import os
 import shutil
+import struct
 import subprocess
 from pathlib import Path
 
@@ -23,9 +27,12 @@ import soxr
 
 from common.errors import UserError
 from common.fileio import atomic_write
+from common.terminal import progress as terminal_progress
 
 __all__ = [
     "load_audio",
+    "declared_frames",
+    "truncation_note",
     "resample",
     "to_stereo",
     "fix_length",
@@ -75,7 +82,8 @@ def _probe_ffmpeg(path):
            "-show_entries", "stream=sample_rate,channels", "-of", "json", str(path)]
     proc = subprocess.run(cmd, capture_output=True, text=True)
     if proc.returncode != 0:
-        raise UserError(f"'{path}' is not a readable audio file (ffprobe: {_one_line(proc.stderr)})")
+        raise UserError(f"'{path}' is not a readable audio file "
+                        f"(ffprobe: {_one_line(proc.stderr)})")
     try:
         streams = json.loads(proc.stdout or "{}").get("streams", [])
     except json.JSONDecodeError:
@@ -155,6 +163,59 @@ def load_audio(path, sample_rate=None):
     return np.ascontiguousarray(audio, dtype=np.float32), sr
 
 
+_NOT_WAV = object()
+
+
+def _wav_declared_frames(path):
+    """Frames the ``data`` chunk of a RIFF/WAVE header declares; None when the header does
+    not say (streamed files write 0 or 0xFFFFFFFF there); ``_NOT_WAV`` for other files."""
+    with open(path, "rb") as fh:
+        head = fh.read(12)
+        if len(head) < 12 or head[:4] != b"RIFF" or head[8:12] != b"WAVE":
+            return _NOT_WAV
+        block_align = None
+        while True:
+            chunk = fh.read(8)
+            if len(chunk) < 8:
+                return None
+            ident, size = chunk[:4], struct.unpack("<I", chunk[4:])[0]
+            if ident == b"fmt ":
+                fmt = fh.read(size + size % 2)
+                if len(fmt) < 14:
+                    return None
+                block_align = struct.unpack("<H", fmt[12:14])[0]
+            elif ident == b"data":
+                if not block_align or size in (0, 0xFFFFFFFF):
+                    return None
+                return size // block_align
+            else:
+                fh.seek(size + size % 2, os.SEEK_CUR)
+
+
+def declared_frames(path):
+    """Samples per channel that the file's header declares: for WAV the ``data`` chunk size
+    (not libsndfile's count, which it silently cuts to the data present), else what
+    libsndfile reads from the header (FLAC, OGG, AIFF...). None when the header does not say
+    (e.g. a streamed WAV, MP3, or formats only ffmpeg reads)."""
+    try:
+        frames = _wav_declared_frames(path)
+        if frames is not _NOT_WAV:
+            return frames
+        return int(sf.info(str(path)).frames) or None
+    except (OSError, RuntimeError, TypeError, ValueError, struct.error):
+        return None
+
+
+def truncation_note(path, decoded):
+    """``None``, or one line saying that ``path`` holds fewer samples (``decoded``) than its
+    header declares (a download or copy cut short)."""
+    declared = declared_frames(path)
+    if declared is None or decoded >= declared:
+        return None
+    return (f"truncated: its header declares {declared} samples per channel but only "
+            f"{decoded} could be decoded")
+
+
 def resample(audio, sr_in, sr_out, quality="HQ"):
     """Resample a ``(samples, channels)`` array with soxr; a no-op when the rates match."""
     audio = np.ascontiguousarray(audio, dtype=np.float32)
@@ -200,11 +261,13 @@ def fix_length(audio, length):
 def write_wav(path, audio, sr, subtype="float32"):
     """Write ``audio`` (``(samples, channels)`` or 1-D) to a WAV file atomically.
 
-    The data go to a temporary file in the destination directory, which then
-    replaces ``path`` with :func:`os.replace`; a failure leaves no partial file.
-    ``subtype`` is ``"float32"`` (default, no clipping) or ``"pcm16"`` /
-    ``"pcm24"`` (values are clipped to [-1, 1] first). The parent directory is
-    created if needed.
+    The file is encoded in memory and written through :func:`common.fileio.atomic_write`:
+    ``path`` appears only complete, and a full disk or an unwritable folder is one
+    :class:`common.fileio.OutputError` naming ``path`` and the cause (libsndfile writing to
+    a file itself would report a full disk only as "System error", and a Python file object
+    given to it turns the failure into a traceback printed from a C callback). ``subtype``
+    is ``"float32"`` (default, no clipping) or ``"pcm16"`` / ``"pcm24"`` (values are clipped
+    to [-1, 1] first). The parent directory is created if needed.
     """
     if subtype not in WAV_SUBTYPES:
         raise ValueError(f"unknown WAV subtype {subtype!r}; choose from {sorted(WAV_SUBTYPES)}")
@@ -212,8 +275,10 @@ def write_wav(path, audio, sr, subtype="float32"):
     data = np.asarray(audio, dtype=np.float32)
     if sf_subtype != "FLOAT":
         data = np.clip(data, -1.0, 1.0)
+    encoded = io.BytesIO()
+    sf.write(encoded, data, int(sr), subtype=sf_subtype, format="WAV")
     with atomic_write(path, "wb") as fh:
-        sf.write(fh, data, int(sr), subtype=sf_subtype, format="WAV")
+        fh.write(encoded.getbuffer())
     return Path(path)
 
 
@@ -297,7 +362,8 @@ def chunked_apply(fn, audio, chunk_len, overlap=0, pad_last=True, fade="cosine",
     * Model memory is bounded by the chunk size; the outputs (one array per
       name, full length) are accumulated in place.
     * ``progress``: ``True``/``False`` force the tqdm bar on/off; ``None`` shows
-      it when there are more than 3 chunks.
+      it when there are more than 3 chunks. Shown or not, Ctrl-C stops between chunks
+      (:func:`common.terminal.progress`).
     """
     audio = np.asarray(audio)
     if audio.ndim != 2:
@@ -313,19 +379,16 @@ def chunked_apply(fn, audio, chunk_len, overlap=0, pad_last=True, fade="cosine",
     if chunk_len < 1:
         raise ValueError(f"chunk_len must be positive, got {chunk_len}")
     if overlap < 0 or 2 * overlap > chunk_len:
-        raise ValueError(f"overlap must be in [0, chunk_len // 2], got {overlap} for chunk_len {chunk_len}")
+        raise ValueError(f"overlap must be in [0, chunk_len // 2], got {overlap} for "
+                         f"chunk_len {chunk_len}")
 
     starts = chunk_starts(total, chunk_len, overlap)
     show = len(starts) > 3 if progress is None else bool(progress)
     results = {}
-    iterator = starts
-    bar = None
-    if show:
-        from tqdm import tqdm
-        bar = tqdm(starts, desc=desc, unit="chunk", leave=False)
-        iterator = bar
+    hidden = {} if show else {"disable": True}  # shown bars still obey the no-progress env
+    bar = terminal_progress(starts, desc=desc, unit="chunk", leave=False, **hidden)
     try:
-        for k, start in enumerate(iterator):
+        for k, start in enumerate(bar):
             stop = min(start + chunk_len, total)
             n = stop - start
             chunk = audio[start:stop]
@@ -345,6 +408,5 @@ def chunked_apply(fn, audio, chunk_len, overlap=0, pad_last=True, fade="cosine",
                     raise ValueError(f"chunk {k}: output {name!r} changed channel count")
                 acc[start:stop] += (value[:n] * w).astype(np.float32)
     finally:
-        if bar is not None:
-            bar.close()
+        bar.close()
     return results

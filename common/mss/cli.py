@@ -1,17 +1,23 @@
 """Command lines shared by the music-source-separation papers' ``separate.py`` and ``eval.py``.
 
-A paper's ``cli`` module supplies only what is specific to its model: a function adding its
-model flags to a parser and a *factory maker* ``make_factory(args) -> factory``, where
-``factory()`` builds the separator (interface in :mod:`common.mss.separation`) and is picklable,
-so ``eval.py --jobs N`` can build one copy per worker process. Everything else lives here:
+A paper's ``cli`` module supplies only what is specific to its model (a :class:`Model`):
+a function adding its model flags to a parser, its published weight names, the options that
+change scores, and a *factory maker* ``make_factory(args, weights) -> factory``, where
+``factory()`` builds the separator (interface in :mod:`common.mss.separation`) from the local
+weights path and is picklable, so ``eval.py --jobs N`` can build one copy per worker process.
+Everything else lives here:
 
 * :func:`separate_main` / :func:`eval_main`: parse (YAML ``--config`` defaults, as every
   script), validate, build the separator once, run :func:`common.mss.separation.run_separation`
-  or :func:`common.mss.evaluation.run_evaluation`. ``separate.py`` checks every input before the
-  weights are fetched or a graph is built.
-* :func:`add_model_flag` / :func:`add_backend_flag`: ``--model`` (a published name or a path)
-  and ``--backend`` (``nnabla`` or ``onnx``); :func:`resolve_model` turns ``--model`` into a
-  local path (downloading published weights once into the cache).
+  or :func:`common.mss.evaluation.run_evaluation`. Both check the output folder before any
+  weights are fetched or loaded; ``separate.py`` also decodes every input first. ``eval.py``
+  records the model's fingerprint (:func:`model_fingerprint`) and the options that change
+  scores in its output folder, so a rerun with another model is refused, never reported
+  with the old scores.
+* :func:`add_model_flag` / :func:`add_backend_flag`: ``--model`` (a published name or a path;
+  the official ``-m`` / ``--model-dir`` spellings too) and ``--backend`` (``nnabla`` or
+  ``onnx``); :func:`resolve_model` turns ``--model`` into a local path (downloading
+  published weights once into the cache).
 * :func:`separator_factory`: the picklable ``functools.partial`` of a paper's separator
   builder with the compute context from ``--context/--device-id/--type-config``; refuses
   ``--jobs > 1`` on a GPU context (one GPU, one process).
@@ -24,28 +30,62 @@ so ``eval.py --jobs N`` can build one copy per worker process. Everything else l
 """
 import functools
 import os
+from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
 from common.cli import Parser
 from common.config import load_config
 from common.errors import UserError
+from common.fileio import check_output_location
 from common.mss.evaluation import add_eval_args, run_evaluation
 from common.mss.separation import add_separation_args, run_separation
 from common.pretrained import get_weights
+from common.results import fingerprint
 
-__all__ = ["add_model_flag", "add_backend_flag", "resolve_model", "training_config",
-           "separator_factory", "residual_name", "ResidualSeparator", "scored_targets",
-           "separate_main", "eval_main"]
+__all__ = ["Model", "add_model_flag", "add_backend_flag", "resolve_model", "model_fingerprint",
+           "training_config", "separator_factory", "residual_name", "ResidualSeparator",
+           "scored_targets", "separate_main", "eval_main"]
 
 BACKENDS = ("nnabla", "onnx")
 
 
+@dataclass(frozen=True)
+class Model:
+    """What a paper's ``separate.py`` / ``eval.py`` add to the shared command lines.
+
+    ``add_args(parser)``: the model flags; ``pretrained``: the published weight names
+    ``--model`` accepts; ``make_factory(args, weights)``: the picklable separator factory
+    for the local weights path; ``score_options``: the dests of the flags that change
+    what the separator outputs (recorded with ``eval.py``'s scores); ``chunk_dur``: the
+    default ``--chunk-dur``; ``separates``: what the model separates, for the scripts'
+    descriptions (e.g. "vocals / drums / bass / other with D3Net").
+
+    :meth:`separate_main` and :meth:`eval_main` are the paper's two entry points."""
+    add_args: object
+    pretrained: tuple
+    make_factory: object
+    score_options: tuple
+    chunk_dur: float
+    separates: str
+
+    def separate_main(self, argv=None):
+        return separate_main(argv, self, f"Separate songs into {self.separates}.")
+
+    def eval_main(self, argv=None):
+        return eval_main(argv, self, f"Separate every track of a MUSDB18 subset into "
+                                     f"{self.separates} and score it with museval (BSSEval "
+                                     "v4).")
+
+
 def add_model_flag(parser, pretrained, default, help):
-    """``--model`` with ``default`` (a published name); ``help`` describes the accepted paths."""
+    """``--model`` (also ``-m``, and ``--model-dir`` as the official D3Net scripts spell it)
+    with ``default`` (a published name); ``help`` describes the accepted paths."""
     names = ",".join(pretrained)
-    parser.add_argument("--model", default=default, metavar=f"{{{names},PATH.h5,DIR}}",
+    parser.add_argument("--model", "-m", default=default, metavar=f"{{{names},PATH.h5,DIR}}",
                         help=f"{help} (default: {default})")
+    parser.add_alias("--model-dir", "model")
     return parser
 
 
@@ -60,14 +100,33 @@ def resolve_model(model, pretrained):
     fetched (once) into the cache; anything else must be an existing file or folder. A
     published name wins over a same-named folder (write ``./name`` to mean the folder)."""
     if model in pretrained:
-        try:
-            return str(get_weights(model))
-        except UserError as exc:  # these scripts take a local copy through --model itself
-            raise UserError(str(exc).replace("--weights PATH", "--model PATH")) from None
+        return str(get_weights(model))
     if not os.path.exists(model):
         raise UserError(f"--model {model}: no such file or folder, and not one of "
                         f"{', '.join(pretrained)}")
     return model
+
+
+def model_fingerprint(path):
+    """``{file name: "size:sha256"}`` of the files a model at ``path`` is read from: the
+    weight file with the configs beside it that describe its network (``config.yaml`` of a
+    training run, ``<name>.yaml``), or every ``.h5`` / ``.yaml`` / ``.zip`` of a folder and
+    of its sub-folders one level down (official archives add one level)."""
+    path = Path(path)
+    if path.is_dir():
+        folders = [path] + sorted(d for d in path.iterdir() if d.is_dir())
+        files = [f for d in folders for f in sorted(d.iterdir())
+                 if f.is_file() and f.suffix.lower() in (".h5", ".yaml", ".zip")]
+    else:
+        files = [path] + [f for f in (path.with_suffix(".yaml"), path.parent / "config.yaml")
+                          if f.is_file()]
+    out = {}
+    for f in files:
+        name = str(f.relative_to(path)) if path.is_dir() else f.name
+        (out[name],) = fingerprint(f).values()  # one file: one entry
+    if not out:
+        raise UserError(f"--model {path}: no weight files (.h5, .zip) found")
+    return out
 
 
 def training_config(weights_path, name="config.yaml"):
@@ -131,25 +190,35 @@ def scored_targets(args):
     return targets
 
 
-def separate_main(argv, *, description, add_model_args, make_factory, chunk_dur):
-    """A ``separate.py``: the shared input/output flags plus ``add_model_args(parser)``;
-    ``make_factory(args)`` is called only after every input decoded successfully."""
+def _parser(model, add_io_args, description):
     parser = Parser(description=description)
-    add_separation_args(parser, chunk_dur=chunk_dur)
-    add_model_args(parser)
-    args = parser.parse_args(argv)
-    outputs = run_separation(args, lambda: make_factory(args)())
+    add_io_args(parser, chunk_dur=model.chunk_dur)
+    model.add_args(parser)
+    return parser
+
+
+def separate_main(argv, model, description):
+    """A ``separate.py``: the shared input/output flags plus ``model.add_args``; the weights
+    are fetched and the separator built only after the output folder was checked and every
+    input decoded successfully."""
+    args = _parser(model, add_separation_args, description).parse_args(argv)
+    outputs = run_separation(args, lambda: model.make_factory(
+        args, resolve_model(args.model, model.pretrained))())
     for folder in outputs:
         print(folder)
     return 0
 
 
-def eval_main(argv, *, description, add_model_args, make_factory, chunk_dur):
+def eval_main(argv, model, description):
     """An ``eval.py``: museval on a MUSDB18 subset with the shared flags of
-    :func:`common.mss.evaluation.add_eval_args` plus ``add_model_args(parser)``."""
-    parser = Parser(description=description)
-    add_eval_args(parser, chunk_dur=chunk_dur)
-    add_model_args(parser)
-    args = parser.parse_args(argv)
-    run_evaluation(args, make_factory(args), targets=scored_targets(args))  # prints the table
+    :func:`common.mss.evaluation.add_eval_args` plus ``model.add_args``. The output folder
+    is checked before the weights are fetched; it records the model's fingerprint and
+    ``model.score_options``."""
+    args = _parser(model, add_eval_args, description).parse_args(argv)
+    check_output_location(args.out_dir, "--out-dir")
+    weights = resolve_model(args.model, model.pretrained)
+    settings = {"model": model_fingerprint(weights),
+                **{name: getattr(args, name) for name in model.score_options}}
+    run_evaluation(args, model.make_factory(args, weights), targets=scored_targets(args),
+                   settings=settings)  # prints the table
     return 0

@@ -6,11 +6,18 @@
 
 * ``jobs > 1`` evaluates tracks in parallel worker *processes* (``spawn``
   start method). Each worker calls the picklable ``separator_factory`` once,
-  on its first track, and reuses that separator (one graph per worker).
+  on its first track, and reuses that separator (one graph per worker). Workers
+  ignore Ctrl-C: the main process stops them and reports in one line (exit 130).
 * Each finished track's scores are written at once, in museval's own JSON
   format, to ``<out_dir>/<subset>/<track name>.json`` (atomically), so an
   interrupted run resumes: tracks whose JSON exists and parses are skipped.
-  Use a fresh ``out_dir`` per model/configuration.
+  That reuse is only right for the same model and settings: with ``settings``
+  (what :func:`run_evaluation` passes: the model's fingerprint and every option that
+  changes a score) the folder is claimed with :func:`common.results.claim_results_folder`
+  and a rerun with another model or other settings is refused in one line.
+* The output folder is checked before anything is computed, and the dataset before
+  the model is built: an unreadable or incomplete MUSDB18 file is one line naming it
+  (:func:`common.data.musdb.check_tracks`), with nothing written.
 * The summary follows museval's ``EvalStore``: the median over a track's
   frames per (track, target, metric), then the median over tracks per
   (target, metric); NaN frames are ignored. It is computed by
@@ -24,15 +31,22 @@
 import json
 import multiprocessing
 import os
+import signal
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
+from common.cli import PositiveInt
+from common.data.musdb import DECODE_ERRORS, decode_error_text, open_musdb
 from common.errors import UserError
-from common.fileio import atomic_write
+from common.fileio import (atomic_path, atomic_write, check_output_location,
+                           refuse_overwriting_inputs)
 from common.mss.separation import add_chunk_args, check_chunk_args, separate_audio
+from common.results import claim_results_folder
+from common.terminal import check_interrupt, interrupt_message
+from common.terminal import progress as terminal_progress
 
 __all__ = [
     "METRICS",
@@ -62,13 +76,13 @@ def add_eval_args(parser, chunk_dur=0.0):
     parser.add_argument("--is-wav", action="store_true",
                         help="the root uses the decoded WAV layout (<track>/mixture.wav, ...) "
                              "instead of .stem.mp4 files")
-    parser.add_argument("--jobs", type=int, default=1, metavar="N",
+    parser.add_argument("--jobs", "--cores", type=PositiveInt, default=1, metavar="N",
                         help="evaluate N tracks in parallel processes, each with its own "
                              "model copy (default: 1)")
-    parser.add_argument("--out-dir", default=DEFAULT_OUT_DIR, metavar="DIR",
+    parser.add_argument("--out-dir", "-o", default=DEFAULT_OUT_DIR, metavar="DIR",
                         help="per-track JSON scores go to DIR/<subset>/, summary tables and "
                              f"plots to DIR/ (default: {DEFAULT_OUT_DIR}); finished tracks are "
-                             "skipped when rerun")
+                             "skipped when rerun with the same model and settings")
     parser.add_argument("--tracks", nargs="+", default=None, metavar="NAME",
                         help="evaluate only these tracks (names as in MUSDB18)")
     parser.add_argument("--save-estimates", action="store_true",
@@ -130,6 +144,28 @@ def _select_targets(separator_targets, requested):
     return available
 
 
+def _track_files(track):
+    """The files of a musdb track (its stem file, or its WAV files)."""
+    return sorted({track.path} | {src.path for src in track.sources.values()})
+
+
+def _decode(track):
+    """Decode the mixture and cache every source (museval reads the references from the
+    cache instead of decoding them again); an undecodable file is one line naming it."""
+    try:
+        for src in track.sources.values():
+            src.audio = np.asarray(src.audio)
+        return np.asarray(track.audio, dtype=np.float32)
+    except DECODE_ERRORS as exc:
+        where = track.path if not track.is_wav else Path(track.path).parent
+        raise UserError(f"{where}: cannot decode ({decode_error_text(exc)})") from None
+
+
+def _release(track):
+    for src in track.sources.values():
+        src.audio = None
+
+
 def _process_track(state, track):
     """Separate and score one track; write its JSON. Runs in the main process or a worker."""
     import museval
@@ -139,17 +175,23 @@ def _process_track(state, track):
         state["separator"] = state["factory"]()
     separator = state["separator"]
     targets = _select_targets(list(separator.targets), cfg["targets"])
-    mixture = np.asarray(track.audio, dtype=np.float32)
-    estimates, _ = separate_audio(separator, mixture, int(track.rate),
-                                  chunk_dur=cfg["chunk_dur"], chunk_overlap=cfg["chunk_overlap"],
-                                  progress=cfg["chunk_progress"])
-    estimates = {t: estimates[t].astype(np.float64) for t in targets}
-    if cfg["save_estimates"]:
-        from common.mss.audio import write_wav
-        est_dir = Path(cfg["out_dir"]) / "estimates" / track.subset / track.name
-        for t, est in estimates.items():
-            write_wav(est_dir / f"{t}.wav", est, int(track.rate))
-    scores = museval.eval_mus_track(track, estimates, output_dir=None)
+    mixture = _decode(track)
+    try:
+        estimates, _ = separate_audio(separator, mixture, int(track.rate),
+                                      chunk_dur=cfg["chunk_dur"],
+                                      chunk_overlap=cfg["chunk_overlap"],
+                                      progress=cfg["chunk_progress"])
+        estimates = {t: estimates[t].astype(np.float64) for t in targets}
+        if cfg["save_estimates"]:
+            from common.mss.audio import write_wav
+            est_dir = Path(cfg["out_dir"]) / "estimates" / track.subset / track.name
+            refuse_overwriting_inputs([est_dir / f"{t}.wav" for t in estimates],
+                                      _track_files(track), "--out-dir")
+            for t, est in estimates.items():
+                write_wav(est_dir / f"{t}.wav", est, int(track.rate))
+        scores = museval.eval_mus_track(track, estimates, output_dir=None)
+    finally:
+        _release(track)
     scores.validate()
     _atomic_write_text(track_json_path(cfg["out_dir"], track.subset, track.name), scores.json)
     return track.name
@@ -159,6 +201,9 @@ _WORKER_STATE = {}
 
 
 def _worker_init(factory, config):
+    # Ctrl-C in a terminal reaches every process of the group: the main process stops the
+    # workers itself, so they ignore it (no traceback from each of them).
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     # Only store; the separator is built lazily in the first task, so a failing
     # factory surfaces as a task error instead of endless worker restarts.
     _WORKER_STATE.clear()
@@ -167,6 +212,16 @@ def _worker_init(factory, config):
 
 def _worker_task(track):
     return _process_track(_WORKER_STATE, track)
+
+
+def _start_pool(ctx, processes, factory, config):
+    """The worker pool, started with SIGINT ignored so that the workers inherit that from
+    their first instruction on (Python keeps an ignored SIGINT ignored at start-up)."""
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        return ctx.Pool(processes, initializer=_worker_init, initargs=(factory, config))
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 # --------------------------------------------------------------------------- aggregation
@@ -227,8 +282,11 @@ def _box_plot(per_track, order, path, title):
     ax.set_title(title)
     ax.grid(axis="y", alpha=0.3)
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    try:
+        with atomic_path(path) as tmp:
+            fig.savefig(tmp, dpi=100)
+    finally:
+        plt.close(fig)
 
 
 @dataclass
@@ -245,22 +303,10 @@ class EvalResult:
 # --------------------------------------------------------------------------- driver
 
 def _load_tracks(root, subset, is_wav, tracks):
-    import musdb
-
     root_path = Path(root).expanduser()
     if not root_path.is_dir():
         raise UserError(f"MUSDB18 root not found: '{root}'")
-    if not (root_path / subset).is_dir():
-        raise UserError(f"'{root}' has no '{subset}/' folder; is it a MUSDB18 root?")
-    try:
-        db = musdb.DB(root=str(root_path), subsets=subset, is_wav=is_wav)
-    except Exception as exc:  # musdb/stempeg raise assorted errors for broken trees
-        msg = str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__
-        raise UserError(f"cannot read MUSDB18 at '{root}': {msg}") from None
-    found = list(db.tracks)
-    if not found:
-        hint = "" if is_wav else " (for <track>/mixture.wav folders pass --is-wav)"
-        raise UserError(f"no MUSDB18 tracks found in '{root_path / subset}'{hint}")
+    found = list(open_musdb(root_path, subset=subset, split=None, is_wav=is_wav).tracks)
     if tracks:
         names = {t.name for t in found}
         unknown = [t for t in tracks if t not in names]
@@ -273,7 +319,8 @@ def _load_tracks(root, subset, is_wav, tracks):
 
 def evaluate_musdb(separator_factory, root, subset="test", is_wav=False,
                    out_dir=DEFAULT_OUT_DIR, jobs=1, targets=None, tracks=None, chunk_dur=0.0,
-                   chunk_overlap=None, save_estimates=False, progress=True, quiet=False):
+                   chunk_overlap=None, save_estimates=False, progress=True, quiet=False,
+                   settings=None):
     """Separate and score MUSDB18 tracks; return an :class:`EvalResult`.
 
     ``separator_factory()`` builds a separator (interface in
@@ -284,6 +331,11 @@ def evaluate_musdb(separator_factory, root, subset="test", is_wav=False,
     are needed). ``tracks`` restricts the track names. Tracks with an existing
     JSON in ``<out_dir>/<subset>/`` (containing the requested ``targets``) are
     not separated again. The summary is printed unless ``quiet``.
+
+    ``settings`` (a JSON-able dict: the model's fingerprint and its options that change
+    scores) makes ``out_dir`` record what produced its scores, together with the dataset
+    and chunking options of this call; a folder holding another model's or other settings'
+    scores is then refused in one line (see :func:`common.results.claim_results_folder`).
 
     Worker processes are started with ``spawn``, which re-imports the calling
     script: its entry point must sit under ``if __name__ == "__main__":``.
@@ -298,8 +350,13 @@ def evaluate_musdb(separator_factory, root, subset="test", is_wav=False,
         if bad:
             raise UserError(f"targets {bad} have no MUSDB18 reference; "
                             f"choose from {list(MUSDB_TARGETS)}")
-    selected = _load_tracks(root, subset, is_wav, tracks)
     out_dir = Path(out_dir)
+    check_output_location(out_dir, "--out-dir")
+    selected = _load_tracks(root, subset, is_wav, tracks)
+    if settings is not None:
+        claim_results_folder(out_dir, dict(
+            settings, root=str(Path(root).expanduser().resolve()), is_wav=bool(is_wav),
+            chunk_dur=chunk_dur, chunk_overlap=chunk_overlap), "*/*.json")
     todo = [t for t in selected
             if not _is_done(track_json_path(out_dir, t.subset, t.name), targets)]
     skipped = [t.name for t in selected if t not in todo]
@@ -310,25 +367,39 @@ def evaluate_musdb(separator_factory, root, subset="test", is_wav=False,
                   chunk_overlap=chunk_overlap, save_estimates=bool(save_estimates),
                   chunk_progress=False if (jobs > 1 or not progress) else None)
 
-    from tqdm import tqdm
-    bar = tqdm(total=len(selected), initial=len(skipped), desc=f"MUSDB18 {subset}",
-               unit="track", disable=not progress, file=sys.stderr)
+    bar = terminal_progress(total=len(selected), initial=len(skipped), desc=f"MUSDB18 {subset}",
+                            unit="track", **({} if progress else {"disable": True}))
     evaluated = []
+
+    def interrupted():
+        return (f"interrupted; {len(evaluated) + len(skipped)} of {len(selected)} track(s) "
+                f"are scored in {out_dir / subset}; run the same command again to score "
+                "the rest")
+
     try:
-        if todo and (jobs == 1 or len(todo) == 1):
-            state = {"factory": separator_factory, "config": config}
-            for track in todo:
-                bar.set_postfix_str(track.name[:40])
-                evaluated.append(_process_track(state, track))
-                bar.update(1)
-        elif todo:
-            ctx = multiprocessing.get_context("spawn")
-            with ctx.Pool(min(jobs, len(todo)), initializer=_worker_init,
-                          initargs=(separator_factory, config)) as pool:
-                for name in pool.imap_unordered(_worker_task, todo, chunksize=1):
-                    evaluated.append(name)
-                    bar.set_postfix_str(name[:40])
+        with interrupt_message(interrupted):
+            if todo and (jobs == 1 or len(todo) == 1):
+                state = {"factory": separator_factory, "config": config}
+                for track in todo:
+                    bar.set_postfix_str(track.name[:40])
+                    evaluated.append(_process_track(state, track))  # stops between chunks
                     bar.update(1)
+                    check_interrupt()
+            elif todo:
+                ctx = multiprocessing.get_context("spawn")
+                with _start_pool(ctx, min(jobs, len(todo)), separator_factory,
+                                 config) as pool:
+                    results = pool.imap_unordered(_worker_task, todo, chunksize=1)
+                    while len(evaluated) < len(todo):
+                        try:  # wake up regularly to notice Ctrl-C
+                            name = results.next(timeout=0.2)
+                        except multiprocessing.TimeoutError:
+                            check_interrupt()
+                            continue
+                        evaluated.append(name)
+                        bar.set_postfix_str(name[:40])
+                        bar.update(1)
+                        check_interrupt()
     finally:
         bar.close()
 
@@ -348,7 +419,8 @@ def evaluate_musdb(separator_factory, root, subset="test", is_wav=False,
     _atomic_write_text(files["csv"], table.to_csv(float_format="%.5f"))
     _atomic_write_text(files["markdown"], _markdown(table, title))
     _atomic_write_text(files["per_track"], per_track.to_csv(float_format="%.5f"))
-    store.save(files["pandas"])
+    with atomic_path(files["pandas"]) as tmp:
+        store.save(tmp)
     _box_plot(per_track, order, files["sdr_plot"], f"MUSDB18 {subset}: SDR per track")
     if not quiet:
         print(title)
@@ -357,11 +429,12 @@ def evaluate_musdb(separator_factory, root, subset="test", is_wav=False,
                       skipped=skipped, files=files)
 
 
-def run_evaluation(args, separator_factory, targets=None):
-    """Run an ``eval.py`` from arguments parsed with :func:`add_eval_args`."""
+def run_evaluation(args, separator_factory, targets=None, settings=None):
+    """Run an ``eval.py`` from arguments parsed with :func:`add_eval_args` (``settings``: see
+    :func:`evaluate_musdb`)."""
     return evaluate_musdb(separator_factory, args.root, subset=args.subset, is_wav=args.is_wav,
                           out_dir=args.out_dir, jobs=args.jobs, targets=targets,
                           tracks=args.tracks, chunk_dur=args.chunk_dur,
                           chunk_overlap=args.chunk_overlap,
                           save_estimates=getattr(args, "save_estimates", False),
-                          progress=not getattr(args, "no_progress", False))
+                          progress=not getattr(args, "no_progress", False), settings=settings)

@@ -23,14 +23,23 @@ input's own rate, crops/pads to the input's exact length and writes
 
 Failure rules:
 
+* **The output folder is checked first** (a path under a file, a read-only or
+  unwritable location: one line), before any input is decoded or the model loads.
 * **All inputs are decoded and checked before anything is written.** If any is
   unusable (missing, empty, not audio, NaN samples...) or two inputs would
   write to the same folder, the run stops with one ``UserError`` line listing
-  the problems and writes nothing.
+  the problems and writes nothing. An input holding fewer samples than its header
+  declares (a file cut short) is separated as far as it goes, with one warning line
+  giving both lengths.
+* No output may replace an input of the same call (``--out-dir`` pointing into the
+  inputs' folders with a target name as file name): refused in one line before
+  anything is written.
 * Each input's targets are written into a hidden temporary folder inside
   ``--out-dir`` and moved into place only when every target succeeded, so an
-  input never ends up with a partial set of files. Inputs finished earlier in
-  the same run keep their (complete) results if a later one fails.
+  input never ends up with a partial set of files; every file is written
+  atomically, so a full disk is one line naming the file and leaves no partial
+  file. Inputs finished earlier in the same run keep their (complete) results if a
+  later one fails or Ctrl-C stops the run (it stops between chunks or inputs).
 * Existing ``<target>.wav`` files in an input's folder are replaced.
 """
 import os
@@ -43,17 +52,13 @@ from pathlib import Path
 
 import numpy as np
 
+from common.cli import NonNegativeFloat
 from common.errors import UserError
-from common.fileio import default_mode
-from common.mss.audio import (
-    WAV_SUBTYPES,
-    chunked_apply,
-    fix_length,
-    load_audio,
-    resample,
-    to_stereo,
-    write_wav,
-)
+from common.fileio import (OutputError, check_output_location, default_mode,
+                           refuse_overwriting_inputs)
+from common.mss.audio import (WAV_SUBTYPES, chunked_apply, fix_length, load_audio, resample,
+                              to_stereo, truncation_note, write_wav)
+from common.terminal import check_interrupt, interrupt_message
 
 __all__ = [
     "AudioInput",
@@ -73,12 +78,14 @@ DEFAULT_OUT_DIR = "separated"
 
 @dataclass(frozen=True)
 class AudioInput:
-    """An input file that :func:`validate_inputs` decoded successfully."""
+    """An input file that :func:`validate_inputs` decoded successfully; ``warning`` says
+    what is odd about it (e.g. cut short), or is None."""
     path: Path
     stem: str
     sample_rate: int
     num_samples: int
     channels: int
+    warning: str = None
 
 
 # --------------------------------------------------------------------------- CLI flags
@@ -87,11 +94,11 @@ def add_chunk_args(parser, chunk_dur=0.0):
     """``--chunk-dur`` / ``--chunk-overlap`` (shared by separation and evaluation);
     ``chunk_dur`` is the script's default (0 = off)."""
     parser.add_argument(
-        "--chunk-dur", type=float, default=chunk_dur, metavar="SEC",
+        "--chunk-dur", type=NonNegativeFloat, default=chunk_dur, metavar="SEC",
         help="separate in chunks of this many seconds to bound memory "
              f"(0 = whole file at once, the exact unchunked result; default: {chunk_dur:g})")
     parser.add_argument(
-        "--chunk-overlap", type=float, default=None, metavar="SEC",
+        "--chunk-overlap", type=NonNegativeFloat, default=None, metavar="SEC",
         help="seconds consecutive chunks overlap and cross-fade over; at most half of "
              "--chunk-dur (default: min(1, chunk-dur / 4))")
     return parser
@@ -100,9 +107,12 @@ def add_chunk_args(parser, chunk_dur=0.0):
 def add_separation_args(parser, chunk_dur=0.0):
     """Add the model-independent flags of a ``separate.py`` script to ``parser``;
     ``chunk_dur`` is the default of ``--chunk-dur``."""
-    parser.add_argument("inputs", nargs="+", metavar="INPUT",
+    # Both spellings extend one list: `separate.py a.wav -i b.wav` separates both.
+    parser.add_argument("inputs", nargs="*", action="extend", default=[], metavar="INPUT",
                         help="audio file(s) to separate; any format ffmpeg can decode")
-    parser.add_argument("--out-dir", default=DEFAULT_OUT_DIR, metavar="DIR",
+    parser.add_argument("--inputs", "-i", dest="inputs", nargs="+", action="extend",
+                        metavar="INPUT", help="more input files (the official scripts' flag)")
+    parser.add_argument("--out-dir", "-o", default=DEFAULT_OUT_DIR, metavar="DIR",
                         help="estimates go to DIR/<input name>/<target>.wav "
                              f"(default: {DEFAULT_OUT_DIR})")
     add_chunk_args(parser, chunk_dur)
@@ -115,7 +125,8 @@ def add_separation_args(parser, chunk_dur=0.0):
 
 
 def check_chunk_args(chunk_dur, chunk_overlap):
-    """Validate chunk settings in seconds; return ``(chunk_dur, overlap)`` with the default filled in.
+    """Validate chunk settings in seconds; return ``(chunk_dur, overlap)``, the default
+    overlap filled in.
 
     ``chunk_dur`` 0/None means chunking off (overlap is then 0). A ``None``
     overlap becomes ``min(1, chunk_dur / 4)``.
@@ -181,7 +192,8 @@ def validate_inputs(inputs):
             problems.append(str(exc))
             continue
         item = AudioInput(path=path, stem=output_stem(path), sample_rate=sr,
-                          num_samples=audio.shape[0], channels=audio.shape[1])
+                          num_samples=audio.shape[0], channels=audio.shape[1],
+                          warning=truncation_note(path, audio.shape[0]))
         del audio
         if item.stem in by_stem:
             problems.append(f"'{by_stem[item.stem]}' and '{path}' would both write to "
@@ -280,7 +292,7 @@ def separate_files(inputs, separator, out_dir=DEFAULT_OUT_DIR, chunk_dur=0.0,
     ``log`` receives one-line status messages (default: stderr).
     See the module docstring for the failure rules.
     """
-    check_separator(separator)
+    _, targets = check_separator(separator)
     chunk_dur, chunk_overlap = check_chunk_args(chunk_dur, chunk_overlap)
     if wav_format not in WAV_SUBTYPES:
         raise UserError(f"unknown WAV format {wav_format!r}")
@@ -293,43 +305,45 @@ def separate_files(inputs, separator, out_dir=DEFAULT_OUT_DIR, chunk_dur=0.0,
         raise UserError(f"several inputs would write to the same folder(s) {dup}; rename them")
 
     out_dir = Path(out_dir)
-    if out_dir.exists() and not out_dir.is_dir():
-        raise UserError(f"--out-dir '{out_dir}' exists and is not a folder")
+    check_output_location(out_dir, "--out-dir")
     for item in items:
         if (out_dir / item.stem).exists() and not (out_dir / item.stem).is_dir():
             raise UserError(f"cannot write estimates: '{out_dir / item.stem}' exists and is "
                             "not a folder (nothing was written)")
+    refuse_overwriting_inputs([out_dir / i.stem / f"{t}.wav" for i in items for t in targets],
+                              [i.path for i in items], "--out-dir")
     created_out_dir = not out_dir.exists()
     written = []
+
+    def interrupted():
+        return (f"interrupted; {len(written)} of {len(items)} input(s) separated into "
+                f"{out_dir} (each of them complete)")
+
     try:
-        out_dir.mkdir(parents=True, exist_ok=True)
-        for n, item in enumerate(items, 1):
-            t0 = time.time()
-            if log:
-                log(f"[{n}/{len(items)}] {item.path} ({item.num_samples / item.sample_rate:.1f} s, "
-                    f"{item.sample_rate} Hz, {item.channels} ch)")
-            audio, sr = load_audio(item.path)
-            estimates, warning = separate_audio(
-                separator, audio, sr, chunk_dur=chunk_dur, chunk_overlap=chunk_overlap,
-                pad_last=pad_last, fade=fade, progress=None if progress else False)
-            del audio
-            if warning and log:
-                log(f"warning: {item.path}: {warning}")
-            final_dir = out_dir / item.stem
-            tmp_dir = Path(tempfile.mkdtemp(prefix=f".{item.stem}.partial-", dir=out_dir))
-            os.chmod(tmp_dir, default_mode(directory=True))
-            try:
-                names = []
-                for target, est in estimates.items():
-                    names.append(f"{target}.wav")
-                    write_wav(tmp_dir / names[-1], est, sr, subtype=wav_format)
-                _commit(tmp_dir, final_dir, names)
-            finally:
-                if tmp_dir.exists():
-                    shutil.rmtree(tmp_dir, ignore_errors=True)
-            written.append(final_dir)
-            if log:
-                log(f"      -> {final_dir}/ ({', '.join(estimates)}) in {time.time() - t0:.1f} s")
+        with interrupt_message(interrupted):
+            out_dir.mkdir(parents=True, exist_ok=True)
+            for n, item in enumerate(items, 1):
+                check_interrupt()
+                t0 = time.time()
+                if log:
+                    log(f"[{n}/{len(items)}] {item.path} "
+                        f"({item.num_samples / item.sample_rate:.1f} s, "
+                        f"{item.sample_rate} Hz, {item.channels} ch)")
+                    if item.warning:
+                        log(f"warning: {item.path}: {item.warning}")
+                audio, sr = load_audio(item.path)
+                estimates, warning = separate_audio(
+                    separator, audio, sr, chunk_dur=chunk_dur, chunk_overlap=chunk_overlap,
+                    pad_last=pad_last, fade=fade, progress=None if progress else False)
+                del audio
+                if warning and log:
+                    log(f"warning: {item.path}: {warning}")
+                final_dir = out_dir / item.stem
+                _write_estimates(estimates, sr, out_dir, final_dir, wav_format)
+                written.append(final_dir)
+                if log:
+                    log(f"      -> {final_dir}/ ({', '.join(estimates)}) "
+                        f"in {time.time() - t0:.1f} s")
     finally:
         # Leave no empty --out-dir behind if this call created it and wrote nothing.
         if created_out_dir and not written and out_dir.is_dir() and not any(out_dir.iterdir()):
@@ -337,17 +351,40 @@ def separate_files(inputs, separator, out_dir=DEFAULT_OUT_DIR, chunk_dur=0.0,
     return written
 
 
+def _write_estimates(estimates, sr, out_dir, final_dir, wav_format):
+    """Write one input's estimates into a hidden folder, then move them to ``final_dir``."""
+    try:
+        tmp_dir = Path(tempfile.mkdtemp(prefix=f".{final_dir.name}.partial-", dir=out_dir))
+        os.chmod(tmp_dir, default_mode(directory=True))
+    except OSError as exc:
+        raise OutputError(f"cannot write in {out_dir}: {exc.strerror or exc}") from None
+    try:
+        names = []
+        for target, est in estimates.items():
+            names.append(f"{target}.wav")
+            try:
+                write_wav(tmp_dir / names[-1], est, sr, subtype=wav_format)
+            except OutputError as exc:  # name the file the user asked for, not the temp one
+                raise OutputError(str(exc).replace(str(tmp_dir), str(final_dir))) from None
+        _commit(tmp_dir, final_dir, names)
+    finally:
+        if tmp_dir.exists():
+            shutil.rmtree(tmp_dir, ignore_errors=True)
+
+
 def run_separation(args, make_separator, log=_log):
     """Run a ``separate.py`` from arguments parsed with :func:`add_separation_args`.
 
-    Validates the chunk flags and every input first, then calls
-    ``make_separator()`` (so a bad input fails before the model loads) and
-    separates. Returns the list of output folders.
+    Checks the chunk flags and the output folder, then decodes every input, then calls
+    ``make_separator()`` (so a bad input or output location fails before the model
+    loads) and separates. Returns the list of output folders.
     """
     check_chunk_args(args.chunk_dur, args.chunk_overlap)
+    check_output_location(args.out_dir, "--out-dir")
     items = validate_inputs(args.inputs)
     separator = make_separator()
     return separate_files(items, separator, out_dir=args.out_dir, chunk_dur=args.chunk_dur,
                           chunk_overlap=args.chunk_overlap,
                           wav_format=getattr(args, "wav_format", "float32"),
                           progress=not getattr(args, "no_progress", False), log=log)
+

@@ -36,9 +36,10 @@ class GraphRunner:
     """Runs a network function on numpy arrays in test mode, building its graph once per
     input shape and reusing it (see :class:`GraphCache`).
 
-    ``network(x_var) -> y_var`` builds the graph; ``context`` is anything
-    :func:`common.context.resolve_context` accepts. ``runner(x) -> y`` copies ``y`` out;
-    intermediate buffers are freed after every call.
+    ``network(x_var)`` builds the graph and returns its output variable, or a tuple of them;
+    ``context`` is anything :func:`common.context.resolve_context` accepts. ``runner(x)``
+    returns a copy of the output (a tuple of copies for several outputs); intermediate
+    buffers are freed after every call.
     """
 
     def __init__(self, network, context=None, max_cached=2):
@@ -54,21 +55,26 @@ class GraphRunner:
 
     def _build(self, shape):
         import nnabla as nn
+        import nnabla.functions as F
 
         from common.context import context_scope
 
         with nn.auto_forward(False), context_scope(self.ctx):
             x = nn.Variable(shape)
             y = self.network(x)
-            y.persistent = True
-        return x, y
+            outputs = y if isinstance(y, tuple) else (y,)
+            for v in outputs:
+                v.persistent = True
+            end = outputs[0] if len(outputs) == 1 else F.sink(*outputs)
+        return x, outputs, end
 
     def __call__(self, x):
         x = np.ascontiguousarray(x, dtype=np.float32)
-        xv, yv = self._graph(x.shape)
+        xv, outputs, end = self._graph(x.shape)
         xv.d = x
-        yv.forward(clear_buffer=True)
-        return yv.d.copy()
+        end.forward(clear_buffer=True)
+        ys = tuple(v.d.copy() for v in outputs)
+        return ys if len(ys) > 1 else ys[0]
 
 
 def import_backend(package, module="onnx_backend", attr="build_onnx_runner"):

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from common.cli import NonNegativeFloat, NonNegativeInt, Parser, PositiveFloat, PositiveInt
-from common.errors import run_cli
+from common.cli import run_cli
 from common.terminal import progress
 
 

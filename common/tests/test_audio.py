@@ -6,16 +6,12 @@ import numpy as np
 import pytest
 import soundfile as sf
 
+from common.dev.testing import SmallDisk
 from common.errors import UserError
+from common.fileio import OutputError
 from common.mss import audio as A
-from common.mss.audio import (
-    chunk_starts,
-    chunked_apply,
-    crossfade_window,
-    load_audio,
-    to_stereo,
-    write_wav,
-)
+from common.mss.audio import (chunk_starts, chunked_apply, crossfade_window, declared_frames,
+                              load_audio, to_stereo, truncation_note, write_wav)
 
 SR = 44100
 needs_ffmpeg = pytest.mark.usefixtures("ffmpeg")
@@ -80,7 +76,8 @@ def test_lossy_formats(ref, name, codec):
     a, sr = load_audio(d / name)
     assert sr == SR and a.shape[1] == 2 and a.dtype == np.float32
     assert abs(a.shape[0] - x.shape[0]) < 4096  # codec priming/padding only
-    rms = lambda v: float(np.sqrt(np.mean(v.astype(np.float64) ** 2)))
+    def rms(v):
+        return float(np.sqrt(np.mean(v.astype(np.float64) ** 2)))
     assert rms(a) == pytest.approx(rms(x), rel=0.15)
     # The two channels keep their identity (different tones, different order).
     spec = np.abs(np.fft.rfft(a[2048:2048 + 32768], axis=0))
@@ -222,6 +219,56 @@ def test_write_wav_failure_keeps_old_file(tmp_path, monkeypatch):
         write_wav(target, np.zeros((10, 1), np.float32), SR)
     assert target.read_bytes() == before
     assert os.listdir(tmp_path) == ["keep.wav"]
+
+
+def test_write_wav_on_a_full_disk_is_one_output_error_and_no_file(tmp_path):
+    with SmallDisk(tmp_path / "disk", 64 * 1024) as disk:
+        if not disk.mounted:
+            pytest.fail("needs root to mount a small tmpfs (make test runs as root)")
+        target = tmp_path / "disk" / "big.wav"
+        with pytest.raises(OutputError, match="No space left") as info:
+            write_wav(target, np.zeros((44100, 2), np.float32), SR)
+        assert str(target) in str(info.value) and "\n" not in str(info.value)
+        assert os.listdir(tmp_path / "disk") == []
+
+
+# --------------------------------------------------------------------------- truncation
+
+def _cut(path, keep):
+    data = path.read_bytes()
+    path.write_bytes(data[:keep])
+
+
+@pytest.mark.parametrize("subtype", ["PCM_16", "FLOAT"])
+def test_truncated_wav_declares_more_than_it_holds(tmp_path, subtype):
+    path = tmp_path / "x.wav"
+    sf.write(path, tone(SR, SR, 2), SR, subtype=subtype)
+    assert declared_frames(path) == SR and truncation_note(path, SR) is None
+    _cut(path, path.stat().st_size // 2)
+    decoded = load_audio(path)[0].shape[0]
+    assert declared_frames(path) == SR and 0 < decoded < SR  # libsndfile reads what is there
+    note = truncation_note(path, decoded)
+    assert f"declares {SR} samples" in note and f"only {decoded} could" in note
+
+
+def test_truncated_flac_is_decoded_as_far_as_it_goes(tmp_path, ffmpeg):
+    path = tmp_path / "x.flac"
+    sf.write(path, tone(SR, SR, 2), SR)
+    _cut(path, path.stat().st_size // 2)
+    audio, _ = load_audio(path)  # libsndfile gives up mid-way; ffmpeg decodes what it can
+    assert 0 < audio.shape[0] < SR
+    assert f"declares {SR} samples" in truncation_note(path, audio.shape[0])
+
+
+def test_declared_frames_unknown_for_streamed_or_headerless_files(tmp_path):
+    path = tmp_path / "x.wav"
+    sf.write(path, tone(100, SR, 1), SR, subtype="PCM_16")
+    data = bytearray(path.read_bytes())
+    data[data.index(b"data") + 4:data.index(b"data") + 8] = b"\xff\xff\xff\xff"  # streamed
+    path.write_bytes(bytes(data))
+    assert declared_frames(path) is None
+    (tmp_path / "t.txt").write_text("not audio")
+    assert declared_frames(tmp_path / "t.txt") is None
 
 
 # --------------------------------------------------------------------------- chunking

@@ -18,12 +18,9 @@ import numpy as np
 import pytest
 
 from common.errors import UserError
-from common.train.checkpoint import (
-    CheckpointError,
-    CheckpointManager,
-    load_checkpoint,
-    load_parameters_only,
-)
+from common.fileio import OutputError
+from common.train.checkpoint import (CheckpointError, CheckpointManager, load_checkpoint,
+                                     load_parameters_only)
 from common.train.seeding import seed_everything
 
 SCRIPT = Path(__file__).with_name("_ckpt_train_script.py")
@@ -202,12 +199,17 @@ def test_failed_write_leaves_no_partial_file(tmp_path, monkeypatch):
     mgr = CheckpointManager(tmp_path)
     good = mgr.save(1, solvers)
 
-    def broken_savez(f, **arrays):
-        f.write(b"PK\x03\x04 partial bytes")
-        raise OSError("disk full")
+    real_write_array = np.lib.format.write_array
+    written = []
 
-    monkeypatch.setattr(np, "savez", broken_savez)
-    with pytest.raises(OSError, match="disk full"):
+    def write_until_full(fh, array, **kw):
+        if written:
+            raise OSError(28, "No space left on device")
+        written.append(1)
+        real_write_array(fh, array, **kw)
+
+    monkeypatch.setattr(np.lib.format, "write_array", write_until_full)
+    with pytest.raises(OutputError, match="No space left"):
         mgr.save(2, solvers)
     assert sorted(p.name for p in tmp_path.iterdir()) == [good.name]
     monkeypatch.undo()

@@ -7,8 +7,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from common.cli import (Bounded, FiniteFloat, NonNegativeInt, Parser, PositiveFloat,
-                        PositiveInt)
+from common.cli import Bounded, FiniteFloat, NonNegativeInt, Parser, PositiveFloat, PositiveInt
 from common.config import load_config, save_config
 from common.errors import UserError
 from common.fileio import atomic_write
@@ -112,7 +111,8 @@ def test_malformed_files(tmp_path, capsys, text, fragment):
 
 
 def test_missing_file(tmp_path, capsys):
-    line = error_of(capsys, lambda: make_parser().parse_args(["--config", str(tmp_path / "no.yaml")]))
+    missing = str(tmp_path / "no.yaml")
+    line = error_of(capsys, lambda: make_parser().parse_args(["--config", missing]))
     assert "does not exist" in line
     with pytest.raises(UserError, match="does not exist"):
         load_config(tmp_path / "no.yaml")
@@ -219,3 +219,25 @@ def test_hidden_alias_sets_the_same_option(capsys):
     assert "--outdir" not in p.format_help()
     with pytest.raises(ValueError):
         p.add_alias("--out-dir", "out_dir")
+
+
+def test_unknown_flag_is_reported_before_a_missing_required_one():
+    p = Parser(prog="x")
+    p.add_argument("--output", required=True)
+    with pytest.raises(UserError, match="unrecognized arguments: --bogus"):
+        p.parse_args(["--bogus"])
+    with pytest.raises(UserError, match="required: --output"):
+        p.parse_args([])
+
+
+def test_smoke_config_only_without_root_or_config(tmp_path):
+    smoke = write(tmp_path / "smoke.yaml", "epochs: 2\n")
+    recipe = write(tmp_path / "recipe.yaml", "epochs: 160\n")
+    p = Parser(prog="x", smoke_config=str(smoke), smoke_unless=("root",))
+    p.add_argument("--root", "--data-dir", default=None)
+    p.add_argument("--epochs", type=PositiveInt, default=100)
+    assert p.parse_args([]).epochs == 2 and p.smoke_used
+    assert p.parse_args(["--root", "d"]).epochs == 100 and not p.smoke_used
+    assert p.parse_args(["--data-dir=d"]).epochs == 100
+    assert p.parse_args(["--config", str(recipe)]).epochs == 160 and not p.smoke_used
+    assert p.parse_args(["--epochs", "5"]).epochs == 5 and p.smoke_used

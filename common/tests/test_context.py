@@ -69,7 +69,7 @@ def test_cudnn_without_extension_names_the_package():
 
 @pytest.mark.skipif(HAS_CUDA, reason="checks the message shown when the CUDA extension is absent")
 def test_cli_prints_one_error_line_and_exits_2():
-    code = ("import argparse; from common.errors import run_cli; "
+    code = ("import argparse; from common.cli import run_cli; "
             "from common.context import add_context_args, context_from_args\n"
             "def main(argv):\n"
             "    context_from_args(add_context_args(argparse.ArgumentParser()).parse_args(argv))\n"

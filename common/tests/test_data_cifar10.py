@@ -1,4 +1,7 @@
+import os
 import pickle
+import struct
+import subprocess
 
 import numpy as np
 import pytest
@@ -63,8 +66,10 @@ def test_missing_everything_gives_instructions(tmp_path):
 def test_missing_batch_and_unextracted_tarball(tmp_path):
     _make_cifar(tmp_path)
     (tmp_path / "cifar-10-batches-py" / "data_batch_3").unlink()
-    with pytest.raises(UserError, match="data_batch_3"):
+    with pytest.raises(UserError) as info:
         cifar10.load_cifar10(tmp_path, "train")
+    expected = tmp_path / "cifar-10-batches-py" / "data_batch_3"
+    assert str(info.value).startswith(f"{expected}: no such file; the extraction is incomplete")
     cifar10.load_cifar10(tmp_path, "test")  # test split still fine
     other = tmp_path / "o"
     other.mkdir()
@@ -73,15 +78,134 @@ def test_missing_batch_and_unextracted_tarball(tmp_path):
         cifar10.load_cifar10(other)
 
 
-def test_corrupt_batch(tmp_path):
+def _py2_batch_pickle(data, labels):
+    """A batch pickled the way the official files were (Python 2 cPickle, protocol 2): byte
+    strings as BINSTRING, the array through numpy.core.multiarray._reconstruct."""
+    def short(b):
+        return b"U" + bytes([len(b)]) + b
+
+    n = data.shape[0]
+    array = (b"cnumpy.core.multiarray\n_reconstruct\ncnumpy\nndarray\n"
+             + b"K\x00\x85" + short(b"b") + b"\x87R"                      # _reconstruct(...)
+             + b"(K\x01" + b"M" + struct.pack("<H", n) + b"M\x00\x0c\x86"  # state: 1, shape
+             + b"cnumpy\ndtype\n" + short(b"u1") + b"K\x00K\x01\x87R"   # dtype('u1', 0, 1)
+             + b"(K\x03" + short(b"|") + b"NNNJ\xff\xff\xff\xffJ\xff\xff\xff\xffK\x00tb"
+             + b"\x89T" + struct.pack("<I", data.size) + data.tobytes() + b"tb")
+    label_list = b"](" + b"".join(b"K" + bytes([v]) for v in labels) + b"e"
+    return (b"\x80\x02}(" + short(b"batch_label") + short(b"training batch 1 of 5")
+            + short(b"data") + array + short(b"labels") + label_list + b"u.")
+
+
+def test_reads_python2_protocol2_batches_like_the_official_files(tmp_path):
+    _make_cifar(tmp_path)
+    rng = np.random.default_rng(5)
+    data = rng.integers(0, 256, size=(4, 3072), dtype=np.uint8)
+    path = tmp_path / "cifar-10-batches-py" / "test_batch"
+    path.write_bytes(_py2_batch_pickle(data, [3, 1, 4, 1]))
+    x, y = cifar10.read_batch(path)
+    assert np.array_equal(x, data) and y.tolist() == [3, 1, 4, 1]
+    assert pickle.loads(path.read_bytes(), encoding="bytes")[b"data"].shape == (4, 3072)
+
+
+@pytest.mark.parametrize("protocol", [2, 4, 5])
+def test_every_pickle_protocol_of_python3_loads(tmp_path, protocol):
+    data = np.arange(2 * 3072, dtype=np.int64).astype(np.uint8).reshape(2, 3072)
+    path = tmp_path / "data_batch_1"
+    with open(path, "wb") as f:
+        pickle.dump({b"data": data, b"labels": [np.int64(7), 2], b"batch_label": b"x"}, f,
+                    protocol=protocol)
+    x, y = cifar10.read_batch(path)
+    assert np.array_equal(x, data) and y.tolist() == [7, 2]
+
+
+class _Payload:
+    """Pickles as a call of ``func(*args)`` (what a malicious file would hold)."""
+
+    def __init__(self, func, *args):
+        self.call = (func, args)
+
+    def __reduce__(self):
+        return self.call
+
+
+def _payloads(marker):
+    return {
+        "os.system": _Payload(os.system, f"touch {marker}"),
+        "builtins.eval": _Payload(eval, f"open({str(marker)!r}, 'w').close()"),
+        "builtins.exec": _Payload(exec, f"open({str(marker)!r}, 'w').close()"),
+        "subprocess.call": _Payload(subprocess.call, ["touch", str(marker)]),
+        # inside a valid-looking batch, as the labels
+        "nested eval": {b"data": np.zeros((1, 3072), np.uint8),
+                        b"labels": _Payload(eval, f"open({str(marker)!r}, 'w').close() or [0]")},
+    }
+
+
+@pytest.mark.parametrize("kind", list(_payloads("m")))
+def test_crafted_pickle_is_refused_without_running_it(tmp_path, kind):
+    _make_cifar(tmp_path)
+    marker = tmp_path / "pwned"
+    payload = pickle.dumps(_payloads(marker)[kind])
+    evil = tmp_path / "cifar-10-batches-py" / "data_batch_1"
+    evil.write_bytes(payload)
+    with pytest.raises(UserError) as info:
+        cifar10.load_cifar10(tmp_path, "train")
+    message = str(info.value)
+    assert message.startswith(f"{evil}: not a CIFAR-10 python batch (it refers to ")
+    assert "refused without running it" in message and "\n" not in message
+    assert not marker.exists()
+    # the same bytes through a plain pickle.load do run: the payload is live
+    pickle.loads(payload)
+    assert marker.exists()
+
+
+def test_crafted_batches_meta_is_refused(tmp_path):
+    _make_cifar(tmp_path)
+    marker = tmp_path / "pwned"
+    meta = tmp_path / "cifar-10-batches-py" / "batches.meta"
+    meta.write_bytes(pickle.dumps(_payloads(marker)["os.system"]))
+    with pytest.raises(UserError, match="batches.meta: not a CIFAR-10 batches.meta file .it "
+                                        "refers to"):
+        cifar10.label_names(tmp_path)
+    assert not marker.exists()
+
+
+def test_damaged_and_truncated_batches_name_the_file(tmp_path):
     _make_cifar(tmp_path)
     d = tmp_path / "cifar-10-batches-py"
+    good = (d / "test_batch").read_bytes()
     (d / "test_batch").write_bytes(b"not a pickle")
-    with pytest.raises(UserError, match="not a CIFAR-10 pickle"):
+    with pytest.raises(UserError, match="test_batch: not a CIFAR-10 python batch"):
         cifar10.load_cifar10(tmp_path, "test")
-    with open(d / "test_batch", "wb") as f:
-        pickle.dump({b"data": np.zeros((2, 100), np.uint8), b"labels": [0, 1]}, f)
-    with pytest.raises(UserError, match="3072"):
+    (d / "test_batch").write_bytes(good[: len(good) // 2])  # cut in the middle of the array
+    with pytest.raises(UserError, match="test_batch: not a CIFAR-10 python batch .* truncated"):
+        cifar10.load_cifar10(tmp_path, "test")
+    (d / "test_batch").write_bytes(b"")
+    with pytest.raises(UserError, match="test_batch: not a CIFAR-10 python batch"):
+        cifar10.load_cifar10(tmp_path, "test")
+
+
+def test_batches_of_another_shape_or_content(tmp_path):
+    _make_cifar(tmp_path)
+    d = tmp_path / "cifar-10-batches-py"
+
+    def write(obj):
+        with open(d / "test_batch", "wb") as f:
+            pickle.dump(obj, f)
+
+    write({b"data": np.zeros((2, 100), np.uint8), b"labels": [0, 1]})
+    with pytest.raises(UserError, match=r"test_batch: b'data' is uint8 \(2, 100\), expected"):
+        cifar10.load_cifar10(tmp_path, "test")
+    write({"data": np.zeros((2, 3072), np.uint8), "labels": [0, 1]})  # str keys: not the format
+    with pytest.raises(UserError, match="not a CIFAR-10 python batch .found keys"):
+        cifar10.load_cifar10(tmp_path, "test")
+    write([1, 2, 3])
+    with pytest.raises(UserError, match="found list"):
+        cifar10.load_cifar10(tmp_path, "test")
+    write({b"data": np.zeros((3, 3072), np.uint8), b"labels": [0, 1]})
+    with pytest.raises(UserError, match="3 images but 2 labels"):
+        cifar10.load_cifar10(tmp_path, "test")
+    write({b"data": np.zeros((2, 3072), np.uint8), b"labels": [0, 12]})
+    with pytest.raises(UserError, match="labels outside 0..9"):
         cifar10.load_cifar10(tmp_path, "test")
 
 

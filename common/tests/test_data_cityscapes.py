@@ -1,3 +1,8 @@
+"""common.data.cityscapes: the label table, the folder layout, the --convert tool, the joint
+augmentation, and one-line errors naming the file for damaged images and labels."""
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 from PIL import Image
@@ -111,13 +116,45 @@ def test_joint_transform_keeps_alignment(tmp_path):
 
 
 def test_convert_cli_as_module(tmp_path):
-    import subprocess
-    import sys
     ok = _make_tree(tmp_path / "ok", label_kind="labelIds")
-    proc = subprocess.run([sys.executable, "-m", "common.data.cityscapes", "--convert", str(tmp_path / "ok")],
-                          capture_output=True, text=True)
+    proc = subprocess.run([sys.executable, "-m", "common.data.cityscapes", "--convert",
+                           str(tmp_path / "ok")], capture_output=True, text=True)
     assert proc.returncode == 0 and "wrote 3" in proc.stdout
     assert len(cs.Cityscapes(tmp_path / "ok", "train")) == len(ok) - 1
-    proc = subprocess.run([sys.executable, "-m", "common.data.cityscapes", "--convert", str(tmp_path / "x")],
-                          capture_output=True, text=True)
+    proc = subprocess.run([sys.executable, "-m", "common.data.cityscapes", "--convert",
+                           str(tmp_path / "x")], capture_output=True, text=True)
     assert proc.returncode == 2 and proc.stderr.startswith("error:")
+
+
+def _truncate(path):
+    data = path.read_bytes()
+    path.write_bytes(data[:len(data) // 2])
+
+
+def _save_as(mode, size=None):
+    def damage(path):
+        with Image.open(path) as im:
+            im = im.convert(mode)
+            im.resize(size or im.size).save(path)
+    return damage
+
+
+@pytest.mark.parametrize("damage, which, fragment", [
+    (_truncate, "image", "cannot read this image (image file is truncated"),
+    (lambda p: p.write_text("not a png"), "image", "not an image file"),
+    (_save_as("I;16"), "image", "image of mode I;16"),
+    (_truncate, "label", "cannot read this label image"),
+    (_save_as("RGB"), "label", "label image of mode RGB; expected L or P"),
+    (_save_as("L", (8, 4)), "label", "label of 8x4 pixels, but its image"),
+    (lambda p: p.unlink(), "image", "no such file")])
+def test_damaged_files_are_one_line_errors_naming_them(damage, which, fragment, tmp_path):
+    _make_tree(tmp_path)
+    dataset = cs.Cityscapes(tmp_path, "train")
+    image, label = dataset.pairs[1]
+    bad = image if which == "image" else label
+    damage(bad)
+    dataset[0]  # the other pair still reads
+    with pytest.raises(UserError) as err:
+        dataset[1]
+    message = str(err.value)
+    assert message.startswith(f"{bad}: ") and fragment in message and "\n" not in message

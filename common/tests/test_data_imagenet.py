@@ -1,3 +1,5 @@
+import io
+
 import numpy as np
 import pytest
 from PIL import Image
@@ -18,7 +20,7 @@ def _img(path, color, size=(12, 10), mode="RGB"):
 
 def _make_tree(root, per_class=2):
     for split in ("train", "val"):
-        for k, (wnid, color) in enumerate(COLORS.items()):
+        for wnid, color in COLORS.items():
             d = root / split / wnid
             d.mkdir(parents=True)
             for j in range(per_class):
@@ -70,24 +72,84 @@ def test_transform_hook_and_loader(tmp_path):
     assert ev[0][0].shape == (3, 8, 8)
 
 
-def test_extension_filter_and_errors(tmp_path):
+def test_extension_filter_and_layout_errors(tmp_path):
     _make_tree(tmp_path)
     only_png = imagenet.ImageFolder(tmp_path / "train", extensions=(".png",), allow_empty=True)
     assert all(p.lower().endswith(".png") for p, _ in only_png.samples)
-    with pytest.raises(UserError, match="no images"):
+    with pytest.raises(UserError, match="class folder without images .none with extensions "
+                                        r"\.bmp\) \(and 2 more class folders\)"):
         imagenet.ImageFolder(tmp_path / "train", extensions=(".bmp",))
     flat = tmp_path / "flat"
     (flat / "val").mkdir(parents=True)
     _img(flat / "val" / "ILSVRC2012_val_00000001.JPEG", (1, 2, 3))
     with pytest.raises(UserError, match="one folder per class"):
         imagenet.imagenet(flat, "val")
-    with pytest.raises(UserError):
+    with pytest.raises(UserError, match=f"{tmp_path / 'missing' / 'train'} does not exist"):
         imagenet.imagenet(tmp_path / "missing", "train")
-    bad = tmp_path / "bad" / "cls"
-    bad.mkdir(parents=True)
-    (bad / "broken.jpg").write_bytes(b"garbage")
-    ds = imagenet.ImageFolder(tmp_path / "bad")
-    with pytest.raises(UserError, match="cannot decode"):
+
+
+def test_empty_class_folder_is_named(tmp_path):
+    _make_tree(tmp_path)
+    empty = tmp_path / "train" / "n09999999"
+    empty.mkdir()
+    (empty / "readme.txt").write_text("no images here")
+    with pytest.raises(UserError) as info:
+        imagenet.imagenet(tmp_path, "train")
+    assert str(info.value).startswith(f"{empty}: class folder without images")
+    assert "(and" not in str(info.value)
+
+
+def test_no_class_folders(tmp_path):
+    (tmp_path / "train").mkdir()
+    with pytest.raises(UserError, match="has no class sub-directories"):
+        imagenet.imagenet(tmp_path, "train")
+    (tmp_path / "train" / ".hidden").mkdir()  # hidden folders are not classes
+    with pytest.raises(UserError, match="has no class sub-directories"):
+        imagenet.imagenet(tmp_path, "train")
+
+
+def test_val_class_missing_from_train(tmp_path):
+    _make_tree(tmp_path)
+    extra = tmp_path / "val" / "n09999999"
+    extra.mkdir()
+    _img(extra / "x.JPEG", (9, 9, 9))
+    with pytest.raises(UserError, match=r"class folders not in the class list: \['n09999999'\]"):
+        imagenet.imagenet(tmp_path, "val")
+
+
+def _jpeg_bytes(size=(24, 20)):
+    rng = np.random.default_rng(0)
+    pixels = rng.integers(0, 256, (size[1], size[0], 3), dtype=np.uint8)
+    buf = io.BytesIO()
+    Image.fromarray(pixels).save(buf, "JPEG")
+    return buf.getvalue()
+
+
+@pytest.mark.parametrize("content", ["truncated", "empty", "text", "png-cut"])
+def test_undecodable_image_names_the_file(tmp_path, content):
+    _make_tree(tmp_path)
+    bad = tmp_path / "train" / "n01443537" / "n01443537_9.JPEG"
+    jpeg = _jpeg_bytes()
+    if content == "png-cut":
+        buf = io.BytesIO()
+        Image.new("RGB", (30, 30), (1, 2, 3)).save(buf, "PNG")
+        bad = bad.with_suffix(".png")
+        bad.write_bytes(buf.getvalue()[:60])
+    else:
+        bad.write_bytes({"truncated": jpeg[: len(jpeg) // 2], "empty": b"",
+                         "text": b"<html>404 Not Found</html>"}[content])
+    ds = imagenet.imagenet(tmp_path, "train")
+    index = [p for p, _ in ds.samples].index(str(bad))
+    with pytest.raises(UserError) as info:
+        ds[index]
+    message = str(info.value)
+    assert message.startswith(f"{bad}: cannot decode image (") and "\n" not in message
+
+
+def test_image_smaller_than_the_crop_names_the_file(tmp_path):
+    _make_tree(tmp_path)
+    ds = imagenet.imagenet(tmp_path, "train", transform=imagenet.center_crop(11))
+    with pytest.raises(UserError, match=r"\.(JPEG|png): image 12x10 smaller than the crop 11x11"):
         ds[0]
 
 

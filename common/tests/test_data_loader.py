@@ -2,6 +2,7 @@ import numpy as np
 import pytest
 
 from common.data.loader import ArrayDataset, BatchLoader, collate, compose, epoch_order
+from common.errors import UserError
 
 
 class RngDataset:
@@ -151,7 +152,7 @@ def test_collate_structures_and_shape_error():
 
 
 def test_bad_arguments():
-    with pytest.raises(ValueError):
+    with pytest.raises(UserError, match="fewer than one batch of 4"):
         BatchLoader(ArrayDataset(np.arange(3)), 4)  # no full batch
     with pytest.raises(ValueError):
         BatchLoader(ArrayDataset(np.arange(8)), 2, rank=2, world_size=2)
@@ -173,3 +174,28 @@ def test_per_sample_draws_differ_across_samples_and_epochs():
     e1 = loader.next()[1]
     assert len(set(e0.tolist())) == 12  # every sample has its own generator
     assert not np.any(e0 == e1)  # same index, next epoch: fresh augmentation
+
+
+class FailingDataset(RngDataset):
+    """Sample ``bad`` cannot be read, like a damaged file on disk."""
+
+    def __init__(self, n, bad):
+        super().__init__(n)
+        self.bad = bad
+
+    def __getitem__(self, i, rng):
+        if i == self.bad:
+            raise UserError(f"/data/{i}.JPEG: cannot decode image (truncated)")
+        return super().__getitem__(i, rng)
+
+
+@pytest.mark.parametrize("num_threads", [0, 3])
+def test_sample_error_leaves_the_loader_unchanged(num_threads):
+    loader = BatchLoader(FailingDataset(12, bad=5), 4, shuffle=False, num_threads=num_threads)
+    loader.next()
+    with pytest.raises(UserError) as info:
+        loader.next()  # batch 1 holds samples 4..7
+    assert type(info.value) is UserError
+    assert str(info.value) == "/data/5.JPEG: cannot decode image (truncated)"
+    assert (loader.epoch, loader.batch_index) == (0, 1)  # the failed batch was not consumed
+    loader.close()

@@ -10,7 +10,8 @@ from common.errors import UserError
 
 def _idx_bytes(arr, magic_type=0x08):
     arr = np.asarray(arr)
-    header = struct.pack(">HBB", 0, magic_type, arr.ndim) + b"".join(struct.pack(">I", d) for d in arr.shape)
+    header = struct.pack(">HBB", 0, magic_type, arr.ndim)
+    header += b"".join(struct.pack(">I", d) for d in arr.shape)
     return header + arr.astype(">u1" if magic_type == 0x08 else ">i4").tobytes()
 
 
@@ -56,34 +57,81 @@ def test_bad_magic_and_swapped_files(tmp_path):
     _make_mnist(tmp_path)
     bad = tmp_path / "bad"
     bad.mkdir()
+    labels = (tmp_path / "train-labels-idx1-ubyte").read_bytes()
     (bad / "train-images-idx3-ubyte").write_bytes(b"GIF89a" + bytes(100))
-    (bad / "train-labels-idx1-ubyte").write_bytes((tmp_path / "train-labels-idx1-ubyte").read_bytes())
-    with pytest.raises(UserError, match="bad magic"):
+    (bad / "train-labels-idx1-ubyte").write_bytes(labels)
+    with pytest.raises(UserError, match="train-images-idx3-ubyte: not an IDX file .bad magic"):
         mnist.load_mnist(bad, "train")
     # labels file where the images file should be -> magic 0x801 != 0x803
-    (bad / "train-images-idx3-ubyte").write_bytes((tmp_path / "train-labels-idx1-ubyte").read_bytes())
+    (bad / "train-images-idx3-ubyte").write_bytes(labels)
     with pytest.raises(UserError, match="expected 0x00000803"):
         mnist.load_mnist(bad, "train")
 
 
-def test_truncated_and_mismatched(tmp_path):
+def test_truncated_images_name_the_file_and_the_counts(tmp_path):
     _make_mnist(tmp_path)
     p = tmp_path / "train-images-idx3-ubyte"
-    p.write_bytes(p.read_bytes()[:-10])
-    with pytest.raises(UserError, match="truncated"):
+    p.write_bytes(p.read_bytes()[:-10])  # 6 images announced, 5 and a bit present
+    with pytest.raises(UserError) as info:
         mnist.load_mnist(tmp_path, "train")
+    assert str(info.value).startswith(f"{p}: truncated: the header says 6 images of 28x28, "
+                                      "the file holds 5 ")
+    p.write_bytes(p.read_bytes()[:10])  # inside the header of 3 dimensions
+    with pytest.raises(UserError, match="truncated: the IDX header of 3 dimensions"):
+        mnist.load_mnist(tmp_path, "train")
+
+
+def test_truncated_labels_and_trailing_garbage(tmp_path):
+    _make_mnist(tmp_path)
+    p = tmp_path / "t10k-labels-idx1-ubyte"
+    full = p.read_bytes()
+    p.write_bytes(full[:-1])
+    with pytest.raises(UserError, match="truncated: the header says 4 labels, the file holds 3"):
+        mnist.load_mnist(tmp_path, "test")
+    p.write_bytes(full + b"junk")
+    with pytest.raises(UserError, match="damaged: .* holds 4 bytes more"):
+        mnist.load_mnist(tmp_path, "test")
+
+
+def test_truncated_and_damaged_gzip(tmp_path):
+    _make_mnist(tmp_path, gz=True)
+    p = tmp_path / "train-images-idx3-ubyte.gz"
+    whole = p.read_bytes()
+    p.write_bytes(whole[: len(whole) // 2])  # cut download
+    with pytest.raises(UserError, match=r"train-images-idx3-ubyte.gz: damaged or truncated gzip"):
+        mnist.load_mnist(tmp_path, "train")
+    damaged = bytearray(whole)
+    damaged[20:40] = b"\xff" * 20  # inside the deflate stream
+    p.write_bytes(bytes(damaged))
+    with pytest.raises(UserError, match=r"train-images-idx3-ubyte.gz: damaged or truncated gzip"):
+        mnist.load_mnist(tmp_path, "train")
+
+
+def test_image_label_count_mismatch_and_foreign_values(tmp_path):
     other = tmp_path / "o"
     other.mkdir()
     imgs = np.zeros((3, 28, 28), np.uint8)
     (other / "t10k-images-idx3-ubyte").write_bytes(_idx_bytes(imgs))
     (other / "t10k-labels-idx1-ubyte").write_bytes(_idx_bytes(np.zeros(2, np.uint8)))
-    with pytest.raises(UserError, match="3 images but"):
+    with pytest.raises(UserError, match="holds 3 images but .*t10k-labels-idx1-ubyte holds 2"):
+        mnist.load_mnist(other, "test")
+    (other / "t10k-labels-idx1-ubyte").write_bytes(_idx_bytes(np.array([1, 2, 10], np.uint8)))
+    with pytest.raises(UserError, match="label 10 outside 0..9"):
+        mnist.load_mnist(other, "test")
+    # int32 labels: the magic number (type code and dimensions) tells it is no MNIST file
+    (other / "t10k-labels-idx1-ubyte").write_bytes(_idx_bytes(np.array([1, 2, 3]), 0x0C))
+    with pytest.raises(UserError, match="expected 0x00000801"):
         mnist.load_mnist(other, "test")
 
 
 def test_missing_files_and_bad_split(tmp_path):
-    with pytest.raises(UserError, match="missing train-images-idx3-ubyte"):
+    with pytest.raises(UserError) as info:
         mnist.load_mnist(tmp_path, "train")
+    assert str(info.value).startswith(f"{tmp_path / 'train-images-idx3-ubyte'}[.gz]: no such file")
+    _make_mnist(tmp_path)
+    (tmp_path / "t10k-labels-idx1-ubyte").unlink()
+    with pytest.raises(UserError, match="t10k-labels-idx1-ubyte.*no such file"):
+        mnist.load_mnist(tmp_path, "test")
     with pytest.raises(UserError, match="unknown MNIST split"):
         mnist.load_mnist(tmp_path, "valid")
     with pytest.raises(UserError, match="does not exist"):

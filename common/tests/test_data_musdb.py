@@ -1,4 +1,5 @@
 import logging
+import re
 import shutil
 
 import numpy as np
@@ -7,6 +8,7 @@ import soundfile as sf
 
 from common.data import musdb as md
 from common.data.loader import BatchLoader
+from common.dev.mss_testing import broken_stem_root
 from common.errors import UserError
 
 pytestmark = pytest.mark.usefixtures("ffmpeg")  # musdb decodes with ffmpeg/ffprobe
@@ -33,7 +35,8 @@ def _signal(t, k):
 
 
 def _make_wav_root(root):
-    for subset, names, offset in (("train", TRAIN_TRACKS, 0), ("test", TEST_TRACKS, len(TRAIN_TRACKS))):
+    for subset, names, offset in (("train", TRAIN_TRACKS, 0),
+                                  ("test", TEST_TRACKS, len(TRAIN_TRACKS))):
         for j, name in enumerate(names):
             d = root / subset / name
             d.mkdir(parents=True)
@@ -70,7 +73,8 @@ def test_open_splits(wav_root):
     assert [t.name for t in all_train] == sorted(TRAIN_TRACKS)
     train = md.open_musdb(wav_root, "train", split="train", is_wav=True)
     assert [t.name for t in train] == ["Alpha - First", "Beta - Second"]
-    assert [t.name for t in md.open_musdb(wav_root, split="valid", is_wav=True)] == [TRAIN_TRACKS[0]]
+    valid = md.open_musdb(wav_root, split="valid", is_wav=True)
+    assert [t.name for t in valid] == [TRAIN_TRACKS[0]]
     test = md.open_musdb(wav_root, "test", is_wav=True)  # split defaults to None for test
     assert [t.name for t in test] == list(TEST_TRACKS)
     with pytest.raises(UserError, match="split"):
@@ -219,7 +223,8 @@ def test_unknown_target(wav_root):
     db = md.open_musdb(wav_root, split=None, is_wav=True)
     with pytest.raises(UserError, match="unknown target"):
         md.MUSDBExcerpts(db, targets=("vocals", "piano"))
-    acc = md.MUSDBExcerpts(db, targets=("vocals", "accompaniment"), seq_dur=0.1, samples_per_track=1)
+    acc = md.MUSDBExcerpts(db, targets=("vocals", "accompaniment"), seq_dur=0.1,
+                           samples_per_track=1)
     mix, tgt = acc.__getitem__(0, np.random.default_rng(0))
     np.testing.assert_allclose(tgt.sum(0), mix, atol=1e-6)
 
@@ -247,3 +252,46 @@ def test_bundled_stems_root(caplog):
     full = np.asarray(track.targets["vocals"].audio, dtype=np.float32).T
     np.testing.assert_allclose(ex, full[:, 44100:44100 + 22050], atol=1e-4)  # partial decode
     assert np.abs(ex).max() > 0.01  # real audio, not silence
+
+
+# ---- broken datasets: one line naming the file ----------------------------------------
+
+def _one_track_root(tmp_path, wav_root, subset="test"):
+    root = tmp_path / "r"
+    shutil.copytree(wav_root / "test" / TEST_TRACKS[0], root / subset / TEST_TRACKS[0])
+    (root / ("train" if subset == "test" else "test")).mkdir()
+    return root, root / subset / TEST_TRACKS[0]
+
+
+@pytest.mark.parametrize("damage,fragment", [
+    ("missing", "lacks bass.wav"),
+    ("truncated", "vocals.wav is truncated: its header declares 16000 samples"),
+    ("shorter", "differ in length"),
+    ("text", "drums.wav: not a readable"),
+])
+def test_broken_wav_tracks_are_one_line_naming_the_file(tmp_path, wav_root, damage, fragment):
+    root, folder = _one_track_root(tmp_path, wav_root)
+    if damage == "missing":
+        (folder / "bass.wav").unlink()
+    elif damage == "truncated":
+        data = (folder / "vocals.wav").read_bytes()
+        (folder / "vocals.wav").write_bytes(data[:len(data) // 2])
+    elif damage == "shorter":
+        sf.write(folder / "other.wav", _signal(3, 2)[:N // 2], RATE, subtype="PCM_16")
+    else:
+        (folder / "drums.wav").write_text("not audio")
+    with pytest.raises(UserError, match=fragment) as info:
+        md.open_musdb(root, "test", is_wav=True)
+    assert "\n" not in str(info.value) and str(folder) in str(info.value)
+
+
+@pytest.mark.parametrize("content,fragment", [
+    ("text", "not a readable audio file"),
+    ("one stream", "not a MUSDB18 stem file: it holds 1 audio stream(s)"),
+])
+def test_broken_stem_files_are_one_line_naming_the_file(tmp_path, content, fragment):
+    root = tmp_path / "r"
+    stem = broken_stem_root(root, content)
+    with pytest.raises(UserError, match=re.escape(fragment)) as info:
+        md.open_musdb(root, "test")
+    assert str(stem) in str(info.value) and "\n" not in str(info.value)

@@ -1,12 +1,8 @@
 import numpy as np
 import pytest
 
-from common.data.image_augment import (
-    PhotometricDistortion,
-    hsv_to_rgb,
-    photometric_distortion,
-    rgb_to_hsv,
-)
+from common.data.image_augment import (PhotometricDistortion, hsv_to_rgb, photometric_distortion,
+                                       rgb_to_hsv)
 
 
 def _px(*rgb):

@@ -267,3 +267,37 @@ def test_cli_flags_drive_the_evaluation(serial_run, musdb_root, helper, tmp_path
     assert sorted(res.skipped) == sorted(TRACKS[:2]) and not log.exists()
     printed = capsys.readouterr().out
     assert "vocals" in printed and "SDR" in printed and "2 tracks" in printed
+
+
+def test_results_folder_records_the_model_and_settings(musdb_root, helper, tmp_path):
+    log = tmp_path / "calls.log"
+    factory = helper.OracleFactory(musdb_root, log)
+    out = tmp_path / "eval"
+    kw = dict(is_wav=True, out_dir=out, tracks=[TRACKS[0]], progress=False, quiet=True)
+    model_a = {"model": {"file": "10:aaaa"}, "targets": None}
+    evaluate_musdb(factory, musdb_root, settings=model_a, **kw)
+    record = json.loads((out / "evaluation.json").read_text())
+    assert record["model"] == {"file": "10:aaaa"} and record["is_wav"] is True
+    assert record["root"] == str(musdb_root.resolve()) and record["chunk_dur"] == 0.0
+    again = evaluate_musdb(factory, musdb_root, settings=model_a, **kw)
+    assert again.skipped == [TRACKS[0]] and len(log_lines(log, "call")) == 1
+    before = {p.name: p.read_bytes() for p in (out / "test").iterdir()}
+    for changed, what in (({"model": {"file": "10:bbbb"}}, "model"),
+                          ({"chunk_dur": 1.0}, "chunk_dur")):
+        settings = dict(model_a, **{k: v for k, v in changed.items() if k == "model"})
+        extra = {k: v for k, v in changed.items() if k != "model"}
+        with pytest.raises(UserError, match=f"another evaluation.*{what}"):
+            evaluate_musdb(factory, musdb_root, settings=settings, **{**kw, **extra})
+    assert {p.name: p.read_bytes() for p in (out / "test").iterdir()} == before
+    assert len(log_lines(log, "call")) == 1  # nothing was separated for the refused runs
+
+
+def test_broken_dataset_leaves_no_results_folder(musdb_root, helper, tmp_path):
+    root = tmp_path / "musdb"
+    shutil.copytree(musdb_root / "test" / TRACKS[0], root / "test" / TRACKS[0])
+    (root / "test" / TRACKS[0] / "bass.wav").unlink()
+    with pytest.raises(UserError, match="lacks bass.wav"):
+        evaluate_musdb(helper.OracleFactory(musdb_root, tmp_path / "log"), root, is_wav=True,
+                       out_dir=tmp_path / "eval", progress=False, quiet=True,
+                       settings={"model": {"file": "1:a"}})
+    assert not (tmp_path / "eval").exists()

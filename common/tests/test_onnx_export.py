@@ -13,17 +13,9 @@ import numpy as np
 import pytest
 
 from common.errors import UserError
-from common.runtime.onnx_export import (
-    OnnxFunction,
-    cache_key,
-    check_supported,
-    export_cached,
-    export_graph,
-    graph_function_types,
-    make_session,
-    supported_functions,
-    trace_graph,
-)
+from common.runtime.onnx_export import (OnnxFunction, cache_key, check_supported, export_cached,
+                                        export_graph, graph_function_types, make_session,
+                                        supported_functions, trace_graph)
 
 
 def _params(seed=0):

@@ -5,7 +5,6 @@ behaviour: ``normal`` (200, ignores Range), ``range`` (honours Range), ``cut``
 (first request stops after ``cut_after`` bytes, later requests honour Range),
 ``truncated`` (announces more bytes than it sends, every time), ``404`` and ``500``.
 """
-import argparse
 import hashlib
 import io
 import json
@@ -124,7 +123,8 @@ def cache(tmp_path, monkeypatch):
 
 
 def register(monkeypatch, name, url, sha256=None, members=()):
-    entry = Weights(name, url, url.rsplit("/", 1)[-1], sha256, "test entry", "tests", tuple(members))
+    entry = Weights(name, url, url.rsplit("/", 1)[-1], sha256, "test entry", "tests",
+                    tuple(members))
     monkeypatch.setitem(REGISTRY, name, entry)
     return entry
 
@@ -342,20 +342,18 @@ def test_offline_message_names_url_and_destination(monkeypatch):
     message = str(err.value)
     assert url in message
     assert str(pretrained.cached_path("offline")) in message
-    assert "--weights PATH" in message
+    assert "--model PATH" in message
     assert "\n" not in message
 
 
-def test_weights_flag_helpers(server, tmp_path, monkeypatch):
+def test_a_local_copy_is_used_without_network_and_the_cache_otherwise(server, tmp_path,
+                                                                        monkeypatch):
     url, _ = server.add("/default.h5", PAYLOAD)
     register(monkeypatch, "default", url)
-    parser = pretrained.add_weights_args(argparse.ArgumentParser(), "default")
     local = tmp_path / "own.h5"
     local.write_bytes(b"own")
-    args = parser.parse_args(["--weights", str(local)])
-    assert pretrained.resolve_weights(args, "default") == local
-    args = parser.parse_args([])
-    assert pretrained.resolve_weights(args, "default", progress=False).read_bytes() == PAYLOAD
+    assert pretrained.get_weights("default", weights=str(local)) == local
+    assert pretrained.get_weights("default", progress=False).read_bytes() == PAYLOAD
 
 
 def test_unknown_name_lists_known_ones():

@@ -64,7 +64,7 @@ def test_nothing_written_before_inputs_are_validated(tmp_path):
 def test_sigint_mid_run_checkpoints_and_resumes(tmp_path):
     out = tmp_path / "run"
     args = ["--output", out, "--steps", "60", "--sleep", "0.05", "--checkpoint-interval", "1000"]
-    proc = interrupt_script(SCRIPT, *args, ready=lambda: _seen_for(out / "config.yaml", 1.0),
+    proc = interrupt_script(SCRIPT, *args, ready=lambda _: _seen_for(out / "config.yaml", 1.0),
                             env=ENV)
     assert proc.returncode == 130, proc.stderr
     assert "Traceback" not in proc.stderr
@@ -77,19 +77,22 @@ def test_sigint_mid_run_checkpoints_and_resumes(tmp_path):
     assert (out / "final.h5").is_file()
 
 
-def _seen_for(path, seconds, _first={}):
+_FIRST_SEEN = {}
+
+
+def _seen_for(path, seconds):
     """True once ``path`` has existed for ``seconds`` (a few steps of the script)."""
     import time
     if not path.exists():
         return False
-    first = _first.setdefault(str(path), time.monotonic())
+    first = _FIRST_SEEN.setdefault(str(path), time.monotonic())
     return time.monotonic() - first >= seconds
 
 
 def test_sigint_before_the_first_step_still_says_how_to_continue(tmp_path):
     out = tmp_path / "run"
     args = ["--output", out, "--steps", "40", "--sleep", "0.05"]
-    proc = interrupt_script(SCRIPT, *args, ready=lambda: (out / "config.yaml").is_file(),
+    proc = interrupt_script(SCRIPT, *args, ready=lambda _: (out / "config.yaml").is_file(),
                             env=ENV)
     assert proc.returncode == 130 and "Traceback" not in proc.stderr
     assert "continue with --resume" in proc.stderr.strip().splitlines()[-1]

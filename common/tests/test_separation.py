@@ -10,15 +10,8 @@ import pytest
 import soundfile as sf
 
 from common.errors import UserError
-from common.mss.separation import (
-    AudioInput,
-    add_separation_args,
-    check_chunk_args,
-    run_separation,
-    separate_audio,
-    separate_files,
-    validate_inputs,
-)
+from common.mss.separation import (AudioInput, add_separation_args, check_chunk_args,
+                                   run_separation, separate_audio, separate_files, validate_inputs)
 
 GAINS = {"vocals": 0.5, "drums": -0.25, "bass": 2.0}
 
@@ -241,7 +234,7 @@ def test_audio_input_items_are_not_revalidated(tmp_path, monkeypatch):
 SCRIPT = textwrap.dedent("""
     import argparse
     import numpy as np
-    from common.errors import run_cli
+    from common.cli import run_cli
     from common.mss.separation import add_separation_args, run_separation
 
     class Half:
@@ -282,3 +275,56 @@ def test_cli_bad_input_exit_2_one_line(tmp_path):
                           capture_output=True, text=True, cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
     assert listing(out) == ["good/accompaniment.wav", "good/vocals.wav"]
+
+
+# --------------------------------------------------------------------------- output safety
+
+def test_output_location_is_checked_before_the_separator_is_built(tmp_path):
+    write_input(tmp_path / "x.wav", 2000, 2, 44100)
+    (tmp_path / "file").write_text("x")
+    parser = add_separation_args(argparse.ArgumentParser())
+    args = parser.parse_args([str(tmp_path / "x.wav"), "-o", str(tmp_path / "file" / "out")])
+
+    def never():
+        pytest.fail("the separator was built before the output location was checked")
+    with pytest.raises(UserError, match="lies under the file"):
+        run_separation(args, never, log=None)
+
+
+def test_an_output_never_replaces_an_input(tmp_path):
+    (tmp_path / "vocals").mkdir()
+    song = tmp_path / "vocals" / "vocals.wav"
+    write_input(song, 2000, 2, 44100)
+    before = song.read_bytes()
+    with pytest.raises(UserError, match="would overwrite the input"):
+        separate_files([song], ScaleSeparator(), out_dir=tmp_path, log=None)
+    assert song.read_bytes() == before and listing(tmp_path) == ["vocals/vocals.wav"]
+
+
+def test_truncated_input_is_separated_with_one_warning(tmp_path):
+    write_input(tmp_path / "cut.wav", 4000, 2, 44100)
+    data = (tmp_path / "cut.wav").read_bytes()
+    (tmp_path / "cut.wav").write_bytes(data[:len(data) // 2])
+    decoded = sf.info(str(tmp_path / "cut.wav")).frames
+    lines = []
+    separate_files([tmp_path / "cut.wav"], ScaleSeparator(), out_dir=tmp_path / "out",
+                   log=lines.append, progress=False)
+    warnings = [ln for ln in lines if ln.startswith("warning:")]
+    assert len(warnings) == 1
+    assert "declares 4000 samples" in warnings[0] and f"only {decoded} " in warnings[0]
+    assert sf.info(str(tmp_path / "out" / "cut" / "vocals.wav")).frames == decoded
+
+
+def test_full_disk_names_the_estimate_and_leaves_nothing(tmp_path):
+    from common.dev.testing import SmallDisk
+    from common.fileio import OutputError
+
+    write_input(tmp_path / "song.wav", 44100, 2, 44100)
+    with SmallDisk(tmp_path / "disk", 256 * 1024) as disk:
+        if not disk.mounted:
+            pytest.fail("needs root to mount a small tmpfs (make test runs as root)")
+        out = tmp_path / "disk" / "out"
+        with pytest.raises(OutputError, match="No space left") as info:
+            separate_files([tmp_path / "song.wav"], ScaleSeparator(), out_dir=out, log=None)
+        assert str(out / "song") in str(info.value) and ".partial" not in str(info.value)
+        assert listing(tmp_path / "disk") == []

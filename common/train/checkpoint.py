@@ -37,7 +37,7 @@ from pathlib import Path
 import numpy as np
 
 from common.errors import UserError
-from common.fileio import atomic_write, fsync_dir
+from common.fileio import atomic_write, fsync_dir, write_npz
 
 FORMAT = "nnabla-research-checkpoint"
 VERSION = 1
@@ -428,7 +428,7 @@ class CheckpointManager:
         arrays = _collect(step, solvers, config, metric, mode, extra, epoch)
         path = self.path_for(step)
         with atomic_write(path, "wb") as f:
-            np.savez(f, **arrays)
+            write_npz(f, arrays)
         if metric is not None and self._is_better(float(metric), mode):
             self._publish_best(path)
             self._best_metric = float(metric)
@@ -489,7 +489,7 @@ class CheckpointManager:
     def load_latest(self):
         """Newest checkpoint that reads and verifies, or None. Bad files are
         skipped with a warning naming them."""
-        for step, path in reversed(self.checkpoints()):
+        for _, path in reversed(self.checkpoints()):
             try:
                 return load_checkpoint(path)
             except CheckpointError as exc:

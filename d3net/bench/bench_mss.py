@@ -11,8 +11,8 @@ channel-flip averaging) is separated from a synthetic stereo 44.1 kHz mixture. W
 the parity fixture ``$FIXTURES_DIR/d3net-mss/vocals.h5`` if present (random values, official
 names and shapes), else random weights of the official shapes (``--weights random``), or
 any ``vocals.h5`` given with ``--weights PATH``. Every variant runs in its own child process
-(``bench_mss.py --variant NAME --workdir DIR``) so its peak RSS is its own
-(:mod:`common.dev.bench`):
+(``bench_mss.py --variant NAME --workdir DIR``) so its peak RSS is its own (the harness
+of :mod:`common.dev.bench`):
 
 ``baseline``  the official ``separate.py`` / ``util.calc_output_overlap_add`` flow written
               with nnabla and ``d3net_mss.model``: parameters loaded once, then for *every
@@ -31,29 +31,24 @@ the inverse STFT. Outputs compared: the magnitude estimates and the separated au
 abs diff, also relative to the peak). Timing: setup (reading weights, building the
 separator / exporting) and separation, each variant once; ratios to the baseline.
 """
-import argparse
-import json
+import functools
 import os
 import sys
-import tempfile
 import time
-import warnings
-from pathlib import Path
 
 import numpy as np
 
-from common.dev.bench import pin_threads, rss_mb, spawn_child, write_child_result
+from common.cli import NonNegativeInt, PositiveFloat
+from common.dev import bench
+from common.errors import UserError
+from common.cli import run_cli
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
+README = "d3net/bench/README.md"
+WORKDIR_PREFIX = "d3net-mss-bench-"
 SAMPLE_RATE = 44100
 TARGET = "vocals"
 VARIANTS = ("baseline", "nnabla", "onnx")
 GOAL = 0.1  # onnx total <= GOAL x baseline total
-
-
-def fixtures_root():
-    root = Path(os.environ.get("FIXTURES_DIR") or Path("..") / "shared" / "fixtures")
-    return root if root.is_absolute() else (REPO_ROOT / root).resolve()
 
 
 def synth_audio(duration, seed=0):
@@ -77,10 +72,6 @@ def synth_audio(duration, seed=0):
     return (out / max(1.0, np.abs(out).max() / 0.9)).astype(np.float32)
 
 
-def _work(args, name):
-    return os.path.join(args.workdir, name)
-
-
 # ----------------------------------------------------------------------------- children
 
 def _random_weights(path, seed):
@@ -89,48 +80,26 @@ def _random_weights(path, seed):
     from d3net_mss.model import D3NetMSS, load_config
 
     model = D3NetMSS(load_config(TARGET))
-    rng = np.random.default_rng(seed)
-    for name, var in model.create_parameters().items():
-        shape = var.shape
-        if name.endswith("/mean"):
-            var.d = rng.uniform(-0.2, 0.2, shape)
-        elif name.endswith("/var"):
-            var.d = rng.uniform(0.5, 2.0, shape)
-        elif name.endswith("/gamma"):
-            var.d = rng.uniform(0.8, 1.2, shape)
-        elif name.endswith("/beta"):
-            var.d = rng.uniform(-0.1, 0.1, shape)
-        elif name.endswith("/W"):
-            bound = np.sqrt(3.0 / np.prod(shape[1:]))
-            var.d = rng.uniform(-bound, bound, shape)
-        elif name.endswith("/b"):
-            var.d = rng.uniform(-1, 1, shape) / np.sqrt(shape[0])
-        elif name == "in_offset":
-            var.d = rng.uniform(0, 1, shape)
-        elif name == "in_scale":
-            var.d = rng.uniform(2, 8, shape)
-        elif name == "decode_scale":
-            var.d = rng.uniform(0.5, 1.5, shape)
-        elif name == "decode_bias":
-            var.d = rng.uniform(0, 1, shape)
+    bench.randomize_parameters(model.create_parameters(), np.random.default_rng(seed),
+                         weight_gain=3.0, named={"in_offset": (0, 1), "in_scale": (2, 8),
+                                                 "decode_scale": (0.5, 1.5),
+                                                 "decode_bias": (0, 1)})
     model.save_parameters(path)
 
 
 def child_prepare(args):
-    np.save(_work(args, "audio.npy"), synth_audio(args.duration, args.seed))
+    np.save(bench.work_path(args, "audio.npy"), synth_audio(args.duration, args.seed))
     weights = args.weights
     if weights == "fixture":
-        weights = str(fixtures_root() / "d3net-mss" / f"{TARGET}.h5")
-        if not os.path.isfile(weights):
-            raise SystemExit(f"fixture weights {weights} not found; use --weights random")
+        weights = bench.fixture_weights(f"d3net-mss/{TARGET}.h5")
         source = f"fixture {weights}"
     elif weights == "random":
-        weights = _work(args, f"{TARGET}.h5")
+        weights = bench.work_path(args, f"{TARGET}.h5")
         _random_weights(weights, args.seed)
         source = "random (official shapes)"
     else:
         source = weights
-    with open(_work(args, "weights.txt"), "w") as fh:
+    with open(bench.work_path(args, "weights.txt"), "w") as fh:
         fh.write(weights)
     _, params, cfg = _load(args)
     return {"weights": source, "nb_params": int(sum(v.size for v in params.values())),
@@ -141,7 +110,7 @@ def child_prepare(args):
 def _load(args):
     from d3net_mss import weights as wmod
 
-    with open(_work(args, "weights.txt")) as fh:
+    with open(bench.work_path(args, "weights.txt")) as fh:
         path = fh.read().strip()
     params, configs = wmod.load(path, targets=[TARGET])
     cfg = dict(configs[TARGET])
@@ -159,13 +128,13 @@ def child_baseline(args):
     from d3net_mss.model import D3NetMSS
     from d3net_mss.separator import patch_layout
 
-    audio = np.load(_work(args, "audio.npy"))
+    audio = np.load(bench.work_path(args, "audio.npy"))
     t0 = time.perf_counter()
     path, _, cfg = _load(args)
     nn.clear_parameters()
     nn.load_parameters(path)
     t_setup = time.perf_counter() - t0
-    rss_ready = rss_mb()
+    rss_ready = bench.rss_mb()
 
     t1 = time.perf_counter()
     X = spectral.stft(audio, cfg["fft_size"], cfg["hop_size"])
@@ -194,8 +163,8 @@ def child_baseline(args):
     est = spectral.istft(mag * np.exp(1j * np.angle(X)), cfg["hop_size"],
                          length=audio.shape[0]).astype(np.float32)
     t_sep = time.perf_counter() - t1
-    np.save(_work(args, "mag_baseline.npy"), mag)
-    np.save(_work(args, "est_baseline.npy"), est)
+    np.save(bench.work_path(args, "mag_baseline.npy"), mag)
+    np.save(bench.work_path(args, "est_baseline.npy"), est)
     return {"setup_s": t_setup, "separate_s": t_sep, "total_s": t_setup + t_sep,
             "network_s": t_net, "patches": n_patches, "graph_builds": n_patches,
             "frames": n, "rss_ready_mb": rss_ready}
@@ -204,9 +173,9 @@ def child_baseline(args):
 def child_ours(args, backend):
     from d3net_mss.separator import Separator
 
-    audio = np.load(_work(args, "audio.npy"))
+    audio = np.load(bench.work_path(args, "audio.npy"))
     if backend == "onnx":  # a fresh cache: the one-time export is part of the setup time
-        os.environ["NNABLA_RESEARCH_CACHE"] = _work(args, "cache")
+        os.environ["NNABLA_RESEARCH_CACHE"] = bench.work_path(args, "cache")
     t0 = time.perf_counter()
     _, params, cfg = _load(args)
     sep = Separator.from_params({TARGET: params}, {TARGET: cfg}, backend=backend, mwf=False,
@@ -222,19 +191,9 @@ def child_ours(args, backend):
         runner.prepare(2, cfg["test_patch_len"])
         export_s = time.perf_counter() - te
     t_setup = time.perf_counter() - t0
-    rss_ready = rss_mb()
+    rss_ready = bench.rss_mb()
 
-    net = [0.0, 0]
-
-    def timed(x):
-        ta = time.perf_counter()
-        try:
-            return runner(x)
-        finally:
-            net[0] += time.perf_counter() - ta
-            net[1] += 1
-
-    sep.runners[TARGET] = timed  # the separator looks its runners up per call
+    timed = sep.runners[TARGET] = bench.TimedCalls(runner)  # looked up per call
     t1 = time.perf_counter()
     X = sep.stft(audio)
     mag = sep.estimate_magnitudes(X)[TARGET]
@@ -243,10 +202,10 @@ def child_ours(args, backend):
     est = spectral.istft(sep.filter(X, {TARGET: mag})[TARGET], sep.n_hop,
                          length=audio.shape[0]).astype(np.float32)
     t_sep = time.perf_counter() - t1
-    np.save(_work(args, f"mag_{backend}.npy"), mag)
-    np.save(_work(args, f"est_{backend}.npy"), est)
+    np.save(bench.work_path(args, f"mag_{backend}.npy"), mag)
+    np.save(bench.work_path(args, f"est_{backend}.npy"), est)
     result = {"setup_s": t_setup, "separate_s": t_sep, "total_s": t_setup + t_sep,
-              "network_s": net[0], "patches": net[1], "frames": int(X.shape[0]),
+              "network_s": timed.seconds, "patches": timed.calls, "frames": int(X.shape[0]),
               "graph_builds": getattr(runner, "graph_builds", None), "rss_ready_mb": rss_ready}
     if backend == "onnx":
         result.update(export_s=export_s, exports=runner.exports,
@@ -254,27 +213,22 @@ def child_ours(args, backend):
     return result
 
 
-def run_child(args):
-    warnings.filterwarnings("ignore")
-    pin_threads(args.threads)
-    if args.variant == "prepare":
-        result = child_prepare(args)
-    elif args.variant == "baseline":
-        result = child_baseline(args)
-    else:
-        result = child_ours(args, args.variant)
-    write_child_result(_work(args, f"result_{args.variant}.json"), result)
+CHILDREN = {"prepare": child_prepare, "baseline": child_baseline,
+            "nnabla": functools.partial(child_ours, backend="nnabla"),
+            "onnx": functools.partial(child_ours, backend="onnx")}
 
 
 # ----------------------------------------------------------------------------- parent
 
-def spawn(args, variant):
-    cmd = [sys.executable, os.path.abspath(__file__), "--variant", variant, "--workdir",
-           args.workdir, "--duration", repr(args.duration), "--seed", str(args.seed),
-           "--weights", args.weights, "--threads", str(args.threads),
-           "--patch-len", str(args.patch_len)] + (["--low-memory"] if args.low_memory else [])
-    return spawn_child(cmd, _work(args, f"result_{variant}.json"), threads=args.threads,
-                       name=variant)
+def child_args(args):
+    return (["--duration", repr(args.duration), "--weights", args.weights, "--patch-len",
+             str(args.patch_len)] + (["--low-memory"] if args.low_memory else []))
+
+
+def describe(r):
+    return (f"total {r['total_s']:.1f} s (setup {r['setup_s']:.1f}, separate "
+            f"{r['separate_s']:.1f}, network {r['network_s']:.1f}), peak RSS "
+            f"{r['peak_rss_mb']:.0f} MB")
 
 
 def _diff(a, b):
@@ -282,7 +236,8 @@ def _diff(a, b):
     return d, d / max(float(np.abs(b).max()), 1e-30)
 
 
-def report(args, prep, results, t_all):
+def report(args, prep, results):
+    """The markdown report and (no) extra JSON entries."""
     out = []
     p = out.append
     base = results.get("baseline")
@@ -298,17 +253,12 @@ def report(args, prep, results, t_all):
       f"STFT frames = {any_r['patches']} patches (each a batch of 2 x "
       f"{prep['config']['test_patch_len']} frames); no Wiener filter (single target)"
       + ("; onnx with --low-memory (onnxruntime memory arena off)" if args.low_memory else ""))
-    p(f"- machine: {os.cpu_count()} CPUs, load average before the run "
-      f"{args.load_before}" + (f", children pinned to {args.threads} core(s)"
-                               if args.threads else "") + f"; python {sys.version.split()[0]}\n")
+    p(bench.machine_line(args))
     p("| variant | setup s | separate s | total s | network s | s / patch | x baseline "
       "(total) | x baseline (separate) | graphs built | process s | RSS after setup MB "
       "| peak RSS MB |")
     p("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
-    for v in VARIANTS:
-        r = results.get(v)
-        if r is None:
-            continue
+    for v, r in bench.in_order(results, VARIANTS):
         rt = r["total_s"] / base["total_s"] if base and v != "baseline" else None
         rs = r["separate_s"] / base["separate_s"] if base and v != "baseline" else None
         p(f"| {v} | {r['setup_s']:.2f} | {r['separate_s']:.2f} | {r['total_s']:.2f} "
@@ -327,7 +277,8 @@ def report(args, prep, results, t_all):
     p("|---|---:|---:|---:|---:|---:|---:|")
     arrays = {}
     for v in results:
-        arrays[v] = (np.load(_work(args, f"mag_{v}.npy")), np.load(_work(args, f"est_{v}.npy")))
+        arrays[v] = (np.load(bench.work_path(args, f"mag_{v}.npy")),
+                     np.load(bench.work_path(args, f"est_{v}.npy")))
     rows = []
     for a, b in (("nnabla", "baseline"), ("onnx", "nnabla"), ("onnx", "baseline")):
         if a in arrays and b in arrays:
@@ -356,84 +307,27 @@ def report(args, prep, results, t_all):
         p(f"- agreement {a} vs {b}: magnitudes {rm:.3g} x max (goal <= 1e-3 x max: {ok}; "
           f"fixture README's float32-sensitivity criterion, >= 99.9 % within 1e-4 x max and "
           f"all within 5e-3 x max: {ok2}), audio {re_:.3g} x peak")
-    p(f"- benchmark wall time: {t_all:.0f} s")
-    return "\n".join(out)
+    return "\n".join(out), {}
 
 
-def run_parent(args):
-    t_all = time.perf_counter()
-    own = args.workdir is None
-    if own:
-        args.workdir = tempfile.mkdtemp(prefix="d3net-mss-bench-")
-    os.makedirs(args.workdir, exist_ok=True)
-    try:
-        args.load_before = " ".join(f"{x:.2f}" for x in os.getloadavg())
-    except OSError:
-        args.load_before = "?"
-    log = lambda msg: print(msg, file=sys.stderr, flush=True)  # noqa: E731
-    try:
-        log(f"[bench] work dir {args.workdir}; preparing weights and input ...")
-        prep = spawn(args, "prepare")
-        results = {}
-        for v in args.variants:
-            log(f"[bench] {v} ...")
-            r = results[v] = spawn(args, v)
-            log(f"[bench] {v}: total {r['total_s']:.1f} s (setup {r['setup_s']:.1f}, separate "
-                f"{r['separate_s']:.1f}, network {r['network_s']:.1f}), peak RSS "
-                f"{r['peak_rss_mb']:.0f} MB")
-        text = report(args, prep, results, time.perf_counter() - t_all)
-        print(text)
-        if args.json:
-            Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-            with open(args.json, "w") as fh:
-                json.dump({"args": {k: v for k, v in vars(args).items() if k != "workdir"},
-                           "prepare": prep, "results": results, "report_markdown": text},
-                          fh, indent=2)
-    finally:
-        if own and not args.keep:
-            import shutil
-
-            shutil.rmtree(args.workdir, ignore_errors=True)
-        elif own:
-            log(f"[bench] kept {args.workdir}")
-
-
-def main(argv=None):
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0],
-                                 formatter_class=argparse.RawDescriptionHelpFormatter,
-                                 epilog="See d3net/bench/README.md.")
-    ap.add_argument("--duration", type=float, default=30.0, help="input seconds (30)")
+def add_arguments(ap):
+    ap.add_argument("--duration", type=PositiveFloat, default=30.0, help="input seconds (30)")
     ap.add_argument("--weights", default="fixture",
                     help="'fixture' ($FIXTURES_DIR/d3net-mss/vocals.h5, default), 'random' "
                          "(official shapes) or a vocals .h5 path")
-    ap.add_argument("--variants", default=",".join(VARIANTS),
-                    help="comma-separated subset of " + ", ".join(VARIANTS))
-    ap.add_argument("--threads", type=int, default=0,
-                    help="pin each child to this many cores (default: all)")
     ap.add_argument("--low-memory", action="store_true",
                     help="onnx variant: onnxruntime memory arena off (lower peak RSS)")
-    ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--patch-len", type=int, default=0,
+    ap.add_argument("--patch-len", type=NonNegativeInt, default=0,
                     help="override test_patch_len (out_shift = half of it) for quick smoke "
-                         "runs; default: the official 256 / 128")
-    ap.add_argument("--json", metavar="PATH", help="also write the results as JSON")
-    ap.add_argument("--workdir", help="work directory (default: a temporary one, removed)")
-    ap.add_argument("--keep", action="store_true", help="keep the temporary work directory")
-    ap.add_argument("--variant", help=argparse.SUPPRESS)  # child mode
-    args = ap.parse_args(argv)
-    args.variants = [v.strip() for v in args.variants.split(",") if v.strip()]
-    unknown = [v for v in args.variants if v not in VARIANTS]
-    if unknown:
-        ap.error(f"unknown variant(s) {unknown}; choose from {list(VARIANTS)}")
+                         "runs; default (0): the official 256 / 128")
+
+
+def check_args(args):
+    if args.patch_len == 1:
+        raise UserError("--patch-len must be at least 2 (its half is the shift)")
     if args.weights not in ("fixture", "random"):
         args.weights = os.path.abspath(args.weights)
-    if args.variant:
-        if not args.workdir:
-            ap.error("--variant needs --workdir")
-        run_child(args)
-    else:
-        run_parent(args)
 
 
 if __name__ == "__main__":
-    main()
+    run_cli(lambda argv: bench.benchmark_main(sys.modules[__name__], argv))

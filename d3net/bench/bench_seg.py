@@ -8,37 +8,33 @@ Run (from the repository root)::
 
 Weights: the parity fixture ``$FIXTURES_DIR/d3net-seg/D3Net_S.h5`` if present (random
 values, official names and shapes), else random weights of the official D3Net-S shapes
-(``--weights random``), or a ``.h5`` given with ``--weights PATH`` (``--config`` names its
-config, default ``D3Net_S``). Inputs: synthetic street-like images (fixed seed).
+(``--weights random``), or a ``.h5`` given with ``--weights PATH`` (``--network-config``
+names its network config, default ``D3Net_S``). Inputs: synthetic street-like images (fixed
+seed).
 
 Each backend runs in its own child process (``bench_seg.py --variant NAME --workdir DIR``,
-peak RSS per variant, :mod:`common.dev.bench`): ``Segmenter(weights, backend=...)`` is built
+peak RSS per variant, the harness of :mod:`common.dev.bench`): ``Segmenter(weights,
+backend=...)`` is built
 (``setup``; for ONNX this includes the one-time export of the 1024x2048 graph into a fresh
 cache folder), one warm-up image is segmented (``first image``: nnabla builds its graph,
 onnxruntime allocates its buffers), then ``--images`` images are timed; images per second
 = images / their total time (logits, softmax and labels, as ``Segmenter.segment``).
 The logits of every timed image are compared between the backends.
 """
-import argparse
-import json
+import functools
 import os
 import sys
-import tempfile
 import time
-import warnings
-from pathlib import Path
 
 import numpy as np
 
-from common.dev.bench import pin_threads, rss_mb, spawn_child, write_child_result
+from common.cli import PositiveInt
+from common.dev import bench
+from common.cli import run_cli
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
+README = "d3net/bench/README.md"
+WORKDIR_PREFIX = "d3net-seg-bench-"
 VARIANTS = ("nnabla", "onnx")
-
-
-def fixtures_root():
-    root = Path(os.environ.get("FIXTURES_DIR") or Path("..") / "shared" / "fixtures")
-    return root if root.is_absolute() else (REPO_ROOT / root).resolve()
 
 
 def synth_image(height, width, seed):
@@ -63,52 +59,32 @@ def synth_image(height, width, seed):
     return np.clip(np.rint(img), 0, 255).astype(np.uint8)
 
 
-def _work(args, name):
-    return os.path.join(args.workdir, name)
-
-
 # ----------------------------------------------------------------------------- children
 
 def child_prepare(args):
     from d3net_seg.model import D3NetSegmentation, load_config
 
-    config = load_config(args.config)
+    config = load_config(args.network_config)
     weights = args.weights
     if weights == "fixture":
-        weights = str(fixtures_root() / "d3net-seg" / f"{config.get('name', args.config)}.h5")
-        if not os.path.isfile(weights):
-            raise SystemExit(f"fixture weights {weights} not found; use --weights random")
+        weights = bench.fixture_weights(f"d3net-seg/{config.get('name', args.network_config)}.h5")
         source = f"fixture {weights}"
     elif weights == "random":
         model = D3NetSegmentation(config)
-        rng = np.random.default_rng(args.seed)
-        for name, var in model.create_parameters().items():
-            shape = var.shape
-            if name.endswith("/mean"):
-                var.d = rng.uniform(-0.2, 0.2, shape)
-            elif name.endswith("/var"):
-                var.d = rng.uniform(0.5, 2.0, shape)
-            elif name.endswith("/gamma"):
-                var.d = rng.uniform(0.8, 1.2, shape)
-            elif name.endswith("/beta"):
-                var.d = rng.uniform(-0.1, 0.1, shape)
-            elif name.endswith("/W"):
-                bound = np.sqrt(6.0 / np.prod(shape[1:]))
-                var.d = rng.uniform(-bound, bound, shape)
-            elif name.endswith("/b"):
-                var.d = rng.uniform(-1, 1, shape) / np.sqrt(shape[0])
-        weights = _work(args, "weights.h5")
+        bench.randomize_parameters(model.create_parameters(), np.random.default_rng(args.seed))
+        weights = bench.work_path(args, "weights.h5")
         model.save_parameters(weights)
-        source = f"random ({args.config} shapes)"
+        source = f"random ({args.network_config} shapes)"
     else:
         source = weights
-    with open(_work(args, "weights.txt"), "w") as fh:
+    with open(bench.work_path(args, "weights.txt"), "w") as fh:
         fh.write(weights)
     for i in range(args.images + 1):
-        np.save(_work(args, f"image{i}.npy"), synth_image(args.height, args.width, args.seed + i))
+        np.save(bench.work_path(args, f"image{i}.npy"),
+                synth_image(args.height, args.width, args.seed + i))
     from d3net_seg.weights import load_weights
 
-    params, _ = load_weights(weights, args.config)
+    params, _ = load_weights(weights, args.network_config)
     return {"weights": source, "nb_params": int(sum(v.size for v in params.values()))}
 
 
@@ -117,11 +93,11 @@ def child_run(args, backend):
     from d3net_seg.weights import load_weights
 
     if backend == "onnx":  # a fresh cache: the one-time export is part of the setup time
-        os.environ["NNABLA_RESEARCH_CACHE"] = _work(args, "cache")
-    with open(_work(args, "weights.txt")) as fh:
+        os.environ["NNABLA_RESEARCH_CACHE"] = bench.work_path(args, "cache")
+    with open(bench.work_path(args, "weights.txt")) as fh:
         weights = fh.read().strip()
     t0 = time.perf_counter()
-    params, config = load_weights(weights, args.config)
+    params, config = load_weights(weights, args.network_config)
     seg = Segmenter(params, config, backend=backend)
     export_s = None
     if backend == "onnx":
@@ -129,19 +105,19 @@ def child_run(args, backend):
         seg._runner.prepare(1, args.height, args.width)
         export_s = time.perf_counter() - te
     t_setup = time.perf_counter() - t0
-    rss_ready = rss_mb()
+    rss_ready = bench.rss_mb()
 
     t1 = time.perf_counter()
-    seg.segment(np.load(_work(args, "image0.npy")))
+    seg.segment(np.load(bench.work_path(args, "image0.npy")))
     t_first = time.perf_counter() - t1
     times = []
     for i in range(1, args.images + 1):
-        image = np.load(_work(args, f"image{i}.npy"))
+        image = np.load(bench.work_path(args, f"image{i}.npy"))
         ta = time.perf_counter()
         out = seg.segment(image)
         times.append(time.perf_counter() - ta)
-        np.save(_work(args, f"logits_{backend}_{i}.npy"), out.logits)
-        np.save(_work(args, f"labels_{backend}_{i}.npy"), out.labels)
+        np.save(bench.work_path(args, f"logits_{backend}_{i}.npy"), out.logits)
+        np.save(bench.work_path(args, f"labels_{backend}_{i}.npy"), out.labels)
     result = {"setup_s": t_setup, "first_image_s": t_first, "image_s": times,
               "images_per_s": len(times) / sum(times), "rss_ready_mb": rss_ready,
               "graph_builds": seg.graph_builds}
@@ -152,42 +128,37 @@ def child_run(args, backend):
     return result
 
 
-def run_child(args):
-    warnings.filterwarnings("ignore")
-    pin_threads(args.threads)
-    result = child_prepare(args) if args.variant == "prepare" else child_run(args, args.variant)
-    write_child_result(_work(args, f"result_{args.variant}.json"), result)
+CHILDREN = {"prepare": child_prepare,
+            **{backend: functools.partial(child_run, backend=backend) for backend in VARIANTS}}
 
 
 # ----------------------------------------------------------------------------- parent
 
-def spawn(args, variant):
-    cmd = [sys.executable, os.path.abspath(__file__), "--variant", variant, "--workdir",
-           args.workdir, "--images", str(args.images), "--height", str(args.height),
-           "--width", str(args.width), "--weights", args.weights, "--config", args.config,
-           "--seed", str(args.seed), "--threads", str(args.threads)]
-    return spawn_child(cmd, _work(args, f"result_{variant}.json"), threads=args.threads,
-                       name=variant)
+def child_args(args):
+    return ["--images", str(args.images), "--height", str(args.height), "--width",
+            str(args.width), "--weights", args.weights, "--network-config",
+            args.network_config]
 
 
-def report(args, prep, results, t_all):
+def describe(r):
+    return (f"setup {r['setup_s']:.1f} s, first image {r['first_image_s']:.1f} s, "
+            f"{r['images_per_s']:.4f} images/s, peak RSS {r['peak_rss_mb']:.0f} MB")
+
+
+def report(args, prep, results):
+    """The markdown report and (no) extra JSON entries."""
     out = []
     p = out.append
     p("# D3Net segmentation benchmark\n")
-    p(f"- model: {args.config}, {prep['nb_params'] / 1e6:.2f} M parameters; weights: "
+    p(f"- model: {args.network_config}, {prep['nb_params'] / 1e6:.2f} M parameters; weights: "
       f"{prep['weights']}")
     p(f"- input: {args.images} synthetic RGB images of {args.height}x{args.width} (+1 warm-up), "
       f"batch 1, CPU")
-    p(f"- machine: {os.cpu_count()} CPUs, load average before the run {args.load_before}"
-      + (f", children pinned to {args.threads} core(s)" if args.threads else "")
-      + f"; python {sys.version.split()[0]}\n")
+    p(bench.machine_line(args))
     p("| backend | setup s | first image s | s / image (timed) | images / s | process s "
       "| RSS after setup MB | peak RSS MB |")
     p("|---|---:|---:|---|---:|---:|---:|---:|")
-    for v in VARIANTS:
-        r = results.get(v)
-        if r is None:
-            continue
+    for v, r in bench.in_order(results, VARIANTS):
         p(f"| {v} | {r['setup_s']:.2f} | {r['first_image_s']:.2f} "
           f"| {', '.join(f'{t:.2f}' for t in r['image_s'])} | {r['images_per_s']:.4f} "
           f"| {r['process_s']:.1f} | {r['rss_ready_mb']:.0f} | {r['peak_rss_mb']:.0f} |")
@@ -200,13 +171,13 @@ def report(args, prep, results, t_all):
     if all(v in results for v in VARIANTS):
         diffs, rels, agree = [], [], []
         for i in range(1, args.images + 1):
-            a = np.load(_work(args, f"logits_onnx_{i}.npy"))
-            b = np.load(_work(args, f"logits_nnabla_{i}.npy"))
+            a = np.load(bench.work_path(args, f"logits_onnx_{i}.npy"))
+            b = np.load(bench.work_path(args, f"logits_nnabla_{i}.npy"))
             d = float(np.abs(a.astype(np.float64) - b).max())
             diffs.append(d)
             rels.append(d / float(np.abs(b).max()))
-            la = np.load(_work(args, f"labels_onnx_{i}.npy"))
-            lb = np.load(_work(args, f"labels_nnabla_{i}.npy"))
+            la = np.load(bench.work_path(args, f"labels_onnx_{i}.npy"))
+            lb = np.load(bench.work_path(args, f"labels_nnabla_{i}.npy"))
             agree.append(float((la == lb).mean()))
         speed = o["images_per_s"] / results["nnabla"]["images_per_s"]
         p("\n## Summary\n")
@@ -216,83 +187,25 @@ def report(args, prep, results, t_all):
           f"({max(rels):.3g} x max|logits|; goal <= 1e-3: "
           f"{'OK' if max(rels) <= 1e-3 else 'FAIL'}); labels equal on "
           f"{100 * min(agree):.4f} % of the pixels (worst image)")
-    p(f"- benchmark wall time: {t_all:.0f} s")
-    return "\n".join(out)
+    return "\n".join(out), {}
 
 
-def run_parent(args):
-    t_all = time.perf_counter()
-    own = args.workdir is None
-    if own:
-        args.workdir = tempfile.mkdtemp(prefix="d3net-seg-bench-")
-    os.makedirs(args.workdir, exist_ok=True)
-    try:
-        args.load_before = " ".join(f"{x:.2f}" for x in os.getloadavg())
-    except OSError:
-        args.load_before = "?"
-    log = lambda msg: print(msg, file=sys.stderr, flush=True)  # noqa: E731
-    try:
-        log(f"[bench] work dir {args.workdir}; preparing weights and images ...")
-        prep = spawn(args, "prepare")
-        results = {}
-        for v in args.variants:
-            log(f"[bench] {v} ...")
-            r = results[v] = spawn(args, v)
-            log(f"[bench] {v}: setup {r['setup_s']:.1f} s, first image {r['first_image_s']:.1f} "
-                f"s, {r['images_per_s']:.4f} images/s, peak RSS {r['peak_rss_mb']:.0f} MB")
-        text = report(args, prep, results, time.perf_counter() - t_all)
-        print(text)
-        if args.json:
-            Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-            with open(args.json, "w") as fh:
-                json.dump({"args": {k: v for k, v in vars(args).items() if k != "workdir"},
-                           "prepare": prep, "results": results, "report_markdown": text},
-                          fh, indent=2)
-    finally:
-        if own and not args.keep:
-            import shutil
-
-            shutil.rmtree(args.workdir, ignore_errors=True)
-        elif own:
-            log(f"[bench] kept {args.workdir}")
-
-
-def main(argv=None):
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0],
-                                 formatter_class=argparse.RawDescriptionHelpFormatter,
-                                 epilog="See d3net/bench/README.md.")
-    ap.add_argument("--images", type=int, default=2, help="timed images per backend (2)")
-    ap.add_argument("--height", type=int, default=1024)
-    ap.add_argument("--width", type=int, default=2048)
-    ap.add_argument("--config", default="D3Net_S", help="network config (D3Net_S)")
+def add_arguments(ap):
+    ap.add_argument("--images", type=PositiveInt, default=2,
+                    help="timed images per backend (2)")
+    ap.add_argument("--height", type=PositiveInt, default=1024)
+    ap.add_argument("--width", type=PositiveInt, default=2048)
+    ap.add_argument("--network-config", default="D3Net_S",
+                    help="network config (D3Net_S)")
     ap.add_argument("--weights", default="fixture",
                     help="'fixture' ($FIXTURES_DIR/d3net-seg/<config>.h5, default), 'random' "
                          "(official shapes) or an .h5 path")
-    ap.add_argument("--variants", default=",".join(VARIANTS),
-                    help="comma-separated subset of " + ", ".join(VARIANTS))
-    ap.add_argument("--threads", type=int, default=0,
-                    help="pin each child to this many cores (default: all)")
-    ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--json", metavar="PATH", help="also write the results as JSON")
-    ap.add_argument("--workdir", help="work directory (default: a temporary one, removed)")
-    ap.add_argument("--keep", action="store_true", help="keep the temporary work directory")
-    ap.add_argument("--variant", help=argparse.SUPPRESS)  # child mode
-    args = ap.parse_args(argv)
-    args.variants = [v.strip() for v in args.variants.split(",") if v.strip()]
-    unknown = [v for v in args.variants if v not in VARIANTS]
-    if unknown:
-        ap.error(f"unknown variant(s) {unknown}; choose from {list(VARIANTS)}")
-    if args.images < 1:
-        ap.error("--images must be >= 1")
+
+
+def check_args(args):
     if args.weights not in ("fixture", "random"):
         args.weights = os.path.abspath(args.weights)
-    if args.variant:
-        if not args.workdir:
-            ap.error("--variant needs --workdir")
-        run_child(args)
-    else:
-        run_parent(args)
 
 
 if __name__ == "__main__":
-    main()
+    run_cli(lambda argv: bench.benchmark_main(sys.modules[__name__], argv))

@@ -67,7 +67,8 @@ __all__ = [
 
 
 def _weight_init(init_method, in_channels, out_channels, kernel):
-    """Weight initializer: ``'xavier'`` (Glorot normal), ``'normal'`` (sigma 0.01) or nnabla's default."""
+    """Weight initializer: ``'xavier'`` (Glorot normal), ``'normal'`` (sigma 0.01) or nnabla's
+    default."""
     if init_method is None:
         return None
     if init_method == "xavier":

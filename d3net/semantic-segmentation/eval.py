@@ -5,7 +5,7 @@
 Intersections and unions are summed over the whole split; the per-class table is printed and
 written to <out-dir>/iou.{csv,md,json}. See d3net_seg.metrics for the definitions.
 """
-from common.errors import run_cli
+from common.cli import run_cli
 from d3net_seg.metrics import eval_main
 
 if __name__ == "__main__":

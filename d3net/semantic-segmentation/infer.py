@@ -4,7 +4,7 @@
 Writes <out-dir>/<stem>_labels.png (trainIds as a palette PNG) and <stem>_overlay.png at the
 input's size. See `--help` and d3net_seg.inference for the details.
 """
-from common.errors import run_cli
+from common.cli import run_cli
 from d3net_seg.inference import infer_main
 
 if __name__ == "__main__":

@@ -7,11 +7,12 @@ Run (from the repository root)::
 
 Trains one run on the bundled MNIST subset (``mnist5k``: 3,500 training images; a
 stratified ``--n-train`` subset if given) with every traced step's parameters cached,
-unless ``OUT/run/summary.json`` already exists, then scores every training sample of
-the traced epoch(s) once per implementation of ``--impls`` (default ``loop`` then
-``batched``), all in this one process. ``impl="loop"`` takes each sample's gradient
-through a minibatch of one, as the reference does; ``impl="batched"`` gets every
-per-sample dot product of a step from one pass over the whole batch.
+unless ``OUT/run/summary.json`` already exists (an interrupted training continues), then
+scores every training sample of the traced epoch(s) once per implementation of
+``--impls`` (default ``loop`` then ``batched``), all in this one process. ``impl="loop"``
+takes each sample's gradient through a minibatch of one, as the reference does;
+``impl="batched"`` gets every per-sample dot product of a step from one pass over the
+whole batch.
 
 For each implementation the table gives the wall and CPU time (this process; other jobs
 on the machine disturb it less) of the whole scoring, split into the per-sample dot
@@ -22,13 +23,14 @@ the first implementation, and the largest score difference. The cache sizes comp
 what each method reads: ``final`` the final parameters only, ``hara`` the parameters of
 every traced step. The timers wrap the module functions, so the scores are unchanged.
 """
-import argparse
 import json
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
+
+from common.cli import Parser
+from common.fileio import check_output_location
 
 
 class Timers:
@@ -57,38 +59,30 @@ class Timers:
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--model", default="cnn", choices=["cnn", "mlp", "logreg"])
-    p.add_argument("--n-train", type=int, default=0, help="stratified subset (0 = all 3500)")
-    p.add_argument("--epochs", type=int, default=1)
-    p.add_argument("--trace-epochs", type=int, default=1)
-    p.add_argument("--lr", type=float, default=0.05)
-    p.add_argument("--batch-size", type=int, default=64)
-    p.add_argument("--method", default="final", choices=["final", "hara"])
-    p.add_argument("--hessian", default="reference", choices=["reference", "textbook"])
-    p.add_argument("--impls", nargs="+", default=["loop", "batched"])
-    p.add_argument("--out", default="runs/dc-bench")
-    p.add_argument("--quiet", action="store_true")
-    args = p.parse_args(argv)
+    from datacleansing.influence import HESSIANS, IMPLS
+    from datacleansing.options import add_experiment_args, refuse_multi_process
 
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tools"))
-    from loo_check import subset
+    p = Parser(description=__doc__.splitlines()[0])
+    add_experiment_args(p, epochs=1, out_dir="runs/dc-bench")
+    p.add_argument("--method", default="final", choices=["final", "hara"])
+    p.add_argument("--hessian", default="reference", choices=HESSIANS)
+    p.add_argument("--impls", nargs="+", choices=IMPLS, default=["loop", "batched"])
+    args = p.parse_args(argv)
+    refuse_multi_process()
+    check_output_location(args.out_dir, "--out-dir")
 
     from common.report import markdown_table
     from datacleansing import data as D
     from datacleansing import influence as I
     from datacleansing import trace as T
 
-    bad = [i for i in args.impls if i not in I.IMPLS]
-    if bad:
-        p.error(f"unknown impl {bad}; this influence.py has {I.IMPLS}")
-    splits = subset(D.load("mnist5k"), args.n_train or None, 0)
+    splits = D.stratified_subset(D.load("mnist5k"), args.n_train or None, 0)
     cfg = T.TrainConfig(model=args.model, epochs=args.epochs, batch_size=args.batch_size,
                         lr=args.lr, trace_epochs=args.trace_epochs, cache="all", seed=0)
-    run = Path(args.out) / "run"
-    if not (run / "summary.json").is_file():
+    run = Path(args.out_dir) / "run"
+    if not T.is_finished(run, cfg):
         t = time.time()
-        T.train(cfg, splits, run, quiet=args.quiet)
+        T.train(cfg, splits, run, resume=True, quiet=args.quiet)
         print(f"trained {args.model} ({args.epochs} epochs) in {time.time() - t:.0f}s", flush=True)
     summary = json.loads((run / "summary.json").read_text())
     sizes = T.cache_sizes(run)
@@ -145,5 +139,5 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    from common.errors import run_cli
+    from common.cli import run_cli
     run_cli(main)

@@ -14,10 +14,11 @@ scoring implementation performs one such product per traced step, so the product
 time bounds how much faster any implementation of the per-sample dot products can
 make the whole influence pass.
 """
-import argparse
 import time
 
 import numpy as np
+
+from common.cli import Parser, PositiveInt
 
 
 def median_seconds(fn, repeats):
@@ -44,12 +45,15 @@ class FunctionTimer:
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--model", default="cnn", choices=["cnn", "mlp", "logreg"])
-    p.add_argument("--batch-size", type=int, default=64)
-    p.add_argument("--repeats", type=int, default=5)
-    p.add_argument("--top", type=int, default=8, help="how many functions to list")
+    from datacleansing.options import MODEL_NAMES, refuse_multi_process
+
+    p = Parser(description=__doc__.splitlines()[0])
+    p.add_argument("--model", default="cnn", choices=MODEL_NAMES)
+    p.add_argument("--batch-size", type=PositiveInt, default=64)
+    p.add_argument("--repeats", type=PositiveInt, default=5)
+    p.add_argument("--top", type=PositiveInt, default=8, help="how many functions to list")
     args = p.parse_args(argv)
+    refuse_multi_process()
 
     import nnabla as nn
     import nnabla.functions as F
@@ -98,5 +102,5 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    from common.errors import run_cli
+    from common.cli import run_cli
     run_cli(main)

@@ -1,16 +1,22 @@
 """Data cleansing of a user's own class-folder image set.
 
-``python data-cleansing/cleanse.py --data DIR [--output OUT]`` trains a classifier on
+``python data-cleansing/cleanse.py --root DIR [--output OUT]`` trains a classifier on
 ``DIR/<class>/<image>`` (with the trace and only the final parameters cached), scores
 every training image with the storage-efficient influence (every traced step evaluated
-at the final parameters) and writes
+at the final parameters) and writes, into the run folder OUT:
 
-* ``OUT/influence.csv``: ``rank, path, label, influence``, most harmful first;
-* ``OUT/report.html``: one self-contained page with the most harmful and the most
-  helpful images as embedded thumbnails, what the score means, the split sizes and the
-  accuracy of the trained model;
-* ``OUT/run/``: the run itself (trace, parameters, checkpoints, ``setup.json`` and
-  ``scores.npy``), which ``--resume`` continues.
+* ``influence.csv``: ``rank, path, label, influence``, most harmful first;
+* ``report.html``: one self-contained page with the most harmful and the most helpful
+  images as embedded thumbnails, what the score means, the split sizes and the accuracy
+  of the trained model;
+* the run itself: ``config.yaml`` (the options and a digest of the image list),
+  ``checkpoints/``, the trace and parameters, ``summary.json`` and ``scores.npy``.
+
+OUT is a run folder (:class:`common.train.run.TrainingRun`): one that holds a run is never
+replaced; ``--resume`` continues it with the same options and images: the training from
+its last checkpoint (every epoch end, and the step in progress at Ctrl-C), then the
+scoring (from its start, unless ``scores.npy`` was written), then the CSV and the report.
+Nothing is written into DIR, and nothing is written at all before DIR was read.
 
 A score estimates how the validation loss would change if the image were left out of
 training: negative means removing it lowers the loss (the image is harmful, often
@@ -23,19 +29,24 @@ import html
 import io
 import json
 import os
-import shutil
 from pathlib import Path
 
 import numpy as np
 
-from common.cli import Parser
+from common.cli import NonNegativeInt, Parser, PositiveFloat, PositiveInt
+from common.context import add_context_args, context_from_args
 from common.errors import UserError
 from common.fileio import atomic_write
+from common.terminal import interrupt_message
+from common.train.run import TrainingRun
+from datacleansing.options import IMAGE_SIZE, MODEL_NAMES, refuse_multi_process
 
 THUMB_SIZE = 96
 CSV_NAME = "influence.csv"
 HTML_NAME = "report.html"
-RUN_NAME = "run"
+SCORES_NAME = "scores.npy"
+# Options that only change the report, and the image digest (checked after reading DIR).
+RESUME_FREE = {"top", "images"}
 
 
 def build_parser():
@@ -43,51 +54,55 @@ def build_parser():
         prog="cleanse.py",
         description="Find the training images that hurt (or help) a classifier trained on "
                     "a class-folder image set DIR/<class>/<image>.")
-    p.add_argument("--data", required=True, metavar="DIR",
+    p.add_argument("--root", "--data", required=True, metavar="DIR",
                    help="image folder with one sub-folder per class")
     p.add_argument("--output", default=None, metavar="OUT",
-                   help="output folder (default runs/data-cleansing/<name of DIR>)")
-    p.add_argument("--model", default="cnn", choices=("cnn", "mlp", "logreg"),
-                   help="classifier to train (default cnn)")
-    p.add_argument("--epochs", type=int, default=10, help="training epochs (default 10)")
-    p.add_argument("--trace-epochs", type=int, default=1,
-                   help="last epochs whose steps the influence walks back (default 1)")
-    p.add_argument("--batch-size", type=int, default=32, help="SGD batch size (default 32)")
-    p.add_argument("--lr", type=float, default=0.05, help="SGD learning rate (default 0.05)")
-    p.add_argument("--image-size", type=int, default=32,
-                   help="images are resized to SIZE x SIZE (default 32)")
-    p.add_argument("--top", type=int, default=10, metavar="K",
-                   help="harmful and helpful images shown in the report (default 10)")
-    p.add_argument("--seed", type=int, default=0, help="seed of split, initialization, order")
+                   help="run folder for the run, influence.csv and report.html (default "
+                        "runs/data-cleansing/<name of DIR>)")
     p.add_argument("--resume", action="store_true",
-                   help="continue an interrupted run in OUT with the same settings")
+                   help="continue the run in OUT (same options and images): training from "
+                        "its last checkpoint, then scoring, CSV and report")
+    p.add_argument("--model", default="cnn", choices=MODEL_NAMES,
+                   help="classifier to train (default cnn)")
+    p.add_argument("--epochs", type=PositiveInt, default=10, help="training epochs (default 10)")
+    p.add_argument("--trace-epochs", type=PositiveInt, default=1,
+                   help="last epochs whose steps the influence walks back (default 1)")
+    p.add_argument("--batch-size", type=PositiveInt, default=32,
+                   help="SGD batch size (default 32)")
+    p.add_argument("--lr", type=PositiveFloat, default=0.05,
+                   help="SGD learning rate (default 0.05)")
+    p.add_argument("--image-size", type=IMAGE_SIZE, default=32,
+                   help="images are resized to SIZE x SIZE (default 32)")
+    p.add_argument("--top", type=PositiveInt, default=10, metavar="K",
+                   help="harmful and helpful images shown in the report (default 10)")
+    p.add_argument("--seed", type=NonNegativeInt, default=0,
+                   help="seed of split, initialization, order")
+    add_context_args(p)
+    p.add_alias("--data-dir", "root")
+    # the official NNC plugin's spellings (sgd_influence_utils/args.py)
+    for alias, dest in (("-e", "epochs"), ("--n_epochs", "epochs"), ("-bs", "batch_size"),
+                        ("--batch_size", "batch_size"), ("-m", "model"), ("-di", "device_id")):
+        p.add_alias(alias, dest)
     return p
 
 
 def check_args(args):
-    if args.epochs < 1:
-        raise UserError(f"--epochs must be at least 1, not {args.epochs}")
-    if not 1 <= args.trace_epochs <= args.epochs:
+    """(image folder, run folder) once the options that the flag types cannot check are
+    valid; reads and writes nothing."""
+    if args.trace_epochs > args.epochs:
         raise UserError(f"--trace-epochs must be in 1..{args.epochs}, not {args.trace_epochs}")
-    if args.batch_size < 1:
-        raise UserError(f"--batch-size must be at least 1, not {args.batch_size}")
-    if not args.lr > 0:
-        raise UserError(f"--lr must be positive, not {args.lr}")
-    if not 8 <= args.image_size <= 512:
-        raise UserError(f"--image-size must be in 8..512, not {args.image_size}")
-    if args.top < 1:
-        raise UserError(f"--top must be at least 1, not {args.top}")
-    data = Path(args.data)
+    data = Path(args.root)
     if not data.is_dir():
         raise UserError(f"image folder {data} does not exist" if not data.exists()
                         else f"{data} is not a folder")
     out = Path(args.output) if args.output else Path("runs") / "data-cleansing" / (
         data.resolve().name or "data")
     if out.resolve().is_relative_to(data.resolve()):
-        raise UserError(f"--output {out} lies inside --data {data}; it would be read as a "
+        raise UserError(f"--output {out} lies inside --root {data}; it would be read as a "
                         "class folder next time: choose a folder outside it")
-    if out.exists() and not out.is_dir():
-        raise UserError(f"--output {out} exists and is not a folder")
+    if data.resolve().is_relative_to(out.resolve()):
+        raise UserError(f"--root {data} lies inside --output {out}: choose an --output "
+                        "outside the image folder")
     return data, out
 
 
@@ -106,13 +121,6 @@ def write_csv(path, order, scores, paths, labels, class_names):
         w.writerow(["rank", "path", "label", "influence"])
         for r, i in enumerate(order, 1):
             w.writerow([r, paths[i], class_names[labels[i]], f"{scores[i]:.8g}"])
-
-
-def read_csv(path):
-    """The rows of an ``influence.csv`` as dicts (``rank`` int, ``influence`` float)."""
-    with open(path, newline="", encoding="utf-8") as f:
-        return [{**row, "rank": int(row["rank"]), "influence": float(row["influence"])}
-                for row in csv.DictReader(f)]
 
 
 def thumbnail_uri(path, fallback=None, size=THUMB_SIZE):
@@ -240,7 +248,7 @@ def write_report(path, order, scores, splits, paths, summary, setup, k):
     helpful = [entry(p) for p in range(n - 1, n - 1 - k_help, -1)]
     n_val, n_test = len(splits.y_val), len(splits.y_test)
     info = [
-        ("image folder", setup["data"]),
+        ("image folder", setup["root"]),
         ("images", f"{n + n_val + n_test} in {splits.n_classes} classes"),
         ("split", f"{n} train / {n_val} validation / {n_test} test"),
         ("model", f"{setup['model']}, {setup['epochs']} epochs, batch {setup['batch_size']}, "
@@ -267,71 +275,59 @@ def _fingerprint(paths, labels):
     return h.hexdigest()
 
 
-def _prepare_run_dir(run_dir, setup, resume):
-    """Check or start ``run_dir``; return True when it already holds a finished training."""
-    setup_path = run_dir / "setup.json"
-    if resume and setup_path.is_file():
-        try:
-            old = json.loads(setup_path.read_text(encoding="utf-8"))
-        except (OSError, ValueError) as exc:
-            raise UserError(f"cannot resume: {setup_path} is unreadable ({exc})") from None
-        changed = sorted(k for k in set(old) | set(setup) if old.get(k) != setup.get(k))
-        if changed:
-            what = ", ".join("the images" if k == "images" else k for k in changed)
-            raise UserError(f"cannot resume {run_dir.parent}: it was started with a different "
-                            f"{what}; drop --resume to start over")
-        return (run_dir / "summary.json").is_file()
-    if run_dir.exists():
-        if not setup_path.is_file() and any(run_dir.iterdir()):
-            raise UserError(f"{run_dir} exists and is not a cleanse run; choose another --output")
-        shutil.rmtree(run_dir)
-    run_dir.mkdir(parents=True)
-    with atomic_write(setup_path, "w") as f:
-        json.dump(setup, f, indent=2)
-    return False
-
-
 def run(args):
     """Train, score, write the CSV and the report; returns a dict of what was written."""
     from datacleansing import data as D
 
     data_dir, out = check_args(args)
+    options = dict(vars(args), root=os.path.abspath(data_dir), output=str(out))
+    options.pop("config", None)
+    lifecycle = TrainingRun(out, options, resume=args.resume, free=RESUME_FREE, keep_last=1,
+                            hint="use the same options, or drop --resume and choose a new "
+                                 "--output").open()
     splits = D.load("folder", str(data_dir), seed=args.seed, image_size=args.image_size)
-    from datacleansing import influence, trace  # nnabla only once the input is known good
     paths = [os.path.abspath(p) for p in splits.paths]
-    setup = {"data": os.path.abspath(data_dir), "model": args.model, "epochs": args.epochs,
-             "trace_epochs": args.trace_epochs, "batch_size": args.batch_size, "lr": args.lr,
-             "image_size": args.image_size, "seed": args.seed,
-             "images": _fingerprint(paths, splits.y_train)}
+    images = _fingerprint(paths, splits.y_train)
+    saved = lifecycle.saved_options() if lifecycle.resuming else None
+    if saved is not None and saved.get("images") != images:
+        raise UserError(f"cannot --resume {out}: the images in {data_dir} changed since the "
+                        "run started; drop --resume and choose a new --output")
+    lifecycle.options["images"] = images
+    from datacleansing import influence, trace  # nnabla once the input is known good
+    context_from_args(args)
     cfg = trace.TrainConfig(model=args.model, epochs=args.epochs, batch_size=args.batch_size,
                             lr=args.lr, trace_epochs=args.trace_epochs, cache="final",
                             seed=args.seed)
-    run_dir = out / RUN_NAME
-    trained = _prepare_run_dir(run_dir, setup, args.resume)
-    scores_path = run_dir / "scores.npy"
+    trained = lifecycle.resuming and (out / "summary.json").is_file()
+    lifecycle.begin()
+    scores_path = out / SCORES_NAME
     if trained:
-        summary = json.loads((run_dir / "summary.json").read_text(encoding="utf-8"))
-        print(f"resuming: training in {run_dir} already finished", flush=True)
+        summary = json.loads((out / "summary.json").read_text(encoding="utf-8"))
+        print(f"resuming: training in {out} already finished", flush=True)
     else:
-        summary = trace.train(cfg, splits, run_dir, resume=args.resume)
+        summary = trace.train(cfg, splits, out, run=lifecycle)
     if trained and scores_path.is_file():
         scores = np.load(scores_path)
         print("resuming: influence scores already computed", flush=True)
     else:
-        scores = influence.compute_influence(run_dir, splits, args.model, method="final",
-                                             impl="batched", cfg=cfg)
+        with interrupt_message(lambda: f"interrupted while scoring; the trained run in {out} "
+                                       "is kept: continue with --resume (scoring starts "
+                                       "again)"):
+            scores = influence.compute_influence(out, splits, args.model, method="final",
+                                                 impl="batched", cfg=cfg)
         with atomic_write(scores_path, "wb") as f:
             np.save(f, scores)
     order = rank(scores)
     csv_path, html_path = out / CSV_NAME, out / HTML_NAME
     write_csv(csv_path, order, scores, paths, splits.y_train, splits.class_names)
-    write_report(html_path, order, scores, splits, paths, summary, setup, args.top)
+    write_report(html_path, order, scores, splits, paths, summary, options, args.top)
     return {"csv": csv_path, "html": html_path, "summary": summary, "order": order,
             "scores": scores, "paths": paths}
 
 
 def main(argv=None):
     args = build_parser().parse_args(argv)
+    refuse_multi_process()
     result = run(args)
     s = result["summary"]
     print(f"validation accuracy {s['val_accuracy']:.1%}, test accuracy {s['test_accuracy']:.1%}")

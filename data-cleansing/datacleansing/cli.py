@@ -1,4 +1,5 @@
-"""The command lines of the data-cleansing pipeline: ``train.py``, ``score.py``, ``sweep.py``.
+"""The command lines of the data-cleansing pipeline: ``train.py``, ``score.py``, ``sweep.py``
+(and what ``cleanse.py`` and the tools share with them).
 
 A *run directory* is what ``train.py`` writes and the other two read:
 
@@ -10,44 +11,49 @@ A *run directory* is what ``train.py`` writes and the other two read:
 * what :func:`datacleansing.trace.train` writes: ``trace.npz``, ``params/``,
   ``checkpoints/``, ``summary.json``.
 
-``score.py`` adds ``influence_<method>.csv`` (most harmful first) and a sidecar
-``influence_<method>.json`` with the settings it was computed with; ``sweep.py`` adds
-``summary.csv`` / ``summary.png`` and, for trials after the first, fresh runs under
-``trials/<t>/`` trained with seed ``t``. Every step can be interrupted and run again:
-training resumes from its last epoch checkpoint, scores and finished sweep rows are
-reused.
+``score.py`` adds ``influence_<method>.csv`` (most harmful first; in ``--out-dir``, by default
+the run folder) and a sidecar ``influence_<method>.json`` recording the settings, the run and
+the CSV's digest: the scores are reused only when all three match, otherwise computed again
+and replaced (said in the output), so scores of other settings are never reported or mixed.
+``sweep.py`` adds ``summary.csv`` / ``summary.png`` and, for trials after the first, fresh
+runs under ``trials/<t>/`` trained with seed ``t``. Every step can be interrupted and run
+again: training continues with ``--resume`` from its last checkpoint (written at every epoch
+end and at the interrupted step), finished scores and sweep rows are reused.
+
+Everything here runs in one process: a launch by ``mpirun`` with more than one process is
+refused (:func:`datacleansing.options.refuse_multi_process`), see the README.
 """
 import csv
+import hashlib
 import json
 import os
 import time
 from dataclasses import fields
+from functools import cached_property
 from pathlib import Path
 
 import numpy as np
 import yaml
 
-from common.cli import Parser
-from common.config import check_resume_options, save_config
+from common.cli import Fraction, NonNegativeInt, Parser, PositiveFloat, PositiveInt
 from common.context import add_context_args, context_from_args
-from common.errors import UserError
-from common.fileio import atomic_write
-from common.terminal import NO_PROGRESS_ENV
+from common.errors import Interrupted, UserError
+from common.fileio import atomic_write, check_output_location, write_npz
+from common.terminal import NO_PROGRESS_ENV, interrupt_message
 from common.train.out_of_core import add_ooc_args, out_of_core_from_args
+from common.train.run import TrainingRun, holds_run
 from datacleansing import data as D
 from datacleansing import retrain as R
 from datacleansing import trace as T
 from datacleansing.influence import HESSIANS, IMPLS, METHODS
-from datacleansing.models import MODELS
+from datacleansing.options import IMAGE_SIZE, MODEL_NAMES, hidden_switch, refuse_multi_process
 
 PACKAGE_DIR = Path(__file__).resolve().parent.parent
 SMOKE_CONFIG = PACKAGE_DIR / "configs" / "smoke.yaml"
+PAPER_CONFIG = PACKAGE_DIR / "configs" / "paper.yaml"
 CONFIG_NAME, LABELS_NAME, SUMMARY_NAME = "config.yaml", "labels.npz", "summary.json"
 SWEEP_CSV, SWEEP_PLOT, SWEEP_STATE = "summary.csv", "summary.png", "sweep.yaml"
 TRAIN_KEYS = tuple(f.name for f in fields(T.TrainConfig))
-# Options that may differ between a run and its --resume.
-RESUME_FREE = {"output", "resume", "stop_at_epoch", "context", "device_id", "type_config",
-               "ooc_budget", "config"}
 DEFAULT_OUTPUT = Path("runs") / "data-cleansing" / "smoke"
 TOP_FRACTION = 0.1
 
@@ -63,67 +69,71 @@ def _mb(n_bytes):
 # ----------------------------------------------------------------------------- train.py
 
 def build_train_parser():
-    p = Parser(description="Train a classifier and record what the influence methods "
-                                  "need (default: the CPU smoke run of configs/smoke.yaml on "
-                                  "the bundled real MNIST subset).",
-                      default_config=str(SMOKE_CONFIG))
-    p.add_argument("--output", default=str(DEFAULT_OUTPUT), help="run directory")
+    p = Parser(description="Train a classifier and record what the influence methods need "
+                           "(the paper's recipe, configs/paper.yaml; with neither --root nor "
+                           "--config: the CPU smoke run of configs/smoke.yaml on the bundled "
+                           "real MNIST subset).",
+               default_config=str(PAPER_CONFIG), smoke_config=str(SMOKE_CONFIG),
+               smoke_unless=("root",))
+    p.add_argument("--output", default=str(DEFAULT_OUTPUT), help="run folder")
     p.add_argument("--resume", action="store_true",
-                   help="continue the run in --output from its last epoch checkpoint")
-    p.add_argument("--stop-at-epoch", type=int, default=0,
+                   help="continue the run in --output from its last checkpoint")
+    p.add_argument("--stop-at-epoch", type=NonNegativeInt, default=0,
                    help="end after that many epochs (continue with --resume); 0 = all")
     g = p.add_argument_group("data")
     g.add_argument("--dataset", default="mnist5k",
-                   help=f"one of {', '.join(D.DATASETS)} (default: %(default)s, the bundled "
-                        f"real MNIST subset)")
-    g.add_argument("--data-dir", default=None,
-                   help="MNIST IDX folder, CIFAR-10 folder (cifar-10-batches-py) or, for "
-                        "'folder', a DIR/<class>/<image> tree")
-    g.add_argument("--image-size", type=int, default=32,
+                   help=f"one of {', '.join(D.DATASETS)} (default: mnist5k, the bundled real "
+                        f"MNIST subset; cifar10 with --root)")
+    g.add_argument("--root", default=None,
+                   help="dataset folder: MNIST IDX files, CIFAR-10 (cifar-10-batches-py) or, "
+                        "for 'folder', a DIR/<class>/<image> tree")
+    g.add_argument("--image-size", type=IMAGE_SIZE, default=32,
                    help="side the 'folder' images are resized to")
-    g.add_argument("--train-samples", type=int, default=0,
+    g.add_argument("--train-samples", type=NonNegativeInt, default=0,
                    help="train on a fixed random subset of N training samples (0 = all)")
-    g.add_argument("--flip-labels", type=float, default=0.0, metavar="FRACTION",
-                   help="give this fraction of the training samples a wrong random label "
+    g.add_argument("--flip-labels", type=Fraction, default=0.0, metavar="FRACTION",
+                   help="give this fraction (< 1) of the training samples a wrong random label "
                         "(seeded by --seed; stored in RUN/labels.npz)")
-    g.add_argument("--shift", type=int, default=0,
+    g.add_argument("--shift", type=NonNegativeInt, default=0,
                    help="augmentation: random shift of up to N pixels (0 = off)")
     g.add_argument("--flip", action="store_true", help="augmentation: random horizontal flip")
     g = p.add_argument_group("training")
-    g.add_argument("--model", choices=sorted(MODELS), default="cnn")
-    g.add_argument("--epochs", type=int, default=10)
-    g.add_argument("--batch-size", type=int, default=64)
-    g.add_argument("--lr", type=float, default=0.05, help="SGD learning rate (no momentum)")
-    g.add_argument("--trace-epochs", type=int, default=1,
+    g.add_argument("--model", choices=MODEL_NAMES, default="cnn")
+    g.add_argument("--epochs", type=PositiveInt, default=10)
+    g.add_argument("--batch-size", type=PositiveInt, default=64)
+    g.add_argument("--lr", type=PositiveFloat, default=0.05,
+                   help="SGD learning rate (no momentum)")
+    g.add_argument("--trace-epochs", type=PositiveInt, default=1,
                    help="record the steps of the last N epochs (what influence and the "
                         "replay retraining walk through)")
     g.add_argument("--cache", choices=("final", "all"), default="final",
                    help="final = only the final parameters (the storage-efficient method); "
                         "all = also the parameters before every traced step (needed by "
                         "SGD-influence, --method hara)")
-    g.add_argument("--seed", type=int, default=0)
+    g.add_argument("--seed", type=NonNegativeInt, default=0)
     add_context_args(p)
     add_ooc_args(p)
+    p.add_alias("--data-dir", "root")
+    # the official scripts' spellings (eval_sgd_influence.py; the NNC plugin's args.py)
+    for alias, dest in (("-o", "output"), ("--output_dir", "output"), ("-e", "epochs"),
+                        ("--n_epochs", "epochs"), ("-ds", "dataset"), ("-bs", "batch_size"),
+                        ("--batch_size", "batch_size"), ("-m", "model"),
+                        ("-di", "device_id")):
+        p.add_alias(alias, dest)
     return p
 
 
 def check_train_options(opts):
-    """Validate the training options (a dict) with one-line errors."""
+    """Validate what the flag types cannot (a dict of options) with one-line errors."""
     if opts["dataset"] not in D.DATASETS:
         raise UserError(f"unknown dataset {opts['dataset']!r}; use one of "
                         f"{', '.join(D.DATASETS)}")
-    for key in ("epochs", "batch_size", "trace_epochs", "image_size"):
-        if opts[key] < 1:
-            raise UserError(f"--{key.replace('_', '-')} must be at least 1")
-    for key in ("train_samples", "shift", "stop_at_epoch"):
-        if opts.get(key, 0) < 0:
-            raise UserError(f"--{key.replace('_', '-')} must not be negative")
+    if opts["dataset"] == "mnist5k" and opts.get("root"):
+        raise UserError("--root is for --dataset mnist, cifar10 or folder; mnist5k is bundled")
     if opts["trace_epochs"] > opts["epochs"]:
         raise UserError(f"--trace-epochs {opts['trace_epochs']} exceeds --epochs "
                         f"{opts['epochs']}")
-    if not opts["lr"] > 0:
-        raise UserError("--lr must be positive")
-    if not 0.0 <= opts["flip_labels"] < 1.0:
+    if opts["flip_labels"] >= 1.0:
         raise UserError("--flip-labels must be a fraction in [0, 1)")
 
 
@@ -133,7 +143,7 @@ def train_config(opts):
 
 def load_splits(opts):
     """The run's splits: the dataset (split seed 0) reduced to ``train_samples``."""
-    splits = D.load(opts["dataset"], opts.get("data_dir"), seed=0,
+    splits = D.load(opts["dataset"], opts.get("root"), seed=0,
                     image_size=opts.get("image_size", 32))
     n = opts.get("train_samples") or 0
     if 0 < n < len(splits.y_train):
@@ -147,30 +157,25 @@ def load_splits(opts):
 
 def train_run(opts, quiet=None, ooc=None):
     """Train (or resume) the run described by the option dict ``opts`` (``ooc``: an optional
-    :class:`common.train.out_of_core.OutOfCore`); returns (run directory, summary dict or None
-    when stopped early)."""
+    :class:`common.train.out_of_core.OutOfCore`); returns (run folder, summary dict or None
+    when stopped early). The folder is checked before the data is read, and written only
+    once the data loaded (see :class:`common.train.run.TrainingRun`)."""
     check_train_options(opts)
     quiet = _quiet() if quiet is None else quiet
     out = Path(opts["output"])
-    if opts["resume"] and (out / CONFIG_NAME).is_file():
-        check_resume_options(_read_config(out), opts, RESUME_FREE,
-                             f"resume with --config {out / CONFIG_NAME} --resume, or use a new "
-                             "--output")
-    elif not opts["resume"] and ((out / CONFIG_NAME).is_file() or (out / "checkpoints").exists()):
-        raise UserError(f"{out} already holds a run: continue it with --resume or choose a "
-                        f"new --output")
+    run = TrainingRun(out, opts, resume=opts["resume"], keep_last=1,
+                      hint=f"continue with --config {out / CONFIG_NAME} --resume, or choose a "
+                           "new --output").open()
     splits = load_splits(opts)
     clean = splits.y_train
     labels, flipped = clean, np.zeros(0, np.int64)
     if opts["flip_labels"] > 0:
         labels, flipped = D.flip_labels(clean, opts["flip_labels"], splits.n_classes,
                                         seed=opts["seed"])
-    out.mkdir(parents=True, exist_ok=True)
-    save_config(opts, out, CONFIG_NAME)
+    run.begin()
     with atomic_write(out / LABELS_NAME, "wb") as f:
-        np.savez(f, labels=labels, flipped=flipped, clean=clean)
-    cfg = train_config(opts)
-    summary = T.train(cfg, splits, out, labels=labels, resume=opts["resume"], quiet=quiet,
+        write_npz(f, {"labels": labels, "flipped": flipped, "clean": clean})
+    summary = T.train(train_config(opts), splits, out, labels=labels, run=run, quiet=quiet,
                       stop_after=opts.get("stop_at_epoch") or None, ooc=ooc)
     return out, summary
 
@@ -189,10 +194,11 @@ def describe_cache(summary):
 
 def train_main(argv=None):
     args = build_train_parser().parse_args(argv)
+    refuse_multi_process()
     opts = vars(args)
     opts.pop("config", None)
-    if opts["data_dir"]:     # later steps may run from another directory
-        opts["data_dir"] = str(Path(opts["data_dir"]).resolve())
+    if opts["root"]:     # later steps may run from another directory
+        opts["root"] = str(Path(opts["root"]).resolve())
     ooc = out_of_core_from_args(args, context_from_args(args))
     start = time.time()
     out, summary = train_run(opts, ooc=ooc)
@@ -229,7 +235,7 @@ class Run:
     def __init__(self, path):
         self.path = Path(path)
         if not self.path.is_dir():
-            raise UserError(f"run directory {self.path} does not exist")
+            raise UserError(f"run folder {self.path} does not exist")
         self.opts = _read_config(self.path)
         if not (self.path / SUMMARY_NAME).is_file():
             raise UserError(f"{self.path}: training has not finished; continue it with "
@@ -251,11 +257,26 @@ class Run:
     def n_train(self):
         return len(self.labels)
 
+    @cached_property
+    def fingerprint(self):
+        """Digest of what every score of this run depends on: the final parameters, the
+        training labels and the traced steps."""
+        h = hashlib.sha256()
+        final = T.read_params(self.path / "params" / "final.h5")
+        arrays = [(f"param/{k}", v) for k, v in sorted(final.items())]
+        arrays.append(("labels", self.labels))
+        with np.load(self.path / "trace.npz") as z:
+            arrays += [(f"trace/{k}", z[k]) for k in sorted(z.files)]
+        for name, arr in arrays:
+            h.update(name.encode())
+            h.update(np.ascontiguousarray(arr).tobytes())
+        return h.hexdigest()[:16]
+
 
 # ----------------------------------------------------------------------------- score.py
 
-def scores_path(run, method):
-    return Path(run) / f"influence_{method}.csv"
+def scores_path(out_dir, method):
+    return Path(out_dir) / f"influence_{method}.csv"
 
 
 def write_scores(path, run, scores):
@@ -287,40 +308,80 @@ def flipped_in_top(scores, flipped, fraction=TOP_FRACTION):
     return int(np.isin(top, flipped).sum()), len(top)
 
 
-def score_run(run, method, impl="batched", hessian="reference", seed=None, quiet=None):
-    """Scores of ``method`` for the Run ``run``: reused from its CSV when that was made with
-    the same settings, otherwise computed and written (CSV + JSON sidecar)."""
+def _file_digest(path):
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+def _stale(path, record, settings):
+    """Why the scores in ``path`` (with their sidecar ``record``) are not those of
+    ``settings``, or None when they are."""
+    if record is None:
+        return "they record no settings"
+    changed = [k for k in settings if record.get(k) != settings[k]]
+    if changed:
+        return "made with another " + ", ".join("run" if k == "run" else f"--{k}"
+                                                for k in changed)
+    if record.get("csv_sha256") != _file_digest(path):
+        return "the CSV does not match its record"
+    return None
+
+
+def _read_record(path):
+    try:
+        record = json.loads(Path(path).read_text())
+    except (OSError, ValueError):
+        return None
+    return record if isinstance(record, dict) else None
+
+
+def score_run(run, method, impl="batched", hessian="reference", seed=None, quiet=None,
+              out_dir=None):
+    """Scores of ``method`` for the Run ``run`` and how they were obtained: ``"reused"`` from
+    ``influence_<method>.csv`` in ``out_dir`` (default: the run folder) when its sidecar
+    records the same settings, the same run and the CSV's digest; otherwise computed and
+    written (``"computed"``, or ``"replaced"`` when other scores were there). Returns
+    (scores, record, how)."""
     from datacleansing.influence import compute_influence
     quiet = _quiet() if quiet is None else quiet
     seed = run.cfg.seed if seed is None else seed
     settings = {"method": method, "impl": impl, "hessian": hessian}
     if method == "random":
         settings = {"method": method, "seed": seed}
-    path = scores_path(run.path, method)
-    meta_path = path.with_suffix(".json")
-    if path.is_file() and meta_path.is_file():
-        meta = json.loads(meta_path.read_text())
-        if all(meta.get(k) == v for k, v in settings.items()):
-            return read_scores(path, run.n_train), meta, True
+    settings["run"] = run.fingerprint
+    path = scores_path(run.path if out_dir is None else out_dir, method)
+    record_path = path.with_suffix(".json")
+    how = "computed"
+    if path.is_file():
+        record = _read_record(record_path)
+        why = _stale(path, record, settings)
+        if why is None:
+            return read_scores(path, run.n_train), record, "reused"
+        print(f"{path}: replacing scores that do not belong to this call ({why})", flush=True)
+        how = "replaced"
     start = time.time()
     scores = compute_influence(run.path, run.splits, run.cfg.model, method=method, impl=impl,
                                hessian=hessian, labels=run.labels, cfg=run.cfg, seed=seed,
                                quiet=quiet)
-    meta = dict(settings, seconds=round(time.time() - start, 3), samples=run.n_train)
+    record = dict(settings, seconds=round(time.time() - start, 3), samples=run.n_train)
     if len(run.flipped):
         found, top = flipped_in_top(scores, run.flipped)
-        meta.update(flipped_in_top=found, top=top, flipped=len(run.flipped))
+        record.update(flipped_in_top=found, top=top, flipped=len(run.flipped))
     write_scores(path, run, scores)
-    with atomic_write(meta_path, "w") as f:
-        json.dump(meta, f, indent=2)
-    return scores, meta, False
+    record["csv_sha256"] = _file_digest(path)
+    with atomic_write(record_path, "w") as f:
+        json.dump(record, f, indent=2)
+    return scores, record, how
 
 
 def build_score_parser():
-    p = Parser(description="Score every training sample of a run by its influence on "
-                                  "the validation loss (negative = harmful); writes "
-                                  "RUN/influence_<method>.csv, most harmful first.")
-    p.add_argument("run", help="run directory written by train.py")
+    p = Parser(description="Score every training sample of a run by its influence on the "
+                           "validation loss (negative = harmful); writes "
+                           "influence_<method>.csv, most harmful first, into --out-dir.")
+    p.add_argument("run", help="run folder written by train.py")
+    p.add_argument("--out-dir", default=None,
+                   help="folder for influence_<method>.csv and .json (default: the run "
+                        "folder)")
+    hidden_switch(p, ("-a", "--calc-infl-with-all-params"), "method", "hara", "final")
     p.add_argument("--method", choices=METHODS, default="final",
                    help="final = the storage-efficient method (final parameters only); "
                         "hara = SGD-influence (needs a run trained with --cache all); "
@@ -330,20 +391,27 @@ def build_score_parser():
     p.add_argument("--hessian", choices=HESSIANS, default="reference",
                    help="reference = the reference code's extra 1/batch in the Hessian term; "
                         "textbook = the linearized SGD update")
-    p.add_argument("--seed", type=int, default=None,
+    p.add_argument("--seed", type=NonNegativeInt, default=None,
                    help="seed of --method random (default: the run's seed)")
     add_context_args(p)
+    p.add_alias("-di", "device_id")
     return p
 
 
 def score_main(argv=None):
     args = build_score_parser().parse_args(argv)
+    refuse_multi_process()
+    out_dir = Path(args.out_dir if args.out_dir is not None else args.run)
+    check_output_location(out_dir, "--out-dir")
     run = Run(args.run)
     context_from_args(args)
-    scores, meta, reused = score_run(run, args.method, args.impl, args.hessian, args.seed)
-    path = scores_path(run.path, args.method)
-    how = "reused" if reused else f"computed in {meta['seconds']:.1f} s"
-    print(f"{args.method}: {run.n_train} samples scored ({how}); most harmful first in {path}")
+    with interrupt_message(lambda: "interrupted while scoring; nothing was written: run the "
+                                   "same command again"):
+        scores, meta, how = score_run(run, args.method, args.impl, args.hessian, args.seed,
+                                      out_dir=out_dir)
+    path = scores_path(out_dir, args.method)
+    what = "reused" if how == "reused" else f"{how} in {meta['seconds']:.1f} s"
+    print(f"{args.method}: {run.n_train} samples scored ({what}); most harmful first in {path}")
     if len(run.flipped):
         found, top = flipped_in_top(scores, run.flipped)
         print(f"flipped labels among the {TOP_FRACTION:.0%} most harmful: {found} of {top} "
@@ -355,14 +423,15 @@ def score_main(argv=None):
 
 def build_sweep_parser():
     p = Parser(description="Remove the k most harmful samples by each method, retrain, "
-                                  "and record the test accuracy (RUN/summary.csv, "
-                                  "RUN/summary.png); resumable.")
-    p.add_argument("run", help="run directory written by train.py (trial 0)")
+                           "and record the test accuracy (RUN/summary.csv, RUN/summary.png); "
+                           "run it again to continue.")
+    p.add_argument("run", help="run folder written by train.py (trial 0)")
     p.add_argument("--methods", nargs="+", choices=METHODS, default=list(METHODS))
-    p.add_argument("--counts", nargs="+", type=int, default=[0, 10, 30, 100, 300],
+    p.add_argument("--counts", nargs="+", type=NonNegativeInt, default=[0, 10, 30, 100, 300],
                    help="numbers of samples removed")
-    p.add_argument("--trials", type=int, default=1,
+    p.add_argument("--trials", type=PositiveInt, default=1,
                    help="trial t > 0 trains a fresh run with seed t into RUN/trials/<t>/")
+    hidden_switch(p, ("-ra", "--retrain_all"), "mode", "full", "replay")
     p.add_argument("--mode", choices=R.MODES, default="replay",
                    help="replay = redo the traced epochs without the removed samples (the "
                         "reference); full = retrain from the initial parameters")
@@ -370,6 +439,9 @@ def build_sweep_parser():
     p.add_argument("--hessian", choices=HESSIANS, default="reference")
     add_context_args(p)
     add_ooc_args(p)
+    for alias, dest in (("-nt", "trials"), ("--n_trials", "trials"), ("-r", "counts"),
+                        ("--remove_n_list", "counts"), ("-di", "device_id")):
+        p.add_alias(alias, dest)
     return p
 
 
@@ -387,24 +459,23 @@ def _sweep_state(run_dir, state):
     return []
 
 
-def _append_rows(path, rows):
-    keys = ["method", "trial", "removed", "test_loss", "test_accuracy"]
-    text = Path(path).read_text() if Path(path).is_file() else ",".join(keys) + "\n"
-    text += "".join(",".join(str(r[k]) for k in keys) + "\n" for r in rows)
-    with atomic_write(path, "w") as f:
-        f.write(text)
-
-
 def trial_run(base, trial, quiet=None, ooc=None):
     """The Run of ``trial``: the base run itself, or a run with seed ``trial`` trained (or
-    resumed) into base/trials/<trial>/ with the base run's options."""
+    continued) into base/trials/<trial>/ with the base run's options."""
     if trial == 0:
         return base
     out = base.path / "trials" / str(trial)
     if not (out / SUMMARY_NAME).is_file():
-        opts = dict(base.opts, seed=trial, output=str(out), resume=True, stop_at_epoch=0)
-        print(f"trial {trial}: training a fresh run with seed {trial} in {out}", flush=True)
-        train_run(opts, quiet=quiet, ooc=ooc)
+        started = holds_run(out)
+        opts = dict(base.opts, seed=trial, output=str(out), resume=started, stop_at_epoch=0)
+        print(f"trial {trial}: {'continuing' if started else 'training'} a fresh run with seed "
+              f"{trial} in {out}", flush=True)
+        try:
+            train_run(opts, quiet=quiet, ooc=ooc)
+        except Interrupted:
+            raise Interrupted(f"interrupted while training trial {trial} (its last checkpoint "
+                              f"in {out} is kept); run the same sweep.py command again to "
+                              "continue") from None
     return Run(out)
 
 
@@ -423,12 +494,12 @@ def mean_table(rows, methods, counts):
 def sweep_main(argv=None):
     from common.report import markdown_table
     args = build_sweep_parser().parse_args(argv)
+    refuse_multi_process()
+    check_output_location(args.run, "RUN")
     base = Run(args.run)
     methods = list(dict.fromkeys(args.methods))
     counts = sorted(set(args.counts))
-    if args.trials < 1:
-        raise UserError("--trials must be at least 1")
-    if counts[0] < 0 or counts[-1] > base.n_train:
+    if counts[-1] > base.n_train:
         raise UserError(f"--counts must lie in 0..{base.n_train} (the training set size)")
     if "hara" in methods and base.cfg.cache != "all":
         raise UserError(f"--methods hara needs the parameters of every traced step: train "
@@ -439,34 +510,42 @@ def sweep_main(argv=None):
     done = {(r["method"], r["trial"], r["removed"]) for r in _sweep_state(base.path, state)}
     quiet = _quiet()
     start = time.time()
-    for t in range(args.trials):
-        todo = [(m, k) for m in methods for k in counts if (m, t, k) not in done]
-        if not todo:
-            print(f"trial {t}: all {len(methods) * len(counts)} rows done, skipped")
-            continue
-        run = trial_run(base, t, quiet, ooc)
-        scores = {}
-        for m in sorted({m for m, _ in todo}, key=methods.index):
-            scores[m], meta, reused = score_run(run, m, args.impl, args.hessian, quiet=quiet)
-            print(f"trial {t}: {m} scores " + ("reused" if reused else
-                                              f"computed in {meta['seconds']:.1f} s"),
-                  flush=True)
-        unchanged = None   # removing nothing gives the same result for every method
-        for m, k in todo:
-            if k == 0 and unchanged is not None:
-                row = dict(unchanged, method=m)
-                _append_rows(csv_path, [row])
-            else:
-                row = R.sweep(run.path, run.cfg, run.splits, {m: scores[m]}, [k], csv_path,
-                              mode=args.mode, labels=run.labels, trial=t, quiet=True,
-                              ooc=ooc)[0]
-                if k == 0:
-                    unchanged = row
-            print(f"trial {t}: {m}, {k} removed: test accuracy "
-                  f"{100 * row['test_accuracy']:.2f}%", flush=True)
+    with interrupt_message(lambda: f"interrupted; the rows finished so far are kept in "
+                                   f"{csv_path}: run the same sweep.py command again to "
+                                   "continue"):
+        for t in range(args.trials):
+            _sweep_trial(base, t, methods, counts, done, args, csv_path, quiet, ooc)
     rows = R.read_summary(csv_path)
     R.plot_summary(rows, base.path / SWEEP_PLOT)
     print(markdown_table(["removed"] + [f"{m} acc. %" for m in methods],
                          mean_table(rows, methods, counts)))
     print(f"done in {time.time() - start:.1f} s; {csv_path} and {base.path / SWEEP_PLOT}")
     return 0
+
+
+def _sweep_trial(base, t, methods, counts, done, args, csv_path, quiet, ooc):
+    """Score trial ``t``'s run and retrain it for every (method, count) not ``done``; every
+    finished row is appended to ``csv_path`` at once."""
+    todo = [(m, k) for m in methods for k in counts if (m, t, k) not in done]
+    if not todo:
+        print(f"trial {t}: all {len(methods) * len(counts)} rows done, skipped")
+        return
+    run = trial_run(base, t, quiet, ooc)
+    scores = {}
+    for m in sorted({m for m, _ in todo}, key=methods.index):
+        scores[m], meta, how = score_run(run, m, args.impl, args.hessian, quiet=quiet)
+        print(f"trial {t}: {m} scores " + ("reused" if how == "reused" else
+                                          f"{how} in {meta['seconds']:.1f} s"), flush=True)
+    unchanged = None   # removing nothing gives the same result for every method
+    for m, k in todo:
+        if k == 0 and unchanged is not None:
+            row = dict(unchanged, method=m)
+            R.append_rows(csv_path, [row])
+        else:
+            row = R.sweep(run.path, run.cfg, run.splits, {m: scores[m]}, [k], csv_path,
+                          mode=args.mode, labels=run.labels, trial=t, quiet=True,
+                          ooc=ooc)[0]
+            if k == 0:
+                unchanged = row
+        print(f"trial {t}: {m}, {k} removed: test accuracy "
+              f"{100 * row['test_accuracy']:.2f}%", flush=True)

@@ -5,7 +5,7 @@ test split is only used to measure the accuracy after removal and retraining.
 
 * ``mnist5k`` (default): the bundled real MNIST subset, 500 images per class;
   stratified split 350 / 50 / 100 per class.
-* ``mnist``: the IDX files (``--data-dir``); validation = the last 10 % of the
+* ``mnist``: the IDX files (``--root``); validation = the last 10 % of the
   training files' images, test = t10k.
 * ``cifar10``: the python pickles; validation = the last 5,000 training images.
 * ``folder``: a user's class-folder image set (``DIR/<class>/<image>``); images are
@@ -14,6 +14,7 @@ test split is only used to measure the accuracy after removal and retraining.
 Images are float32 NCHW scaled to [-1, 1]; ``paths`` holds the source file (or a
 ``dataset:index`` name) of every training image so scores can point at them.
 """
+import dataclasses
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -115,12 +116,8 @@ def folder(root, image_size=32, seed=0):
     images, labels, paths = [], [], []
     from common.data.imagenet import load_rgb
     for path, label in ds.samples:
-        try:
-            img = load_rgb(path).resize((image_size, image_size), Image.BILINEAR)
-        except UserError:  # load_rgb's message already names the file
-            raise
-        except Exception as exc:  # unreadable image: name it, do not guess
-            raise UserError(f"cannot read image {path}: {exc}") from None
+        # an undecodable image is one UserError naming the file (load_rgb)
+        img = load_rgb(path).resize((image_size, image_size), Image.BILINEAR)
         images.append(np.asarray(img, np.uint8).transpose(2, 0, 1))
         labels.append(label)
         paths.append(str(path))
@@ -139,7 +136,7 @@ def load(name, data_dir=None, seed=0, image_size=32):
     if name == "mnist5k":
         return mnist5k(seed)
     if name in ("mnist", "cifar10", "folder") and data_dir is None:
-        raise UserError(f"dataset {name} needs --data-dir")
+        raise UserError(f"dataset {name} needs --root (its folder)")
     if name == "mnist":
         return mnist(data_dir)
     if name == "cifar10":
@@ -147,6 +144,22 @@ def load(name, data_dir=None, seed=0, image_size=32):
     if name == "folder":
         return folder(data_dir, image_size, seed)
     raise UserError(f"unknown dataset {name!r}; use one of {', '.join(DATASETS)}")
+
+
+def stratified_subset(splits, n, seed=0):
+    """``splits`` with a class-stratified random subset of ``n`` training samples (all of
+    them when ``n`` is None or not smaller). The mnist5k training split is sorted by class,
+    so its first ``n`` samples are not a usable subset."""
+    if n is None or n >= len(splits.y_train):
+        return splits
+    rng = np.random.default_rng(seed)
+    classes = np.unique(splits.y_train)
+    per = np.full(len(classes), n // len(classes))
+    per[: n % len(classes)] += 1
+    idx = np.sort(np.concatenate([rng.choice(np.flatnonzero(splits.y_train == c), k, replace=False)
+                                  for c, k in zip(classes, per)]))
+    return dataclasses.replace(splits, x_train=splits.x_train[idx], y_train=splits.y_train[idx],
+                               paths=[splits.paths[i] for i in idx])
 
 
 def flip_labels(labels, fraction, n_classes, seed=0):

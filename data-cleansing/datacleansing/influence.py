@@ -159,15 +159,20 @@ def validation_gradient(model, splits, batch=250):
     return {k: (v / n).astype(np.float32) for k, v in u.items()}
 
 
+def _feed(xv, yv, uv, x, y, u):
+    """Put a step's images, labels and the direction ``u`` into a graph's inputs."""
+    xv.d, yv.d = x, y.reshape(-1, 1)
+    for k, var in uv.items():
+        var.d = u[k]
+
+
 def step_dots(graphs, u, x, y, impl):
     """<u, grad l_j(theta)> for every sample j of a step (current parameters)."""
     import nnabla as nn
     if impl == "batched":
         xv, yv, e, uv, total = graphs.tangent(len(y))
-        xv.d, yv.d = x, y.reshape(-1, 1)
+        _feed(xv, yv, uv, x, y, u)
         e.d = 0.0
-        for k, var in uv.items():
-            var.d = u[k]
         params = nn.get_parameters(grad_only=False)
         saved = {k: p.need_grad for k, p in params.items()}
         for p in params.values():      # only d/de is wanted: skip the weight gradients
@@ -182,10 +187,8 @@ def step_dots(graphs, u, x, y, impl):
         return e.g.astype(np.float64).copy()
     if impl == "double":
         xv, yv, v, uv, s = graphs.dots(len(y))
-        xv.d, yv.d = x, y.reshape(-1, 1)
+        _feed(xv, yv, uv, x, y, u)
         v.d = 1.0
-        for k, var in uv.items():
-            var.d = u[k]
         v.grad.zero()
         s.forward(clear_no_need_grad=True)
         s.backward(clear_buffer=True)
@@ -208,9 +211,7 @@ def hessian_vector(graphs, u, x, y):
     """H u for the step's mean training loss (whole-batch statistics)."""
     import nnabla as nn
     xv, yv, uv, s = graphs.hvp(len(y))
-    xv.d, yv.d = x, y.reshape(-1, 1)
-    for k, var in uv.items():
-        var.d = u[k]
+    _feed(xv, yv, uv, x, y, u)
     params = nn.get_parameters(grad_only=False)
     for k in u:
         params[k].grad.zero()

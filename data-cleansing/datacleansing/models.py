@@ -127,10 +127,6 @@ def build(name, x, n_classes, bn="batch", tangent=None):
     return MODELS[name](x, n_classes, bn=bn, tangent=tangent)
 
 
-def has_batch_norm(name):
-    return name == "cnn"
-
-
 def per_sample_loss(logits, label):
     """Cross-entropy of every sample, shape (N,)."""
     return F.reshape(F.softmax_cross_entropy(logits, label), (logits.shape[0],))

@@ -8,24 +8,18 @@ one. ``full``: retrain from the initial parameters for all epochs with the same 
 skipping the removed samples.
 """
 import csv
-import json
 from pathlib import Path
 
 import numpy as np
 
 from common.errors import UserError
 from common.fileio import atomic_write
-from datacleansing.trace import (
-    Trainer,
-    bar,
-    epoch_steps,
-    evaluate,
-    load_snapshot,
-    read_params,
-    read_trace,
-)
+from common.terminal import check_interrupt
+from datacleansing.trace import (Trainer, bar, epoch_steps, evaluate, load_snapshot, read_params,
+                                 read_trace)
 
 MODES = ("replay", "full")
+SUMMARY_KEYS = ("method", "trial", "removed", "test_loss", "test_accuracy")
 
 
 def retrain(run, cfg, splits, removed, mode="replay", labels=None, ooc=None):
@@ -44,11 +38,13 @@ def retrain(run, cfg, splits, removed, mode="replay", labels=None, ooc=None):
         for step in read_trace(run / "trace.npz"):
             keep = ~np.isin(step.batch, removed)
             trainer.step(step.batch, step.seeds, keep, step.lr)
+            check_interrupt()
     else:
         load_snapshot(read_params(run / "params" / "initial.h5"))
         for e in range(cfg.epochs):
             for idx, seeds, keep in epoch_steps(cfg, n, e, removed):
                 trainer.step(idx, seeds, keep, cfg.lr)
+                check_interrupt()
     return evaluate(cfg.model, splits, splits.x_test, splits.y_test)
 
 
@@ -68,18 +64,18 @@ def sweep(run, cfg, splits, scores_by_method, counts, out_csv, mode="replay", la
         loss, acc = retrain(run, cfg, splits, order[:k], mode, labels, ooc)
         rows.append({"method": method, "trial": trial, "removed": int(k), "test_loss": loss,
                      "test_accuracy": acc})
-    new = not Path(out_csv).is_file()
-    text = ""
-    if not new:
-        text = Path(out_csv).read_text()
-    lines = [] if new else [text.rstrip("\n")]
-    keys = ["method", "trial", "removed", "test_loss", "test_accuracy"]
-    if new:
-        lines.append(",".join(keys))
-    lines += [",".join(str(r[k]) for k in keys) for r in rows]
-    with atomic_write(out_csv, "w") as f:
-        f.write("\n".join(lines) + "\n")
+    append_rows(out_csv, rows)
     return rows
+
+
+def append_rows(path, rows):
+    """Add ``rows`` to the summary CSV ``path`` (created with its header); the file is
+    replaced atomically, so an interruption never leaves half a row."""
+    path = Path(path)
+    text = path.read_text() if path.is_file() else ",".join(SUMMARY_KEYS) + "\n"
+    text += "".join(",".join(str(r[k]) for k in SUMMARY_KEYS) + "\n" for r in rows)
+    with atomic_write(path, "w") as f:
+        f.write(text)
 
 
 def read_summary(path):
@@ -115,7 +111,3 @@ def plot_summary(rows, path, title="Test accuracy after removing the most harmfu
     plt.close(fig)
     return Path(path)
 
-
-def write_json(path, obj):
-    with atomic_write(path, "w") as f:
-        json.dump(obj, f, indent=2)

@@ -14,19 +14,23 @@ augmentation seed (``trace.npz``). Parameters are cached:
 
 The order of epoch ``e`` is a seeded permutation of the training set and sample seeds
 are ``e * n_train + position``, so the whole trace is a function of the seed;
-checkpoints at every epoch end make ``--resume`` continue bit-exactly.
+checkpoints (every epoch end, and the step in progress on Ctrl-C) make ``--resume`` continue
+bit-exactly.
 """
 import itertools
 import json
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
 
 from common.errors import UserError
-from common.fileio import atomic_write
+from common.fileio import atomic_write, write_npz
 from datacleansing import data as D
 from datacleansing.models import build, per_sample_loss
+
+# What to do when a folder holds a run of other options (the tools' runs have no --output).
+OTHER_RUN_HINT = "train with the options in its config.yaml, or into another folder"
 
 
 @dataclass
@@ -178,9 +182,10 @@ def evaluate(model, splits, x, y, batch=256):
 def write_trace(path, steps):
     sizes = np.array([len(s.batch) for s in steps], np.int64)
     with atomic_write(path, "wb") as f:
-        np.savez(f, epoch=np.array([s.epoch for s in steps]), lr=np.array([s.lr for s in steps]),
-                 sizes=sizes, batch=np.concatenate([s.batch for s in steps]),
-                 seeds=np.concatenate([s.seeds for s in steps]))
+        write_npz(f, {"epoch": np.array([s.epoch for s in steps]),
+                      "lr": np.array([s.lr for s in steps]), "sizes": sizes,
+                      "batch": np.concatenate([s.batch for s in steps]),
+                      "seeds": np.concatenate([s.seeds for s in steps])})
 
 
 def read_trace(path):
@@ -201,13 +206,30 @@ def cache_sizes(run):
             "all_steps_files": len(steps)}
 
 
-def train(cfg, splits, out, labels=None, resume=False, quiet=False, stop_after=None, ooc=None):
+def is_finished(out, cfg):
+    """True when ``out`` holds the finished run of ``cfg``; a run of other options there is
+    refused in one line (nothing is written)."""
+    from common.train.run import TrainingRun, holds_run
+
+    out = Path(out)
+    if holds_run(out):
+        TrainingRun(out, asdict(cfg), resume=True, hint=OTHER_RUN_HINT).open()
+    return (out / "summary.json").is_file()
+
+
+def train(cfg, splits, out, labels=None, run=None, resume=False, quiet=False, stop_after=None,
+          ooc=None):
     """Train with the trace into ``out``; returns the summary dict (also summary.json), or
     None when ``stop_after`` (an epoch count) ended the run early (continue with resume).
+
+    ``run``: the run's begun :class:`common.train.run.TrainingRun` (its checkpoints, Ctrl-C and
+    non-finite-loss handling); without one, a run folder of its own is opened on ``out``
+    (``resume`` continues it). A checkpoint is written at every epoch end and, on Ctrl-C,
+    after the step in progress; resuming continues from that iteration bit-exactly.
     ``ooc``: an optional :class:`common.train.out_of_core.OutOfCore` around every step."""
     import nnabla as nn
 
-    from common.train.checkpoint import CheckpointManager
+    from common.train.run import TrainingRun, holds_run
     from common.train.seeding import seed_everything
 
     if cfg.cache not in ("final", "all"):
@@ -215,31 +237,48 @@ def train(cfg, splits, out, labels=None, resume=False, quiet=False, stop_after=N
     if not 1 <= cfg.trace_epochs <= cfg.epochs:
         raise UserError(f"trace_epochs must be in 1..{cfg.epochs}")
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
+    if run is None:
+        run = TrainingRun(out, asdict(cfg), resume=resume and holds_run(out), keep_last=1,
+                          hint=OTHER_RUN_HINT).open()
+        run.begin()
     nn.clear_parameters()
     seed_everything(cfg.seed)
     trainer = Trainer(cfg, splits, labels, ooc)
     n = len(splits.y_train)
-    ckpts = CheckpointManager(out / "checkpoints", keep_last=1)
-    epoch = 0
-    latest = ckpts.load_latest() if resume else None
+    steps_per_epoch = (n + cfg.batch_size - 1) // cfg.batch_size
+    done = 0                      # optimiser steps finished
+    latest = run.latest()
     if latest is not None:
-        epoch, _, _ = ckpts.restore(latest, {"sgd": trainer.solver})
+        if latest.epoch is None:  # epoch-numbered checkpoints of earlier versions
+            raise UserError(f"{latest.path} was written by an older version of this code; "
+                            "train again into a new --output")
+        done, _, _ = run.checkpoints.restore(latest, {"sgd": trainer.solver})
+        print(f"resuming at iteration {done} of {cfg.epochs * steps_per_epoch}", flush=True)
     else:
         save_params(out / "params" / "initial.h5", params_snapshot())
     first_traced = cfg.epochs - cfg.trace_epochs
-    steps_per_epoch = (n + cfg.batch_size - 1) // cfg.batch_size
-    for e in bar(range(epoch, cfg.epochs), quiet, desc="training", unit="epoch"):
-        if e == first_traced:
-            save_params(out / "params" / "traced_start.h5", params_snapshot())
-        for k, (idx, seeds, keep) in enumerate(epoch_steps(cfg, n, e)):
-            if e >= first_traced and cfg.cache == "all":
-                step_no = (e - first_traced) * steps_per_epoch + k
-                save_params(out / "params" / "steps" / f"step_{step_no:06d}.h5", params_snapshot())
-            trainer.step(idx, seeds, keep, cfg.lr)
-        ckpts.save(e + 1, {"sgd": trainer.solver}, config=vars(cfg))
-        if stop_after is not None and e + 1 >= stop_after and e + 1 < cfg.epochs:
-            return None
+    start_epoch, skip = divmod(done, steps_per_epoch)
+
+    def save(epochs_done):
+        run.save(done, {"sgd": trainer.solver}, config=asdict(cfg), epoch=epochs_done)
+
+    with run.guard():
+        for e in bar(range(start_epoch, cfg.epochs), quiet, desc="training", unit="epoch"):
+            if e == first_traced and not (e == start_epoch and skip):
+                save_params(out / "params" / "traced_start.h5", params_snapshot())
+            for k, (idx, seeds, keep) in enumerate(epoch_steps(cfg, n, e)):
+                if e == start_epoch and k < skip:
+                    continue
+                if e >= first_traced and cfg.cache == "all":
+                    step_no = (e - first_traced) * steps_per_epoch + k
+                    save_params(out / "params" / "steps" / f"step_{step_no:06d}.h5",
+                                params_snapshot())
+                loss = trainer.step(idx, seeds, keep, cfg.lr)
+                done += 1
+                run.step_done(done, loss, save=lambda e=e: save(e))
+            save(e + 1)
+            if stop_after is not None and e + 1 >= stop_after and e + 1 < cfg.epochs:
+                return None
     steps = []
     for e in range(first_traced, cfg.epochs):
         for idx, seeds, _ in epoch_steps(cfg, n, e):

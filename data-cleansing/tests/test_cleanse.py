@@ -6,23 +6,34 @@ Three training images of every class are overwritten with the next class's patte
 i.e. mislabelled; the validation split stays clean, as in the paper's experiments.
 """
 import base64
+import csv
 import io
 import os
 import re
+import shutil
 from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
 
-from common.dev.testing import run_script
+from common.dev.testing import (ReadOnlyDir, SmallDisk, assert_one_line_error, files_under,
+                                interrupt_script, run_script)
 from datacleansing import data as D
-from datacleansing.cleanse import main, read_csv, render_html, split_top
+from datacleansing.cleanse import main, render_html, split_top
 
 SCRIPT = Path(__file__).resolve().parents[1] / "cleanse.py"
 CLASSES = ("blobs", "stripes", "x<y")
 PER_CLASS, WRONG_PER_CLASS = 30, 3
 FAST = ["--image-size", "16", "--batch-size", "16", "--epochs", "5", "--top", "4"]
+QUIET = {"NNABLA_RESEARCH_NO_PROGRESS": "1"}
+
+
+def read_csv(path):
+    """The rows of an ``influence.csv`` as dicts (``rank`` int, ``influence`` float)."""
+    with open(path, newline="", encoding="utf-8") as f:
+        return [{**row, "rank": int(row["rank"]), "influence": float(row["influence"])}
+                for row in csv.DictReader(f)]
 
 
 def pattern(cls, rng, size=20):
@@ -131,10 +142,13 @@ def test_resume_reuses_a_finished_run(dataset, cli_run, tmp_path):
     proc = run_script(SCRIPT, "--data", root, "--output", out, *FAST, "--resume")
     assert "training in" in proc.stdout and "already computed" in proc.stdout
     assert (out / "influence.csv").read_bytes() == before
+    config = (out / "config.yaml").read_text()
     proc = run_script(SCRIPT, "--data", root, "--output", out, *FAST[:-2], "--top", "2",
                       "--epochs", "6", "--resume", check=False)
     assert proc.returncode == 2
-    assert proc.stderr.strip().splitlines()[-1].startswith("error: cannot resume")
+    assert proc.stderr.strip().splitlines()[-1].startswith("error: cannot --resume")
+    assert "--epochs (5 -> 6)" in proc.stderr and "--top" not in proc.stderr
+    assert (out / "config.yaml").read_text() == config
 
 
 def _fails(args, *, match):
@@ -158,7 +172,7 @@ def test_bad_input_is_one_error_line(tmp_path):
     broken = make_set(tmp_path / "broken", per_class=4, classes=("a", "b"))
     (broken / "a" / "bad.png").write_bytes(b"not an image")
     _fails(["--data", broken, "--output", out], match="bad.png")
-    _fails(["--data", broken, "--output", broken / "out"], match="inside --data")
+    _fails(["--data", broken, "--output", broken / "out"], match="inside --root")
     _fails(["--data", broken, "--top", "0"], match="--top")
     _fails(["--data", broken, "--model", "resnet"], match="invalid choice")
     assert not out.exists()
@@ -173,9 +187,79 @@ def test_failed_rerun_keeps_the_previous_outputs(tmp_path):
     before = {p.name: p.read_bytes() for p in (out / "influence.csv", out / "report.html")}
     assert len(read_csv(out / "influence.csv")) == 4   # 4 per class: 2 train / 1 val / 1 test
     (data / "b" / "zz.jpg").write_bytes(b"\xff\xd8 truncated")
-    _fails(args, match="zz.jpg")
+    config = (out / "config.yaml").read_bytes()
+    _fails(args + ["--resume"], match="zz.jpg")
     assert {p: (out / p).read_bytes() for p in before} == before
-    assert sorted(p.name for p in out.iterdir()) == ["influence.csv", "report.html", "run"]
+    assert (out / "config.yaml").read_bytes() == config
+    assert not [p for p in files_under(out) if ".tmp." in p]
+    # a readable new image: the run's images changed, so it is not continued either
+    pattern(1, np.random.default_rng(5)).save(data / "b" / "zz.jpg")
+    _fails(args + ["--resume"], match="images in")
+    assert (out / "config.yaml").read_bytes() == config
+
+
+def test_occupied_output_is_refused_without_resume(dataset, cli_run):
+    root, _ = dataset
+    out, _ = cli_run
+    before = {p: (out / p).read_bytes() for p in files_under(out)}
+    _fails(["--data", root, "--output", out, *FAST], match="already holds a run")
+    assert {p: (out / p).read_bytes() for p in files_under(out)} == before
+
+
+def test_output_is_never_the_image_folder_or_unwritable(tmp_path):
+    data = make_set(tmp_path / "data", per_class=4, classes=("a", "b"))
+    _fails(["--data", data, "--output", data], match="inside --root")
+    _fails(["--data", data, "--output", tmp_path], match="--root")   # DIR inside OUT
+    (tmp_path / "file").write_text("x")
+    _fails(["--data", data, "--output", tmp_path / "file" / "out"], match="lies under the file")
+    with ReadOnlyDir(tmp_path / "ro") as ro:
+        _fails(["--data", data, "--output", Path(ro.path) / "out"], match="cannot write")
+    assert files_under(data) == [f"{c}/img{i:02d}.{'jpg' if i % 3 == 2 else 'png'}"
+                                 for c in ("a", "b") for i in range(4)]
+
+
+def test_ctrl_c_during_training_then_resume(dataset, tmp_path):
+    root, _ = dataset
+    out = tmp_path / "out"
+    args = ["--data", root, "--output", out, "--model", "mlp", "--image-size", "16",
+            "--epochs", "100", "--top", "2"]
+    proc = interrupt_script(SCRIPT, *args, env=QUIET,
+                            ready=lambda _: any((out / "checkpoints").glob("ckpt_*.npz")))
+    assert proc.returncode == 130, proc.stderr[-2000:]
+    last = proc.stderr.strip().splitlines()[-1]
+    assert last.startswith("interrupted at iteration ") and "--resume" in last
+    assert "Traceback" not in proc.stderr and not (out / "influence.csv").exists()
+    stopped = int(last.split()[3].rstrip(";"))
+    proc = run_script(SCRIPT, *args, "--resume", env=QUIET)
+    assert f"resuming at iteration {stopped} of " in proc.stdout
+    assert len(read_csv(out / "influence.csv")) == 72
+
+
+def test_full_disk_leaves_no_partial_csv(dataset, cli_run, tmp_path):
+    """The finished run copied onto a nearly full disk, its CSV and report removed: resuming
+    must write them again and cannot; one line, and no partial file under either name."""
+    root, _ = dataset
+    with SmallDisk(tmp_path / "disk", 8 * 1024 * 1024) as disk:
+        out = Path(disk.path) / "out"
+        shutil.copytree(cli_run[0], out)
+        for name in ("influence.csv", "report.html"):
+            (out / name).unlink()
+        disk.fill(leave=6000)
+        limit = disk.preexec_fn() if disk.mounted else _file_limit(3000)
+        proc = run_script(SCRIPT, "--data", root, "--output", out, *FAST, "--resume",
+                          check=False, env=QUIET, preexec_fn=limit)
+        assert_one_line_error(proc, "influence.csv")
+        assert "already computed" in proc.stdout
+        assert not [p for p in files_under(out) if "influence.csv" in p or "report" in p]
+
+
+def _file_limit(size):
+    def limit():
+        import resource
+        import signal
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (size, size))
+    return limit
 
 
 def test_report_split_and_escaping():

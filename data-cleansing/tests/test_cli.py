@@ -5,7 +5,6 @@ import json
 from pathlib import Path
 
 import numpy as np
-import pytest
 
 from common.dev.testing import run_script
 from common.runtime.params_io import read_param_file
@@ -13,16 +12,6 @@ from datacleansing.cli import build_train_parser
 
 FOLDER = Path(__file__).resolve().parent.parent
 TRAIN, SCORE, SWEEP = FOLDER / "train.py", FOLDER / "score.py", FOLDER / "sweep.py"
-TINY = ["--dataset", "mnist5k", "--train-samples", "160", "--model", "mlp", "--epochs", "2",
-        "--batch-size", "32", "--cache", "all", "--flip-labels", "0.1"]
-
-
-@pytest.fixture(scope="module")
-def tiny_run(tmp_path_factory):
-    out = tmp_path_factory.mktemp("cli") / "run"
-    proc = run_script(TRAIN, "--output", out, *TINY)
-    assert "parameter cache: final" in proc.stdout and "MB" in proc.stdout
-    return out
 
 
 def _rows(path):
@@ -112,7 +101,7 @@ def _one_line_error(proc, *needles):
         assert needle in lines[0]
 
 
-def test_bad_input_is_one_line_error(tmp_path, tiny_run):
+def test_bad_input_is_one_line_error(tmp_path, tiny_run, tiny_args):
     _one_line_error(run_script(TRAIN, "--dataset", "imagenet", "--output", tmp_path / "a",
                                check=False), "unknown dataset 'imagenet'")
     _one_line_error(run_script(SCORE, tmp_path / "missing", check=False), "does not exist")
@@ -120,6 +109,6 @@ def test_bad_input_is_one_line_error(tmp_path, tiny_run):
     _one_line_error(run_script(SWEEP, tiny_run, "--methods", "final", "--counts", "100000",
                                check=False), "--counts")
     # an existing run is never overwritten silently; --resume must use the same options
-    _one_line_error(run_script(TRAIN, "--output", tiny_run, *TINY, check=False), "--resume")
-    _one_line_error(run_script(TRAIN, "--output", tiny_run, *TINY, "--resume", "--seed", "5",
-                               check=False), "seed")
+    _one_line_error(run_script(TRAIN, "--output", tiny_run, *tiny_args, check=False), "--resume")
+    _one_line_error(run_script(TRAIN, "--output", tiny_run, *tiny_args, "--resume", "--seed",
+                               "5", check=False), "seed")

@@ -56,7 +56,7 @@ def _train(splits, out, model, n_epochs, trace_epochs, batch_size=32, lr=0.05):
 @pytest.fixture(scope="module")
 def logreg_run(mnist, tmp_path_factory):
     """200 samples, batch 32 (the last batch of an epoch has 8), two traced epochs."""
-    splits = loo.subset(mnist, 200, 0)
+    splits = D.stratified_subset(mnist, 200, 0)
     out = tmp_path_factory.mktemp("logreg")
     return splits, out, _train(splits, out, "logreg", 3, 2)
 
@@ -135,7 +135,7 @@ def test_numpy_reference_sees_the_differences(logreg_run):
 # ----------------------------------------------------------------------------- batched == loop
 
 def test_mlp_batched_equals_loop(mnist, tmp_path):
-    splits = loo.subset(mnist, 100, 1)
+    splits = D.stratified_subset(mnist, 100, 1)
     cfg = _train(splits, tmp_path, "mlp", 2, 1, lr=0.02)
     for method in ("final", "hara"):
         b = _scores(tmp_path, splits, cfg, method=method, impl="loop")
@@ -146,7 +146,7 @@ def test_mlp_batched_equals_loop(mnist, tmp_path):
 def test_cnn_batched_equals_loop(mnist, tmp_path):
     """Per-sample batch-norm statistics in the batched pass == batch-1 training-mode BN.
     8x8 centre crops of 16 images, batch 8: two traced steps."""
-    small = loo.subset(mnist, 16, 2)
+    small = D.stratified_subset(mnist, 16, 2)
     crop = slice(10, 18)
     splits = dataclasses.replace(small, x_train=small.x_train[:, :, crop, crop],
                                  x_val=small.x_val[:40, :, crop, crop], y_val=small.y_val[:40],
@@ -177,7 +177,7 @@ def test_hessian_scaling_only_acts_through_earlier_steps(mnist, tmp_path):
     epoch, scores of its last step are the same for both scalings (the others are not),
     and so are all scores of a single-step trace."""
     for n, n_steps in ((64, 2), (32, 1)):
-        splits = loo.subset(mnist, n, 3)
+        splits = D.stratified_subset(mnist, n, 3)
         run = tmp_path / str(n)
         cfg = _train(splits, run, "logreg", 2, 1)
         steps = T.read_trace(run / "trace.npz")
@@ -201,7 +201,7 @@ def test_random_is_seeded(logreg_run):
 # ----------------------------------------------------------------------------- leave-one-out
 
 def test_influence_correlates_with_true_leave_one_out(mnist, tmp_path):
-    splits = loo.subset(mnist, 320, 0)
+    splits = D.stratified_subset(mnist, 320, 0)
     cfg = _train(splits, tmp_path, "logreg", 10, 1)
     left_out = np.arange(0, 320, 2)
     true, info = loo.loo_changes(tmp_path, cfg, splits, left_out, quiet=True)

@@ -114,3 +114,44 @@ def test_bad_dataset_inputs_are_user_errors(tmp_path):
         D.load("cifar10")            # needs --data-dir
     with pytest.raises(UserError):
         D.load("mnist", tmp_path)    # no IDX files there
+
+
+def test_interrupted_mid_epoch_resumes_bit_exactly(tmp_path, monkeypatch):
+    """Ctrl-C (the deferred flag of common.terminal) after step 13 of 3 x 10 steps: the run
+    stops with a checkpoint of iteration 13, in the middle of the traced epoch, and resuming
+    gives the uninterrupted run's parameters, per-step caches and trace bit for bit."""
+    import common.terminal as terminal
+    from common.errors import Interrupted
+    from datacleansing import trace
+
+    sp = D.stratified_subset(D.load("mnist5k"), 300, 0)
+    cfg = TrainConfig(model="mlp", epochs=3, batch_size=32, trace_epochs=2, cache="all", seed=4)
+    train(cfg, sp, tmp_path / "whole", quiet=True)
+    original = trace.Trainer.step
+    calls = []
+
+    def step(self, *args):
+        loss = original(self, *args)
+        calls.append(loss)
+        if len(calls) == 13:
+            monkeypatch.setitem(terminal._interrupt, "requested", True)
+        return loss
+
+    monkeypatch.setattr(trace.Trainer, "step", step)
+    with pytest.raises(Interrupted, match="interrupted at iteration 13; continue with --resume"):
+        train(cfg, sp, tmp_path / "split", quiet=True)
+    monkeypatch.setitem(terminal._interrupt, "requested", False)
+    assert sorted(p.name for p in (tmp_path / "split" / "checkpoints").glob("ckpt_*")) == [
+        "ckpt_00000013.npz"]
+    train(cfg, sp, tmp_path / "split", resume=True, quiet=True)
+    assert len(calls) == 30
+    whole = sorted((tmp_path / "whole" / "params").rglob("*.h5"))
+    assert len(whole) == 3 + 20          # initial, traced_start, final + 2 traced epochs
+    for ref in whole:
+        got = tmp_path / "split" / ref.relative_to(tmp_path / "whole")
+        a, b = read_params(ref), read_params(got)
+        for k in a:
+            np.testing.assert_array_equal(a[k], b[k], err_msg=f"{ref.name} {k}")
+    steps = read_trace(tmp_path / "whole" / "trace.npz")
+    for s, t in zip(steps, read_trace(tmp_path / "split" / "trace.npz")):
+        np.testing.assert_array_equal(s.batch, t.batch)

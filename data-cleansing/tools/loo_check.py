@@ -20,15 +20,19 @@ epoch ends in a batch of 16 whose samples weigh 1/16 each, a large step (it rais
 MLP's validation loss by 0.014 in one of our runs) that amplifies earlier perturbations
 non-linearly, which no linearized influence can follow (MLP seed 1: Pearson 0.03).
 
-    .venv/bin/python data-cleansing/tools/loo_check.py --seed 0 --out runs/dc-loo/seed0
+The runs are kept in ``OUT/<model>/``; running the command again continues them (other
+training options in the same folder are refused).
+
+    .venv/bin/python data-cleansing/tools/loo_check.py --seed 0 --out-dir runs/dc-loo/seed0
 """
-import argparse
-import dataclasses
 import json
 import time
 from pathlib import Path
 
 import numpy as np
+
+from common.cli import NonNegativeInt, Parser, PositiveFloat, PositiveInt
+from common.fileio import atomic_write, check_output_location, write_npz
 
 HESSIANS = ("reference", "textbook")
 # SGD at lr 0.05 puts the MLP in a regime where a one-sample perturbation grows
@@ -36,23 +40,6 @@ HESSIANS = ("reference", "textbook")
 # at 0.02 it trains as well and stays in the linear regime.
 DEFAULT_LR = {"logreg": 0.05, "mlp": 0.02}
 DEFAULT_EPOCHS = {"logreg": 20, "mlp": 30}
-
-
-def subset(splits, n, seed=0):
-    """``splits`` with a class-stratified random subset of ``n`` training samples.
-
-    (The mnist5k training split is sorted by class, so its first ``n`` samples are not a
-    usable subset.)"""
-    if n is None or n >= len(splits.y_train):
-        return splits
-    rng = np.random.default_rng(seed)
-    classes = np.unique(splits.y_train)
-    per = np.full(len(classes), n // len(classes))
-    per[: n % len(classes)] += 1
-    idx = np.sort(np.concatenate([rng.choice(np.flatnonzero(splits.y_train == c), k, replace=False)
-                                  for c, k in zip(classes, per)]))
-    return dataclasses.replace(splits, x_train=splits.x_train[idx], y_train=splits.y_train[idx],
-                               paths=[splits.paths[i] for i in idx])
 
 
 def val_loss64(model, splits):
@@ -124,7 +111,7 @@ def check_model(model, args, splits, out):
                         trace_epochs=args.trace_epochs, cache="all", seed=args.seed)
     run = out / model
     t = time.time()
-    summary = T.train(cfg, splits, run, quiet=True)
+    summary = T.train(cfg, splits, run, resume=True, quiet=True)
     train_s = time.time() - t
     n = len(splits.y_train)
     rng = np.random.default_rng(args.seed)
@@ -158,7 +145,6 @@ def scatter(path, model, true, scores):
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from common.fileio import atomic_write
     names = [k for k in scores if k != "random"]
     fig, axes = plt.subplots(1, len(names), figsize=(3.2 * len(names), 3.2), dpi=100)
     for ax, name in zip(axes, names):
@@ -176,36 +162,44 @@ def scatter(path, model, true, scores):
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--models", nargs="+", default=["logreg", "mlp"], choices=["logreg", "mlp"])
-    p.add_argument("--n-train", type=int, default=1920,
-                   help="stratified training subset (default: 30 full batches of 64)")
-    p.add_argument("--epochs", type=int, default=None,
-                   help=f"default per model: {DEFAULT_EPOCHS}")
-    p.add_argument("--trace-epochs", type=int, default=1)
-    p.add_argument("--lr", type=float, default=None, help=f"default per model: {DEFAULT_LR}")
-    p.add_argument("--batch-size", type=int, default=64)
-    p.add_argument("--n-loo", type=int, default=500, help="samples to leave out (0 = all)")
-    p.add_argument("--impl", default="batched", choices=["batched", "loop"])
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--out", default="runs/dc-loo")
-    p.add_argument("--quiet", action="store_true")
-    args = p.parse_args(argv)
+    from datacleansing.influence import IMPLS
+    from datacleansing.options import refuse_multi_process
 
-    from common.fileio import atomic_write
+    p = Parser(description=__doc__.splitlines()[0])
+    p.add_argument("--models", nargs="+", default=["logreg", "mlp"], choices=["logreg", "mlp"])
+    p.add_argument("--n-train", type=PositiveInt, default=1920,
+                   help="stratified training subset (default: 30 full batches of 64)")
+    p.add_argument("--epochs", type=PositiveInt, default=None,
+                   help=f"default per model: {DEFAULT_EPOCHS}")
+    p.add_argument("--trace-epochs", type=PositiveInt, default=1)
+    p.add_argument("--lr", type=PositiveFloat, default=None,
+                   help=f"default per model: {DEFAULT_LR}")
+    p.add_argument("--batch-size", type=PositiveInt, default=64)
+    p.add_argument("--n-loo", type=NonNegativeInt, default=500,
+                   help="samples to leave out (0 = all)")
+    p.add_argument("--impl", default="batched", choices=[i for i in IMPLS if i != "double"])
+    p.add_argument("--seed", type=NonNegativeInt, default=0)
+    p.add_argument("--out-dir", default="runs/dc-loo", help="folder of the runs and results")
+    p.add_alias("--out", "out_dir")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    args = p.parse_args(argv)
+    refuse_multi_process()
+    out = check_output_location(args.out_dir, "--out-dir")
+
     from common.report import markdown_table
     from datacleansing import data as D
 
-    out = Path(args.out)
-    splits = subset(D.load("mnist5k"), args.n_train, args.seed)
+    splits = D.stratified_subset(D.load("mnist5k"), args.n_train, args.seed)
     all_rows, metas = [], []
     for model in args.models:
         rows, meta, samples, true, scores = check_model(model, args, splits, out)
         all_rows += rows
         metas.append(meta)
-        np.savez(out / model / "loo.npz", samples=samples, true=true,
-                 **{k.replace("/", "_"): v for k, v in scores.items()})
-        scatter(out / model / "loo_scatter.png", model, true, {k: v[samples] for k, v in scores.items()})
+        with atomic_write(out / model / "loo.npz", "wb") as f:
+            write_npz(f, {"samples": samples, "true": true,
+                          **{k.replace("/", "_"): v for k, v in scores.items()}})
+        scatter(out / model / "loo_scatter.png", model, true,
+                {k: v[samples] for k, v in scores.items()})
         print(f"{model}: val acc {meta['train']['val_accuracy']:.3f}, base val loss "
               f"{meta['base_val_loss']:.4f}, replay reproduces final params to "
               f"{meta['replay_max_abs_param_diff']:.1e}, {meta['n_loo']} LOO replays in "
@@ -224,5 +218,5 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    from common.errors import run_cli
+    from common.cli import run_cli
     run_cli(main)

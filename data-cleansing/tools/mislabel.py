@@ -18,20 +18,22 @@ Reported per seed and method:
   moves by chance.
 
 Every result is stored as it is made (``OUT/seed<s>/``: the run, ``scores_<method>.npz``,
-``retrain.json``), so an interrupted experiment continues where it stopped. The tables
-go to ``OUT/mislabel.md`` and ``OUT/mislabel.json``. ``--hessian textbook`` scores the
-same runs again (``scores_<method>-textbook.npz``, ``OUT/mislabel_textbook.md``);
-``--no-retrain`` reports the detection only.
+``retrain.json``), so an interrupted experiment continues where it stopped (a run with
+other training options in the same folder is refused). The tables go to
+``OUT/mislabel.md`` and ``OUT/mislabel.json``. ``--hessian textbook`` scores the same runs
+again (``scores_<method>-textbook.npz``, ``OUT/mislabel_textbook.md``); ``--no-retrain``
+reports the detection only.
 
-    .venv/bin/python data-cleansing/tools/mislabel.py --out runs/dc-mislabel --seeds 0 1
+    .venv/bin/python data-cleansing/tools/mislabel.py --out-dir runs/dc-mislabel --seeds 0 1
 """
-import argparse
 import json
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
+
+from common.cli import Bounded, NonNegativeInt, Parser, PositiveInt
+from common.fileio import atomic_write, check_output_location, write_npz
 
 METHODS = ("final", "hara", "random")
 
@@ -42,7 +44,6 @@ def _load_json(path, default):
 
 
 def _save_json(path, obj):
-    from common.fileio import atomic_write
     with atomic_write(path, "w") as f:
         json.dump(obj, f, indent=2)
 
@@ -60,13 +61,12 @@ def run_seed(seed, args, splits, out):
     from datacleansing import retrain as R
     from datacleansing import trace as T
 
-    out.mkdir(parents=True, exist_ok=True)
     noisy, flipped = D.flip_labels(splits.y_train, args.flip, splits.n_classes, seed)
     cfg = T.TrainConfig(model=args.model, epochs=args.epochs, batch_size=args.batch_size,
                         lr=args.lr, trace_epochs=args.trace_epochs, cache="all", seed=seed)
     run = out / "run"
     timing = _load_json(out / "timing.json", {})
-    if not (run / "summary.json").is_file():
+    if not T.is_finished(run, cfg):
         t = time.time()
         T.train(cfg, splits, run, labels=noisy, resume=True, quiet=args.quiet)
         timing["train_s"] = time.time() - t
@@ -85,7 +85,8 @@ def run_seed(seed, args, splits, out):
                                     quiet=args.quiet)
             timing[f"influence_{label}_s"] = time.time() - t
             _save_json(out / "timing.json", timing)
-            np.savez(path, scores=s)
+            with atomic_write(path, "wb") as f:
+                write_npz(f, {"scores": s})
         with np.load(path) as z:
             scores[label] = z["scores"]
 
@@ -126,7 +127,8 @@ def run_seed(seed, args, splits, out):
                      "top_overlap": int(len(np.intersect1d(np.argsort(a, kind="stable")[:k],
                                                            np.argsort(b, kind="stable")[:k]))),
                      "top_k": k}
-    return {"agreement": agreement, "seed": seed, "n_train": len(noisy), "n_flipped": int(len(flipped)),
+    return {"agreement": agreement, "seed": seed, "n_train": len(noisy),
+            "n_flipped": int(len(flipped)),
             "trained_test_accuracy": summary["test_accuracy"], "cache": {
                 k: summary[k] for k in ("final_bytes", "all_steps_bytes")},
             "detection": {m: {"found": f, "top_k": k, "fraction_of_flipped": f / len(flipped)}
@@ -187,39 +189,36 @@ def tables(results, args):
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--model", default="cnn", choices=["cnn", "mlp", "logreg"])
-    p.add_argument("--n-train", type=int, default=0, help="stratified subset (0 = all 3500)")
-    p.add_argument("--epochs", type=int, default=3)
-    p.add_argument("--trace-epochs", type=int, default=1)
-    p.add_argument("--lr", type=float, default=0.05)
-    p.add_argument("--batch-size", type=int, default=64)
-    p.add_argument("--flip", type=float, default=0.1, help="fraction of labels flipped")
-    p.add_argument("--top", type=float, default=0.1, help="detection: most harmful fraction")
-    p.add_argument("--counts", type=int, nargs="+", default=[35, 175, 350],
+    from datacleansing.influence import HESSIANS
+    from datacleansing.options import add_experiment_args, refuse_multi_process
+
+    p = Parser(description=__doc__.splitlines()[0])
+    add_experiment_args(p, epochs=3, out_dir="runs/dc-mislabel")
+    p.add_argument("--flip", type=Bounded(float, 0, 1, low_open=True), default=0.1,
+                   help="fraction of labels flipped (< 1)")
+    p.add_argument("--top", type=Bounded(float, 0, 1, low_open=True), default=0.1,
+                   help="detection: most harmful fraction")
+    p.add_argument("--counts", type=NonNegativeInt, nargs="+", default=[35, 175, 350],
                    help="numbers of most harmful samples removed before the replay")
     p.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS)
     p.add_argument("--impl", default="batched", choices=["batched", "loop"])
-    p.add_argument("--hessian", default="reference", choices=["reference", "textbook"])
-    p.add_argument("--random-trials", type=int, default=1,
+    p.add_argument("--hessian", default="reference", choices=HESSIANS)
+    p.add_argument("--random-trials", type=PositiveInt, default=1,
                    help="random removal orders per seed and count (the first is 'random')")
-    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
+    p.add_argument("--seeds", type=NonNegativeInt, nargs="+", default=[0, 1])
     p.add_argument("--no-retrain", action="store_true", help="detection only")
-    p.add_argument("--out", default="runs/dc-mislabel")
-    p.add_argument("--quiet", action="store_true")
     args = p.parse_args(argv)
+    refuse_multi_process()
+    if args.flip >= 1:
+        p.error("--flip must be below 1")
+    out = check_output_location(args.out_dir, "--out-dir")
     # score / result names: the method, tagged with a non-default Hessian scaling
     args.labels = [m if m == "random" or args.hessian == "reference" else f"{m}-{args.hessian}"
                    for m in args.methods]
 
-    sys.path.insert(0, str(Path(__file__).resolve().parent))
-    from loo_check import subset
-
-    from common.fileio import atomic_write
     from datacleansing import data as D
 
-    splits = subset(D.load("mnist5k"), args.n_train or None, 0)
-    out = Path(args.out)
+    splits = D.stratified_subset(D.load("mnist5k"), args.n_train or None, 0)
     results = [run_seed(s, args, splits, out / f"seed{s}") for s in args.seeds]
     det, ret = tables(results, args)
     text = f"Flipped labels found among the {100 * args.top:.0f} % most harmful samples\n\n{det}\n"
@@ -235,5 +234,5 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    from common.errors import run_cli
+    from common.cli import run_cli
     run_cli(main)

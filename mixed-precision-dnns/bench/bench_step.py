@@ -24,59 +24,31 @@ other processes on the machine disturb less) and its ratio to the float median. 
 times one activation quantizer alone (forward + backward) on ResNet-20's largest
 activation, (batch, 16, 32, 32).
 """
-import argparse
 import os
-import sys
 import time
-from types import SimpleNamespace
 
 import nnabla as nn
 import nnabla.functions as F
 import nnabla.solvers as S
 import numpy as np
 
+from common.cli import NonNegativeInt, Parser, PositiveInt
+from common.cli import run_cli
+from common.terminal import progress
 from mpdnn import quantizers as Q
+from mpdnn.experiments import get_experiment
 from mpdnn.resnet_cifar import resnet_cifar
 
-try:
-    from tqdm import tqdm
-except ImportError:  # progress prints instead
-    tqdm = None
-
-# (label, experiment name, quantizer kinds, fused)
+# (label, experiment name, fused)
 VARIANTS = (
-    ("float", "DEFAULT", None, None),
-    ("U3 fused", "PARAMETRIC_FP_WAQ_DELTA_XMAX", "parametric_fp_d_xmax", True),
-    ("U3 graph", "PARAMETRIC_FP_WAQ_DELTA_XMAX", "parametric_fp_d_xmax", False),
-    ("P3 fused", "PARAMETRIC_POW2_WAQ_XMIN_XMAX", "parametric_pow2_xmin_xmax", True),
-    ("P3 graph", "PARAMETRIC_POW2_WAQ_XMIN_XMAX", "parametric_pow2_xmin_xmax", False),
+    ("float", "DEFAULT", None),
+    ("U3 fused", "PARAMETRIC_FP_WAQ_DELTA_XMAX", True),
+    ("U3 graph", "PARAMETRIC_FP_WAQ_DELTA_XMAX", False),
+    ("P3 fused", "PARAMETRIC_POW2_WAQ_XMIN_XMAX", True),
+    ("P3 graph", "PARAMETRIC_POW2_WAQ_XMIN_XMAX", False),
 )
 
 GOAL = 1.3   # the issue's target: a quantized (weights + activations) step / float step
-
-# The experiment fields the network reads (official CIFAR-10 defaults); used only when
-# mpdnn.experiments is unavailable.
-_FALLBACK_CFG = dict(
-    num_layers=20, shortcut_type="", scale_layer=False, initial_learning_rate=0.03,
-    momentum=0.9, weight_decay=2e-4, w_quantize=None, a_quantize=None,
-    w_stepsize=2 ** -3, w_stepsize_min=2 ** -8, w_stepsize_max=1.0,
-    w_xmin_min=2 ** -16, w_xmin_max=127.0, w_xmax_min=2 ** -8, w_xmax_max=127.0,
-    w_bitwidth=4, w_bitwidth_min=2, w_bitwidth_max=8,
-    a_stepsize=2 ** -3, a_stepsize_min=2 ** -8, a_stepsize_max=1.0,
-    a_xmin_min=2 ** -14, a_xmin_max=255.0, a_xmax_min=2 ** -8, a_xmax_max=255.0,
-    a_bitwidth=4, a_bitwidth_min=1, a_bitwidth_max=8)
-
-
-def experiment_config(name, kind):
-    try:
-        from mpdnn.experiments import get_experiment
-        return get_experiment(name)
-    except Exception as exc:  # module missing or still being written
-        print(f"(mpdnn.experiments unusable: {exc}; using built-in defaults)", file=sys.stderr)
-        cfg = dict(_FALLBACK_CFG)
-        if kind is not None:
-            cfg.update(w_quantize=kind, a_quantize=kind + "_relu")
-        return SimpleNamespace(**cfg)
 
 
 class Step:
@@ -84,7 +56,7 @@ class Step:
 
     def __init__(self, label, cfg, fused, batch, scope):
         self.label, self.scope = label, scope
-        self.weight_decay = getattr(cfg, "weight_decay", 2e-4)
+        self.weight_decay = cfg.weight_decay
         rng = np.random.default_rng(0)
         self.x = nn.Variable.from_numpy_array(
             rng.normal(0, 1, (batch, 3, 32, 32)).astype(np.float32))
@@ -93,8 +65,7 @@ class Step:
             logits = resnet_cifar(self.x, 10, cfg, test=False, fused=fused)
             self.params = nn.get_parameters()          # trainable ones only
         self.loss = F.mean(F.softmax_cross_entropy(logits, self.t))
-        self.solver = S.Momentum(getattr(cfg, "initial_learning_rate", 0.03),
-                                 getattr(cfg, "momentum", 0.9))
+        self.solver = S.Momentum(cfg.initial_learning_rate, cfg.momentum)
         self.solver.set_parameters(self.params)
 
     def __call__(self):
@@ -106,19 +77,12 @@ class Step:
         return float(self.loss.d)
 
 
-def progress(iterable, total, desc):
-    if tqdm is not None:
-        return tqdm(iterable, total=total, desc=desc, file=sys.stderr, leave=False)
-    print(f"{desc}: {total} rounds", file=sys.stderr)
-    return iterable
-
-
 def time_steps(steps, rounds, warmup):
-    for step in progress(steps, len(steps), "build + warm-up"):
+    for step in progress(steps, desc="warm-up", leave=False):
         for _ in range(warmup):
             step()
     times = {s.label: [] for s in steps}
-    for _ in progress(range(rounds), rounds, "timed rounds"):
+    for _ in progress(range(rounds), desc="timed rounds", leave=False):
         for step in steps:
             t0, c0 = time.perf_counter(), time.process_time()
             loss = step()
@@ -143,7 +107,7 @@ def time_quantizers(batch, rounds):
     for _, y in calls:                       # warm-up
         y.forward(clear_no_need_grad=True)
         y.backward(clear_buffer=True)
-    for _ in progress(range(rounds), rounds, "quantizer rounds"):
+    for _ in progress(range(rounds), desc="quantizer rounds", leave=False):
         for label, y in calls:
             t0 = time.perf_counter()
             y.forward(clear_no_need_grad=True)
@@ -154,21 +118,20 @@ def time_quantizers(batch, rounds):
 
 
 def main(argv=None):
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--batch", type=int, default=128, help="batch size (default 128)")
-    ap.add_argument("--steps", type=int, default=10,
-                    help="timed rounds; each runs one step of every variant (default 10)")
-    ap.add_argument("--warmup", type=int, default=2, help="untimed steps per variant (default 2)")
-    args = ap.parse_args(argv)
-    if args.batch < 1 or args.steps < 1 or args.warmup < 0:
-        ap.error("--batch and --steps must be >= 1, --warmup >= 0")
+    p = Parser(description=__doc__.split("\n")[0])
+    p.add_argument("--batch", type=PositiveInt, default=128, help="batch size (default 128)")
+    p.add_argument("--steps", type=PositiveInt, default=10,
+                   help="timed rounds; each runs one step of every variant (default 10)")
+    p.add_argument("--warmup", type=NonNegativeInt, default=2,
+                   help="untimed steps per variant (default 2)")
+    args = p.parse_args(argv)
 
     from nnabla.ext_utils import get_extension_context
     nn.set_default_context(get_extension_context("cpu"))
     nn.clear_parameters()
     load = os.getloadavg()
-    steps = [Step(label, experiment_config(name, kind), fused, args.batch, f"v{i}")
-             for i, (label, name, kind, fused) in enumerate(VARIANTS)]
+    steps = [Step(label, get_experiment(name), fused, args.batch, f"v{i}")
+             for i, (label, name, fused) in enumerate(VARIANTS)]
     ms = time_steps(steps, args.steps, args.warmup)
     q = time_quantizers(args.batch, max(args.steps, 5))
 
@@ -190,8 +153,8 @@ def main(argv=None):
     print("|---|---:|---:|---:|")
     for label, (fwd, bwd) in q.items():
         print(f"| {label} | {fwd:.1f} | {bwd:.1f} | {fwd + bwd:.1f} |")
-    return ms, q
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    run_cli(main)

@@ -13,7 +13,8 @@ from common.train.monitor import read_series
 FOLDER = Path(__file__).resolve().parents[1]
 TITLE = "Mixed Precision DNNs"
 QUANTIZED = "PARAMETRIC_FP_WAMQ_DELTA_XMAX_CON_INIT"
-SMOKE = ["--train-samples", "1024", "--val-samples", "500", "--set", "batch_size=64"]
+SMOKE = ["--dataset", "mnist5k", "--train-samples", "1024", "--val-samples", "500",
+         "--set", "batch_size=64"]
 
 
 def _run(script, *args):
@@ -30,7 +31,7 @@ def run(report, out_dir):
              "--set", "epochs=3", "--set", "lr_milestones=[2]"),
         _run("train.py", "--experiment", QUANTIZED, "--init-from", float_run, "--output",
              quant_run, *SMOKE, "--set", "epochs=3", "--set", "lr_milestones=[2]"),
-        _run("eval.py", quant_run, "--output", out / "eval"),
+        _run("eval.py", "--model", quant_run, "--out-dir", out / "eval"),
     ]
     elapsed = time.time() - start
     results = {name: json.loads((out / name / "summary.json").read_text())

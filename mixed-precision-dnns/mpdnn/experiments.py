@@ -9,8 +9,7 @@ order; ``imagenet.yaml`` is written by hand for the paper's Table 4.
 
 Differences from the official ``Configuration``:
 
-* ``name`` is the experiment name (the official ``experiment`` field; it stays
-  readable as :attr:`Experiment.experiment`).
+* ``name`` is the experiment name (the official ``experiment`` field).
 * ``init_from`` names the experiment whose best parameters initialise training.
   It replaces ``weightfile``: the official values (``params_DEFAULT/params_best.h5``)
   point at a folder the official script never writes, since it saves to
@@ -128,11 +127,6 @@ class Experiment:
     scale_layer: bool = _f("bool", default=False)
 
     @property
-    def experiment(self):
-        """The official name of the ``name`` field."""
-        return self.name
-
-    @property
     def paper_parametrization(self):
         """``{'weights': ..., 'activations': ...}`` with the paper's U1-U3 / P1-P3
         label of each learned quantizer; ``None`` for no quantizer or a fixed one
@@ -155,7 +149,8 @@ _REQUIRED = tuple(f.name for f in dataclasses.fields(Experiment)
 SETTABLE_KEYS = tuple(k for k in _FIELDS if k != "name")
 
 
-def _hint(word, choices):
+def did_you_mean(word, choices):
+    """`` (did you mean 'X'?)`` for the closest of ``choices``, or an empty string."""
     close = difflib.get_close_matches(str(word), [str(c) for c in choices], n=3)
     return f" (did you mean {', '.join(repr(c) for c in close)}?)" if close else ""
 
@@ -166,7 +161,7 @@ def _unknown_key(where, key):
                          f"<EXPERIMENT NAME>' (the experiment whose best parameters to start from)")
     if key == "experiment":
         return UserError(f"{where}: 'experiment' cannot be set; the experiment name is its key")
-    return UserError(f"{where}: unknown key {key!r}{_hint(key, SETTABLE_KEYS)}")
+    return UserError(f"{where}: unknown key {key!r}{did_you_mean(key, SETTABLE_KEYS)}")
 
 
 def convert_value(where, key, value):
@@ -228,7 +223,8 @@ def _check(where, e):
         value = getattr(e, key)
         if value not in allowed:
             names = ", ".join("null" if a is None else a for a in allowed)
-            fail(f"{key}: {value!r} is not one of {names}{_hint(value, [a for a in allowed if a])}")
+            hint = did_you_mean(value, [a for a in allowed if a])
+            fail(f"{key}: {value!r} is not one of {names}{hint}")
 
     choice("model", tuple(MODELS))
     choice("dataset", DATASETS)
@@ -283,8 +279,13 @@ def _check(where, e):
         fail("init_from: give an experiment name or null")
 
 
-def _build(where, values):
-    """Experiment from a merged mapping (keys already known to be settable)."""
+def build_experiment(where, values):
+    """Experiment from a merged mapping of field: value (``name`` included); one-line
+    UserError naming ``where`` for an unknown key, a missing, mistyped or out-of-range
+    value."""
+    for key in values:
+        if key != "name" and key not in SETTABLE_KEYS:
+            raise _unknown_key(where, key)
     missing = [k for k in _REQUIRED if k not in values]
     if missing:
         raise UserError(f"{where}: missing {', '.join(missing)} (set in defaults: or here)")
@@ -302,7 +303,7 @@ def load_experiment_file(path):
     for key in data:
         if key not in TOP_LEVEL_KEYS:
             raise UserError(f"{path}: unknown top-level key {key!r}; expected "
-                            f"{', '.join(TOP_LEVEL_KEYS)}{_hint(key, TOP_LEVEL_KEYS)}")
+                            f"{', '.join(TOP_LEVEL_KEYS)}{did_you_mean(key, TOP_LEVEL_KEYS)}")
     defaults, experiments = data.get("defaults"), data.get("experiments")
     if not isinstance(defaults, dict):
         raise UserError(f"{path}: 'defaults' must be a mapping of key: value")
@@ -322,7 +323,7 @@ def load_experiment_file(path):
         for key in own:
             if key not in SETTABLE_KEYS:
                 raise _unknown_key(where, key)
-        out[name] = _build(where, {**defaults, **own, "name": name})
+        out[name] = build_experiment(where, {**defaults, **own, "name": name})
     return out
 
 
@@ -338,7 +339,7 @@ def load_experiments(paths):
     for name, exp in registry.items():
         if exp.init_from is not None and exp.init_from not in registry:
             raise UserError(f"{origin[name]}, experiment {name}: init_from: unknown experiment "
-                            f"{exp.init_from!r}{_hint(exp.init_from, registry)}")
+                            f"{exp.init_from!r}{did_you_mean(exp.init_from, registry)}")
     return registry
 
 
@@ -356,7 +357,7 @@ def get_experiment(name, /, **overrides):
     """The named experiment, with ``overrides`` (field=value) applied and validated."""
     registry = _registry()
     if name not in registry:
-        raise UserError(f"unknown experiment {name!r}{_hint(name, registry)}; "
+        raise UserError(f"unknown experiment {name!r}{did_you_mean(name, registry)}; "
                         f"{len(registry)} are defined in {CONFIG_DIR}")
     exp = registry[name]
     if not overrides:
@@ -365,8 +366,8 @@ def get_experiment(name, /, **overrides):
     for key in overrides:
         if key not in SETTABLE_KEYS:
             raise _unknown_key(where, key)
-    exp = _build(where, {**exp.as_dict(), **overrides})
+    exp = build_experiment(where, {**exp.as_dict(), **overrides})
     if exp.init_from is not None and exp.init_from not in registry:
         raise UserError(f"{where}: init_from: unknown experiment "
-                        f"{exp.init_from!r}{_hint(exp.init_from, registry)}")
+                        f"{exp.init_from!r}{did_you_mean(exp.init_from, registry)}")
     return exp

@@ -76,10 +76,6 @@ MOBILENETV2_SETTINGS = (
 MOBILENETV2_STEM = 32
 MOBILENETV2_LAST = 1280
 
-# Published float parameter counts (conv/fc weights and biases + BN scale and shift) at
-# 1000 classes; the input size does not change them.
-PUBLISHED_PARAMETERS = {"resnet18": 11_689_512, "mobilenetv2": 3_504_872}
-
 
 def _bn(h, test):
     return PF.batch_normalization(h, batch_stat=not test)
@@ -188,21 +184,3 @@ def mobilenet_v2(x, num_classes, qcfg, test, fused=None, width=1.0):
 
 
 MODELS = {"resnet18": resnet18, "mobilenetv2": mobilenet_v2}
-
-# Trained parameters (``.../W``, ``.../b``, BN ``gamma``/``beta``), the float network's.
-MODEL_PARAMETER_NAMES = ("W", "b", "gamma", "beta")
-
-
-def count_parameters(params=None, names=MODEL_PARAMETER_NAMES):
-    """Number of values in the parameters whose last name component is in ``names``.
-
-    ``params``: dict name -> Variable (default: all of nnabla's current parameters).
-    The default counts what the published parameter counts count: convolution and fc
-    weights and biases and BN scale/shift, not BN running statistics, quantized copies
-    (``W_q``), quantizer parameters or ``Asize``. ``names=("W", "b")`` gives the
-    weights the memory constraints count.
-    """
-    if params is None:
-        params = nn.get_parameters(grad_only=False)
-    return int(sum(int(np.prod(v.shape)) for k, v in params.items()
-                   if k.rsplit("/", 1)[-1] in names))

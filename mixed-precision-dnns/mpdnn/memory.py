@@ -19,6 +19,7 @@ import nnabla as nn
 import nnabla.functions as F
 import numpy as np
 
+from mpdnn import layers as L
 from mpdnn import quantizers as Q
 
 WEIGHT_SUFFIXES = ("quantized_conv/W", "quantized_conv/b", "quantized_affine/W",
@@ -70,28 +71,36 @@ def _quantizer_params(all_params, prefix, kind):
     return {k: all_params[f"{prefix}/{p.kind}/{k}"] for k in p.params}
 
 
+def _layer(qcfg, kind, name, count, params, quantizer_scope):
+    """LayerMemory of one weight tensor (``kind`` "weight") or activation ("activation")
+    whose learned quantizer, if any, lives in ``quantizer_scope``."""
+    side = "w" if kind == "weight" else "a"
+
+    def setting(key):
+        return getattr(qcfg, f"{side}_{key}")
+
+    quantizer = setting("quantize")
+    if quantizer is None:
+        return LayerMemory(name, kind, count, _constant(FLOAT_BITS), {})
+    if quantizer in L.FIXED_WEIGHT_QUANTIZERS + L.FIXED_ACTIVATION_QUANTIZERS:
+        return LayerMemory(name, kind, count, _constant(setting("bitwidth")), {})
+    if kind == "activation":
+        quantizer = quantizer[:-len("_relu")]
+    qp = _quantizer_params(params, quantizer_scope, quantizer)
+    ranges = {"d": (setting("stepsize_min"), setting("stepsize_max")),
+              "xmin": (setting("xmin_min"), setting("xmin_max")),
+              "xmax": (setting("xmax_min"), setting("xmax_max"))}
+    bits = _bits(quantizer, qp, setting("bitwidth_min"), setting("bitwidth_max"), ranges,
+                 signed=kind == "weight")
+    return LayerMemory(name, kind, count, bits, qp)
+
+
 def weight_layers(qcfg, params=None):
     """LayerMemory of every quantizable weight/bias tensor, in parameter order."""
     params = params if params is not None else nn.get_parameters(grad_only=False)
-    out = []
-    for name, var in params.items():
-        if not name.endswith(WEIGHT_SUFFIXES):
-            continue
-        count = int(np.prod(var.shape))
-        kind = qcfg.w_quantize
-        if kind is None:
-            out.append(LayerMemory(name, "weight", count, _constant(FLOAT_BITS), {}))
-        elif kind in ("fp", "pow2"):
-            out.append(LayerMemory(name, "weight", count, _constant(qcfg.w_bitwidth), {}))
-        else:
-            # the bias of a layer has its own quantizer ("bquant") in the official layout
-            qp = _quantizer_params(params, name + "quant", kind)
-            ranges = {"d": (qcfg.w_stepsize_min, qcfg.w_stepsize_max),
-                      "xmin": (qcfg.w_xmin_min, qcfg.w_xmin_max),
-                      "xmax": (qcfg.w_xmax_min, qcfg.w_xmax_max)}
-            bits = _bits(kind, qp, qcfg.w_bitwidth_min, qcfg.w_bitwidth_max, ranges, True)
-            out.append(LayerMemory(name, "weight", count, bits, qp))
-    return out
+    # the bias of a layer has its own quantizer ("bquant") in the official layout
+    return [_layer(qcfg, "weight", name, int(np.prod(var.shape)), params, name + "quant")
+            for name, var in params.items() if name.endswith(WEIGHT_SUFFIXES)]
 
 
 def activation_layers(qcfg, params=None):
@@ -102,20 +111,8 @@ def activation_layers(qcfg, params=None):
         if name.split("/")[-1] != "Asize":
             continue
         scope = name[:-len("/Asize")]
-        count = int(round(float(var.d)))
-        kind = qcfg.a_quantize
-        if kind is None:
-            out.append(LayerMemory(scope, "activation", count, _constant(FLOAT_BITS), {}))
-        elif kind in ("fp_relu", "pow2_relu"):
-            out.append(LayerMemory(scope, "activation", count, _constant(qcfg.a_bitwidth), {}))
-        else:
-            base = kind[:-len("_relu")]
-            qp = _quantizer_params(params, (scope + "/" if scope else "") + "Aquant", base)
-            ranges = {"d": (qcfg.a_stepsize_min, qcfg.a_stepsize_max),
-                      "xmin": (qcfg.a_xmin_min, qcfg.a_xmin_max),
-                      "xmax": (qcfg.a_xmax_min, qcfg.a_xmax_max)}
-            bits = _bits(base, qp, qcfg.a_bitwidth_min, qcfg.a_bitwidth_max, ranges, False)
-            out.append(LayerMemory(scope, "activation", count, bits, qp))
+        out.append(_layer(qcfg, "activation", scope, int(round(float(var.d))), params,
+                          (scope + "/" if scope else "") + "Aquant"))
     return out
 
 
@@ -130,10 +127,10 @@ class NetworkMemory:
     def __init__(self, qcfg, params=None):
         self.weights = weight_layers(qcfg, params)
         self.activations = activation_layers(qcfg, params)
-        self.weight_kbytes = F.add_n(*[_kbytes(l) for l in self.weights]) \
+        self.weight_kbytes = F.add_n(*[_kbytes(layer) for layer in self.weights]) \
             if len(self.weights) > 1 else _kbytes(self.weights[0])
-        per_layer = F.stack(*[F.reshape(_kbytes(l), (1,)) for l in self.activations], axis=0) \
-            if self.activations else None
+        per_layer = F.stack(*[F.reshape(_kbytes(layer), (1,)) for layer in self.activations],
+                            axis=0) if self.activations else None
         self.activation_type = qcfg.target_activation_type
         if per_layer is None:
             self.activation_kbytes = _constant(0.)

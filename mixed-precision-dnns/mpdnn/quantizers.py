@@ -60,10 +60,6 @@ class Parametrization:
     params: tuple             # official parameter names, in creation order
     defaults: dict            # official default init and clip range per parameter
 
-    @property
-    def learns_bitwidth(self):
-        return "n" in self.params
-
 
 _FP_N = {"n": (8, 2, 16)}
 _FP_D = {"d": (2 ** -4, 2 ** -8, 2 ** 8)}

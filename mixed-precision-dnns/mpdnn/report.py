@@ -3,19 +3,21 @@
 ``report.md`` holds the summary and the per-layer table (bitwidth, step or q_min,
 q_max, memory), ``layers.csv`` the same table, ``bitwidths.png`` the per-layer
 weight and activation bitwidths (as in the paper's bitwidth figure) and
-``summary.json`` the numbers.
+``summary.json`` the numbers. Every file is written atomically, ``summary.json`` last: a
+folder with a ``summary.json`` holds a complete report.
 """
 import csv
 import io
 import json
 from pathlib import Path
 
-import numpy as np
-
 from common.data import classification as D
 from common.errors import UserError
 from common.fileio import atomic_write
 from common.report import markdown_table
+from mpdnn.network import Evaluator, register_parameters
+
+OUTPUT_FILES = ("layers.csv", "bitwidths.png", "report.md", "summary.json")
 
 
 def evaluate(exp, dataset_name, val_set, parameters, fused=None, batch_size=100, threads=2):
@@ -26,18 +28,12 @@ def evaluate(exp, dataset_name, val_set, parameters, fused=None, batch_size=100,
     import nnabla as nn
 
     from mpdnn.memory import NetworkMemory
-    from mpdnn.training import Evaluator
 
     nn.clear_parameters()
-    for name, value in parameters.items():
-        var = nn.Variable.from_numpy_array(np.asarray(value, np.float32))
-        var.need_grad = False
-        nn.parameter.set_parameter(name, var)
-    expected = set(parameters)
-    evaluator = Evaluator(exp, val_set, D.NUM_CLASSES[dataset_name],
-                          min(batch_size, len(val_set)), fused, threads)
-    built = set(nn.get_parameters(grad_only=False))
-    missing = sorted(built - expected)
+    register_parameters(parameters, trainable=False)
+    evaluator = Evaluator(exp, val_set, D.NUM_CLASSES[dataset_name], batch_size, fused,
+                          threads)
+    missing = sorted(set(nn.get_parameters(grad_only=False)) - set(parameters))
     if missing:
         raise UserError(f"the parameters do not fit experiment {exp.name}: {len(missing)} "
                         f"missing, e.g. {missing[0]}")
@@ -46,6 +42,7 @@ def evaluate(exp, dataset_name, val_set, parameters, fused=None, batch_size=100,
     sizes = memory.evaluate()
     rows = memory.layer_table()
     summary = {"experiment": exp.name, "dataset": dataset_name, "val_error": error,
+               "parametrization": exp.paper_parametrization,
                "constraints_met": memory.satisfied(sizes),
                "target_weight_kbytes": exp.target_weight_kbytes,
                "target_activation_kbytes": exp.target_activation_kbytes,
@@ -86,10 +83,8 @@ def plot_bitwidths(rows, path, title):
 
 
 def write_outputs(out, summary, rows, heading):
-    """report.md, layers.csv, bitwidths.png and summary.json in ``out``."""
+    """:data:`OUTPUT_FILES` in ``out``, ``summary.json`` last."""
     out = Path(out)
-    with atomic_write(out / "summary.json", "w") as f:
-        json.dump(summary, f, indent=2)
     with atomic_write(out / "layers.csv", "w") as f:
         f.write(_layer_csv(rows))
     plot_bitwidths(rows, out / "bitwidths.png", heading)
@@ -97,12 +92,16 @@ def write_outputs(out, summary, rows, heading):
         ["tensor", "kind", "values", "bits", "kB", "d", "q_min", "q_max"],
         [[r["name"], r["kind"], r["count"], f"{r['bits']:.0f}", f"{r['kbytes']:.2f}",
           _fmt(r.get("d")), _fmt(r.get("xmin")), _fmt(r.get("xmax"))] for r in rows])
+    learned = summary["parametrization"]
     lines = [f"# {heading}", "",
+             f"- learned quantizers: weights {learned['weights'] or 'none'}, "
+             f"activations {learned['activations'] or 'none'}",
              f"- validation error: {summary['val_error'] * 100:.2f} %",
              f"- weight memory: {summary['weight_kbytes']:.2f} kB"
              + _target(summary["target_weight_kbytes"]),
              f"- activation memory ({summary['target_activation_type']}): "
-             f"{summary['activation_kbytes']:.2f} kB" + _target(summary["target_activation_kbytes"]),
+             f"{summary['activation_kbytes']:.2f} kB"
+             + _target(summary["target_activation_kbytes"]),
              f"- total / largest activation: {summary['total_activation_kbytes']:.2f} / "
              f"{summary['max_activation_kbytes']:.2f} kB",
              f"- constraints met: {'yes' if summary['constraints_met'] else 'no'}", "",
@@ -111,6 +110,8 @@ def write_outputs(out, summary, rows, heading):
              "constraints; activation sizes are per sample.", "", table, ""]
     with atomic_write(out / "report.md", "w") as f:
         f.write("\n".join(lines))
+    with atomic_write(out / "summary.json", "w") as f:
+        json.dump(summary, f, indent=2)
 
 
 def _fmt(v):

@@ -1,4 +1,4 @@
-"""Training and evaluation of quantized networks for a named experiment (resumable).
+"""Training of a quantized network for a named experiment (resumable, data-parallel).
 
 The recipe is the official one (``train_resnet.py`` of sony/ai-research-code):
 cross-entropy plus the memory penalties of :mod:`mpdnn.memory`; Momentum 0.9 (or
@@ -19,185 +19,122 @@ Differences from the official script, on purpose:
 * validation runs once per epoch (the official script also validates after every
   iteration in which the constraints hold, which costs a full pass each time);
 * checkpoints (parameters, solver state, data position) every
-  ``--checkpoint-interval`` iterations and at each epoch end; ``--resume``
+  ``--checkpoint-interval`` iterations, at each epoch end and at Ctrl-C; ``--resume``
   continues bit-exactly, also in the middle of an epoch;
 * the sample order and augmentation come from per-sample generators seeded by
   ``--seed`` (:class:`common.data.loader.BatchLoader`).
+
+Data-parallel (``mpirun -n N ... --context cudnn``, :mod:`common.train.distributed`): the
+experiment's batch is split over the N processes (each loads every N-th sample of the
+global order), gradients are averaged over processes right after the backward pass, so
+weight decay, clipping, update and projection see the gradient of the whole batch as a
+single process would; validation is shared and its counts summed; only rank 0 writes.
+Batch normalization statistics stay per process.
+
+The run folder's life (occupied ``--output``, ``--resume`` checks, Ctrl-C, non-finite loss)
+is :class:`common.train.run.TrainingRun`'s.
 """
+import argparse
+import sys
 import time
 from pathlib import Path
 
 import numpy as np
 import yaml
 
-from common.cli import Parser
-from common.config import check_resume_options, save_config
-from common.context import add_context_args, context_from_args
+from common.cli import NonNegativeInt, Parser
+from common.config import load_config
+from common.context import context_from_args
 from common.data import classification as D
 from common.data.loader import BatchLoader
 from common.errors import UserError
 from common.fileio import atomic_write
 from common.terminal import progress
-from common.train.checkpoint import CheckpointManager, load_checkpoint
+from common.train.distributed import init_distributed
 from common.train.monitor import TrainingLog
 from common.train.out_of_core import add_ooc_args, out_of_core_from_args
+from common.train.run import TrainingRun, add_checkpoint_args
 from common.train.schedules import step_lr
 from common.train.seeding import seed_everything
-from mpdnn.experiments import SETTABLE_KEYS, get_experiment
+from mpdnn.network import (Evaluator, build_network, read_parameters, register_parameters,
+                           sample_shape)
+from mpdnn.options import (QUANTIZER_IMPLEMENTATIONS, add_experiment_args, check_dataset,
+                           load_experiment, load_split, parse_overrides)
+from mpdnn.report import write_report
 
 PACKAGE_DIR = Path(__file__).resolve().parent.parent
 SMOKE_CONFIG = PACKAGE_DIR / "configs" / "smoke.yaml"
-QUANTIZER_IMPLEMENTATIONS = {"auto": None, "fused": True, "graph": False}
-# Options that may differ between a run and its --resume.
-RESUME_FREE = {"output", "resume", "stop_at_epoch", "context", "device_id", "type_config",
-               "ooc_budget",
-               "checkpoint_interval", "keep_last", "loader_threads", "config", "init_from"}
+DEFAULT_EXPERIMENT = "PARAMETRIC_FP_WAQ_DELTA_XMAX"
+EXPERIMENT_FILE = "experiment.yaml"
+# Options that may differ on --resume besides common.train.run.ALWAYS_FREE: the fused and
+# graph quantizers compute identical values and gradients.
+RESUME_FREE = {"quantizers"}
 
 
+class _OfficialGpu(argparse.Action):
+    """The official ``--gpu N``: train on GPU N (the official script always uses cudnn)."""
 
-def parse_overrides(items):
-    """``["epochs=4", "lr_milestones=[2, 3]"]`` -> dict with YAML-parsed values."""
-    out = {}
-    for item in items or []:
-        key, sep, value = str(item).partition("=")
-        key = key.strip().replace("-", "_")
-        if not sep or not key:
-            raise UserError(f"--set {item!r}: expected KEY=VALUE")
-        if key not in SETTABLE_KEYS:
-            raise UserError(f"--set {key}: not an experiment field (see mpdnn/experiments.py)")
-        try:
-            out[key] = yaml.safe_load(value)
-        except yaml.YAMLError:
-            raise UserError(f"--set {item!r}: the value is not valid YAML") from None
-    return out
-
-
-def add_common_args(p):
-    p.add_argument("--experiment", default="PARAMETRIC_FP_WAQ_DELTA_XMAX",
-                   help="experiment name from configs/experiments/*.yaml (e.g. DEFAULT, "
-                        "PARAMETRIC_FP_WAQ_DELTA_XMAX_INIT, PARAMETRIC_POW2_WAMQ_XMIN_XMAX_CON_INIT)")
-    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                   help="override one experiment field (repeatable), e.g. --set epochs=10 "
-                        "--set target_weight_kbytes=40")
-    p.add_argument("--dataset", choices=D.DATASETS, default=None,
-                   help="default: the experiment's (cifar10 / imagenet); mnist5k = the bundled "
-                        "real MNIST subset padded to 32x32")
-    p.add_argument("--data-dir", default=None,
-                   help="CIFAR-10 folder (cifar-10-batches-py) or ImageNet root")
-    p.add_argument("--quantizers", choices=sorted(QUANTIZER_IMPLEMENTATIONS), default="auto",
-                   help="fused = one numpy kernel per quantizer (CPU), graph = nnabla "
-                        "functions (any device); auto = fused on CPU")
-    p.add_argument("--loader-threads", type=int, default=2)
-    p.add_argument("--train-samples", type=int, default=0,
-                   help="use a fixed random subset of N training samples (0 = all)")
-    p.add_argument("--val-samples", type=int, default=0,
-                   help="use a fixed random subset of N validation samples (0 = all)")
-    add_context_args(p)
-    add_ooc_args(p)
-
-
-def sample_shape(dataset):
-    """Shape of one input sample (drawn with a generator: random crops need one)."""
-    return tuple(dataset.__getitem__(0, np.random.default_rng(0))[0].shape)
-
-
-class Subset:
-    """The first ``n`` samples of a seeded permutation of ``dataset`` (fixed across runs)."""
-
-    def __init__(self, dataset, n, seed=0):
-        self.dataset = dataset
-        self.index = np.random.default_rng(seed).permutation(len(dataset))[:n]
-
-    def __len__(self):
-        return len(self.index)
-
-    def __getitem__(self, i, rng=None):
-        return self.dataset.__getitem__(int(self.index[i]), rng)
-
-
-def datasets(args, dataset_name):
-    """(train, val) datasets, reduced to --train-samples / --val-samples when given."""
-    out = []
-    for split, n in (("train", args.train_samples), ("val", args.val_samples)):
-        if n < 0:
-            raise UserError(f"--{split}-samples must not be negative")
-        ds = D.load(dataset_name, split, args.data_dir)
-        out.append(Subset(ds, n) if 0 < n < len(ds) else ds)
-    return out
+    def __call__(self, parser, namespace, values, option_string=None):
+        namespace.context, namespace.device_id = "cudnn", values
 
 
 def build_parser():
-    p = Parser(description="Train a quantized network for one named experiment "
-                                  "(default: CPU smoke run on the bundled MNIST subset).",
-                      default_config=str(SMOKE_CONFIG))
+    p = Parser(description="Train a quantized network for one named experiment (default "
+                           f"{DEFAULT_EXPERIMENT}) with its published recipe; without a dataset "
+                           "root, experiment or config file: a CPU smoke run on the bundled "
+                           "MNIST subset (configs/smoke.yaml).")
+    # official: train_resnet.py EXPERIMENT
+    p.add_argument("official_experiment", nargs="?", default=argparse.SUPPRESS,
+                   help=argparse.SUPPRESS)
     p.add_argument("--output", default=None, help="run directory (default runs/mpdnn/EXPERIMENT)")
     p.add_argument("--resume", action="store_true", help="continue from the newest checkpoint")
     p.add_argument("--init-from", default=None, metavar="PATH",
                    help="run directory, checkpoint .npz or nnabla .h5 whose parameters start "
                         "this run (required when the experiment has init_from)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--checkpoint-interval", type=int, default=500,
-                   help="also checkpoint every N iterations inside an epoch (0 = epoch ends only)")
-    p.add_argument("--keep-last", type=int, default=2)
-    p.add_argument("--stop-at-epoch", type=int, default=0,
+    p.add_argument("--train-samples", type=NonNegativeInt, default=0,
+                   help="use a fixed random subset of N training samples (0 = all)")
+    p.add_argument("--seed", type=NonNegativeInt, default=0)
+    add_checkpoint_args(p, interval=500, keep_last=2, zero_means="at epoch ends only")
+    p.add_argument("--stop-at-epoch", type=NonNegativeInt, default=0,
                    help="end this run after that epoch (continue with --resume); 0 = all")
-    add_common_args(p)
+    add_experiment_args(p)
+    p.add_argument("--gpu", dest="device_id", type=NonNegativeInt, action=_OfficialGpu,
+                   default=argparse.SUPPRESS, help=argparse.SUPPRESS)
+    add_ooc_args(p)
     return p
 
 
-def resolve_experiment(args):
-    exp = get_experiment(args.experiment, **parse_overrides(args.set))
-    dataset = args.dataset or exp.dataset
-    if exp.model == "resnet20" and dataset == "imagenet":
-        raise UserError(f"experiment {exp.name} is a CIFAR ResNet; it cannot train on ImageNet")
-    if exp.model != "resnet20" and dataset != "imagenet":
-        raise UserError(f"experiment {exp.name} ({exp.model}) is an ImageNet network; use "
-                        f"--dataset imagenet")
-    return exp, dataset
+def parse_args(argv=None):
+    """train.py's options. The smoke configuration (configs/smoke.yaml) supplies the
+    defaults only when the command names no data (a --root, or a data set other than the
+    bundled one), no experiment and no --config/--cfg file; otherwise the experiment's
+    published recipe runs."""
+    parser = build_parser()
+    argv = sys.argv[1:] if argv is None else [str(a) for a in argv]
+    args = _merge_official_experiment(parser.parse_args(argv))
+    names_a_recipe = (args.experiment or args.root or args.config or args.cfg
+                      or args.dataset not in (None, "mnist5k"))
+    if not names_a_recipe:
+        parser.default_config = str(SMOKE_CONFIG)
+        args = _merge_official_experiment(parser.parse_args(argv))
+    args.experiment = args.experiment or DEFAULT_EXPERIMENT
+    return args
 
 
-# ----------------------------------------------------------------------------- the network
-
-def build_network(exp, x, num_classes, test, fused):
-    if exp.model == "resnet20":
-        from mpdnn.resnet_cifar import resnet_cifar
-        return resnet_cifar(x, num_classes, exp, test=test, fused=fused)
-    from mpdnn.imagenet_models import MODELS
-    return MODELS[exp.model](x, num_classes, exp, test=test, fused=fused)
-
-
-def read_parameters(path):
-    """Parameters (name -> array) from a run directory, checkpoint .npz or nnabla .h5."""
-    from common.runtime.params_io import read_param_file
-    from common.train.checkpoint import CheckpointManager as Manager
-    path = Path(path)
-    if path.is_dir():
-        manager = Manager(path / "checkpoints" if (path / "checkpoints").is_dir() else path,
-                          clean=False)
-        ckpt = manager.load_best() or manager.load_latest()
-        if ckpt is None:
-            raise UserError(f"{path}: no checkpoint found")
-        return dict(ckpt.params)
-    if not path.is_file():
-        raise UserError(f"{path}: no such file or directory")
-    if path.suffix == ".h5":
-        return dict(read_param_file(path)[0])
-    return dict(load_checkpoint(path).params)
+def _merge_official_experiment(args):
+    """The official positional EXPERIMENT becomes --experiment (they may not disagree)."""
+    official = vars(args).pop("official_experiment", None)
+    if official is not None:
+        if args.experiment not in (None, official):
+            raise UserError(f"two experiments given: {official} and --experiment "
+                            f"{args.experiment}")
+        args.experiment = official
+    return args
 
 
-def load_initial_parameters(path):
-    """Register every parameter of ``path`` before the network is built, so that the
-    network picks them up (and quantizer steps start from the loaded weights' range)."""
-    import nnabla as nn
-    params = read_parameters(path)
-    for name, value in params.items():
-        var = nn.Variable.from_numpy_array(np.asarray(value, np.float32))
-        var.need_grad = not (name.endswith(("/W_q", "/b_q", "/Asize", "/bn/mean", "/bn/var")))
-        nn.parameter.set_parameter(name, var)
-    return len(params)
+# ----------------------------------------------------------------------------- quantizers
 
-
-def quantizer_parameters(exp):
+def quantizer_parameters():
     """Raw quantizer parameter variables grouped as {"weights": {...}, "activations": {...}}."""
     import nnabla as nn
     out = {"weights": {}, "activations": {}}
@@ -220,9 +157,9 @@ def _limits(exp, group):
             "xmax": (g("xmax_min"), g("xmax_max"))}
 
 
-def clip_quantizer_gradients(exp, groups):
+def clip_quantizer_gradients(groups):
     """Under a memory constraint, clip step/range gradients to +-d (U3) or +-q_min (P3)."""
-    for group, params in groups.items():
+    for params in groups.values():
         for name, var in params.items():
             scope, pname = name.rsplit("/", 1)
             kind = scope.rsplit("/", 1)[-1]
@@ -257,44 +194,34 @@ def project_quantizer_parameters(exp, groups):
                     var.d = np.clip(np.float32(var.d), np.float32(a) + eps, np.float32(b) - eps)
 
 
-# ----------------------------------------------------------------------------- evaluation
-
-class Evaluator:
-    """Validation error of the test-mode network, batch by batch (last batch padded)."""
-
-    def __init__(self, exp, dataset, num_classes, batch_size, fused, threads=0):
-        import nnabla as nn
-        self.loader = BatchLoader(dataset, batch_size, shuffle=False, drop_last=False,
-                                  num_threads=threads)
-        self.batch = batch_size
-        shape = (batch_size,) + sample_shape(dataset)
-        self.image = nn.Variable(shape)
-        self.logits = build_network(exp, self.image, num_classes, test=True, fused=fused)
-        self.logits.persistent = True
-
-    def error(self, desc="validation"):
-        wrong = total = 0
-        for b in progress(range(len(self.loader)), desc=desc, unit="batch", leave=False):
-            images, labels = self.loader.get_batch(0, b)
-            n = len(labels)
-            if n < self.batch:
-                pad = np.zeros((self.batch - n,) + images.shape[1:], images.dtype)
-                images = np.concatenate([images, pad])
-            self.image.d = images
-            self.logits.forward(clear_buffer=True)
-            wrong += int(np.sum(np.argmax(self.logits.d[:n], axis=1) != labels))
-            total += n
-        return wrong / max(total, 1)
-
-
 # ----------------------------------------------------------------------------- training
 
-def check_args(args):
-    for name in ("checkpoint_interval", "stop_at_epoch", "loader_threads"):
-        if getattr(args, name) < 0:
-            raise UserError(f"--{name.replace('_', '-')} must not be negative")
-    if args.keep_last < 1:
-        raise UserError("--keep-last must be at least 1")
+def _check_experiment_file(run, exp):
+    """On --resume, the experiment must resolve as it did when the run started (the YAML
+    files or the --cfg file may have changed since)."""
+    path = run.out / EXPERIMENT_FILE
+    if not (run.resuming and path.is_file()):
+        return
+    saved, current = load_config(path), exp.as_dict()
+    changed = sorted(k for k in set(saved) | set(current) if saved.get(k) != current.get(k))
+    if changed:
+        raise UserError(f"cannot --resume: experiment {exp.name} now resolves differently "
+                        f"from {path} ({', '.join(changed[:4])}); use a new --output")
+
+
+def _new_epoch_stats():
+    return {"loss": 0.0, "cross_entropy": 0.0, "wrong": 0, "seen": 0}
+
+
+def _step_statistics(dist, loss, cross_entropy, logits, labels):
+    """(loss, cross-entropy, wrong, seen) of the last step over the whole batch: the losses
+    averaged and the counts summed over processes, so every process sees the same values
+    (and stops at the same step on a non-finite loss)."""
+    wrong = int(np.sum(np.argmax(logits.d, axis=1) != labels))
+    local = np.array([loss.d, cross_entropy.d, wrong, len(labels)], np.float32)
+    total = dist.all_reduce_value(local, average=False)
+    return (float(total[0]) / dist.size, float(total[1]) / dist.size, int(total[2]),
+            int(total[3]))
 
 
 def train(args):
@@ -303,39 +230,50 @@ def train(args):
     import nnabla.solvers as S
 
     from mpdnn.memory import NetworkMemory
-    from mpdnn.report import write_report
 
-    check_args(args)
-    exp, dataset_name = resolve_experiment(args)
-    out = Path(args.output or Path("runs") / "mpdnn" / exp.name)
-    if exp.init_from and not args.init_from and not args.resume:
+    out = Path(args.output or Path("runs") / "mpdnn" / args.experiment)
+    ctx = context_from_args(args)
+    dist = init_distributed(ctx)
+    run = TrainingRun(out, args, resume=args.resume, free=RESUME_FREE, dist=dist,
+                      keep_last=args.keep_last).open()
+    say = print if dist.is_main else (lambda *a, **k: None)
+
+    # Inputs, validated before anything is written.
+    exp = load_experiment(args.experiment, args.cfg, parse_overrides(args.set))
+    _check_experiment_file(run, exp)
+    dataset_name = check_dataset(exp, args.dataset, args.root)
+    if exp.init_from and not args.init_from:
         raise UserError(f"experiment {exp.name} starts from the trained network of experiment "
                         f"{exp.init_from}: pass --init-from PATH (that run's directory, a "
                         f"checkpoint or an .h5 file)")
-    train_set, val_set = datasets(args, dataset_name)
+    if exp.batch_size % dist.size:
+        raise UserError(f"the batch of {exp.batch_size} cannot be split over {dist.size} "
+                        f"processes; use a multiple of {dist.size} (--set batch_size=...)")
+    initial = read_parameters(args.init_from)[0] if args.init_from else None
+    train_set = load_split(dataset_name, "train", args.root, args.train_samples)
+    val_set = load_split(dataset_name, "val", args.root, args.val_samples)
+    if len(train_set) < exp.batch_size:
+        raise UserError(f"{len(train_set)} training samples do not fill one batch of "
+                        f"{exp.batch_size}; use more samples or --set batch_size=...")
     num_classes = D.NUM_CLASSES[dataset_name]
     fused = QUANTIZER_IMPLEMENTATIONS[args.quantizers]
+    ooc = out_of_core_from_args(args, dist.ctx)  # before the graph: it may set the context
 
-    out.mkdir(parents=True, exist_ok=True)
-    ctx = context_from_args(args)
-    ooc = out_of_core_from_args(args, ctx)  # before the graph: it may set the context
+    run.begin()
+    if dist.is_main:
+        with atomic_write(out / EXPERIMENT_FILE, "w") as f:
+            yaml.safe_dump(exp.as_dict(), f, sort_keys=False)
     nn.clear_parameters()
-    ckpts = CheckpointManager(out / "checkpoints", keep_last=args.keep_last)
-    latest = ckpts.load_latest() if args.resume else None
-    if latest is not None:
-        check_resume_options(latest.config.get("args", {}), args, RESUME_FREE)
-    save_config(args, out)
-    with atomic_write(out / "experiment.yaml", "w") as f:
-        yaml.safe_dump(exp.as_dict(), f, sort_keys=False)
     seed_everything(args.seed)
-    if args.init_from and latest is None:
-        count = load_initial_parameters(args.init_from)
-        print(f"initialised {count} parameters from {args.init_from}")
+    if initial is not None and not run.has_checkpoint():
+        register_parameters(initial)
+        say(f"initialised {len(initial)} parameters from {args.init_from}")
 
-    loader = BatchLoader(train_set, exp.batch_size, shuffle=True, seed=args.seed,
-                         num_threads=args.loader_threads)
-    image = nn.Variable((exp.batch_size,) + sample_shape(train_set))
-    label = nn.Variable((exp.batch_size, 1))
+    loader = BatchLoader(train_set, exp.batch_size // dist.size, shuffle=True, seed=args.seed,
+                         num_threads=args.loader_threads, rank=dist.rank,
+                         world_size=dist.size)
+    image = nn.Variable((loader.batch_size,) + sample_shape(train_set))
+    label = nn.Variable((loader.batch_size, 1))
     logits = build_network(exp, image, num_classes, test=False, fused=fused)
     cross_entropy = F.mean(F.softmax_cross_entropy(logits, label))
     memory = NetworkMemory(exp)
@@ -343,86 +281,92 @@ def train(args):
     loss = cross_entropy if penalty is None else cross_entropy + penalty
     for v in (logits, cross_entropy, loss):
         v.persistent = True
-    evaluator = Evaluator(exp, val_set, num_classes, min(100, len(val_set)), fused,
-                          args.loader_threads)
+    evaluator = Evaluator(exp, val_set, num_classes, 100, fused, args.loader_threads, dist)
 
     lr0 = exp.initial_learning_rate
     solver = S.Adam(alpha=lr0) if exp.optimizer == "adam" else S.Momentum(lr0, exp.momentum)
     solver.set_parameters(nn.get_parameters())
-    groups = quantizer_parameters(exp)
+    trained = solver.get_parameters()
+    groups = quantizer_parameters()
 
-    step = 0
-    stats = {"loss": 0.0, "cross_entropy": 0.0, "wrong": 0, "seen": 0}
-    if latest is not None:
-        step, _, extra = ckpts.restore(latest, {"solver": solver})
-        stats = extra["epoch_stats"]
-        print(f"resumed at iteration {step}")
-    elif args.resume:
-        print(f"no checkpoint in {out / 'checkpoints'}; starting from scratch")
+    step, extra = run.restore({"solver": solver})
+    state = {"step": step, "stats": extra.get("epoch_stats", _new_epoch_stats())}
     per_epoch = len(loader)
-    log = TrainingLog(out, resume_step=step if args.resume else None)
-    best = ckpts.load_best()
-    best_error = best.metric if best is not None else None
+    log = TrainingLog(out, resume_step=state["step"] if run.resuming else None) \
+        if dist.is_main else None
     last_epoch = exp.epochs if not args.stop_at_epoch else min(args.stop_at_epoch, exp.epochs)
 
-    def checkpoint(metric=None):
-        ckpts.save(step, {"solver": solver}, config={"args": vars(args),
-                   "experiment": exp.as_dict()}, metric=metric, mode="min",
-                   extra={"epoch_stats": stats}, epoch=step // per_epoch)
+    def save(metric=None):
+        run.save(state["step"], {"solver": solver},
+                 config={"args": vars(args), "experiment": exp.as_dict()}, metric=metric,
+                 mode="min", extra={"epoch_stats": state["stats"]},
+                 epoch=state["step"] // per_epoch)
 
-    start_epoch = step // per_epoch
-    for epoch in range(start_epoch, last_epoch):
-        lr = step_lr(lr0, epoch, exp.lr_milestones, exp.lr_decay)
-        solver.set_learning_rate(lr)
-        bar = progress(range(step % per_epoch, per_epoch), desc=f"epoch {epoch + 1}/{exp.epochs}",
-                       unit="it")
-        for b in bar:
-            with ooc.step() as hooks:
-                images, labels = loader.get_batch(epoch, b)
-                image.d, label.d = images, labels.reshape(-1, 1)
-                solver.zero_grad()
-                loss.forward(clear_no_need_grad=True, **hooks)
-                loss.backward(clear_buffer=True, **hooks)
-                solver.weight_decay(exp.weight_decay)
-                if memory.constrained:
-                    clip_quantizer_gradients(exp, groups)
-                solver.update()
-                project_quantizer_parameters(exp, groups)
-            step += 1
-            value = float(loss.d)
-            if not np.isfinite(value):
-                raise UserError(f"training diverged at iteration {step} (loss {value}); "
-                                "try a lower initial_learning_rate (--set)")
-            stats["loss"] += value
-            stats["cross_entropy"] += float(cross_entropy.d)
-            stats["wrong"] += int(np.sum(np.argmax(logits.d, axis=1) != labels))
-            stats["seen"] += len(labels)
-            bar.set_postfix(loss=f"{value:.3f}")
-            if args.checkpoint_interval and step % args.checkpoint_interval == 0 \
-                    and step % per_epoch:
-                checkpoint()
+    def finish_epoch(epoch):
+        """Validation, curves and the epoch's checkpoint (best if the constraints hold)."""
+        stats = state["stats"]
         sizes = memory.evaluate()
         val_error = evaluator.error()
         n_batches = max(stats["seen"] / exp.batch_size, 1)
         row = {"epoch": epoch + 1, "train_loss": stats["loss"] / n_batches,
                "train_cross_entropy": stats["cross_entropy"] / n_batches,
                "train_error": stats["wrong"] / max(stats["seen"], 1), "val_error": val_error,
-               **sizes, "learning_rate": lr}
-        for key, v in row.items():
-            if key != "epoch":
-                log.add(key.replace("_", " "), epoch + 1, v)
+               **sizes, "learning_rate": step_lr(lr0, epoch, exp.lr_milestones, exp.lr_decay)}
+        if log is not None:
+            for key, v in row.items():
+                if key != "epoch":
+                    log.add(key.replace("_", " "), epoch + 1, v)
         ok = memory.satisfied(sizes)
-        print(f"epoch {epoch + 1}: loss {row['train_loss']:.4f}, train error "
-              f"{row['train_error']:.4f}, val error {val_error:.4f}, weights "
-              f"{sizes['weight_kbytes']:.1f} kB, activations {sizes['activation_kbytes']:.1f} kB"
-              + ("" if ok else " (constraints not met)"))
-        stats = {"loss": 0.0, "cross_entropy": 0.0, "wrong": 0, "seen": 0}
-        checkpoint(metric=val_error if ok else None)
-        if ok and (best_error is None or val_error < best_error):
-            best_error = val_error
+        say(f"epoch {epoch + 1}: loss {row['train_loss']:.4f}, train error "
+            f"{row['train_error']:.4f}, val error {val_error:.4f}, weights "
+            f"{sizes['weight_kbytes']:.1f} kB, activations {sizes['activation_kbytes']:.1f} kB"
+            + ("" if ok else " (constraints not met)"))
+        state["stats"] = _new_epoch_stats()
+        save(metric=val_error if ok else None)
 
+    with run.guard():
+        if state["step"] % per_epoch == 0 and state["stats"]["seen"]:
+            # interrupted after an epoch's last step, before its validation
+            finish_epoch(state["step"] // per_epoch - 1)
+        for epoch in range(state["step"] // per_epoch, last_epoch):
+            solver.set_learning_rate(step_lr(lr0, epoch, exp.lr_milestones, exp.lr_decay))
+            bar = progress(range(state["step"] % per_epoch, per_epoch),
+                           desc=f"epoch {epoch + 1}/{exp.epochs}", unit="it",
+                           **({} if dist.is_main else {"disable": True}))
+            for b in bar:
+                with ooc.step() as hooks:
+                    images, labels = loader.get_batch(epoch, b)
+                    image.d, label.d = images, labels.reshape(-1, 1)
+                    solver.zero_grad()
+                    loss.forward(clear_no_need_grad=True, **hooks)
+                    loss.backward(clear_buffer=True, **hooks)
+                    # the whole batch's gradient first, as one process would compute it
+                    dist.all_reduce_grads(trained)
+                    solver.weight_decay(exp.weight_decay)
+                    if memory.constrained:
+                        clip_quantizer_gradients(groups)
+                    solver.update()
+                    project_quantizer_parameters(exp, groups)
+                state["step"] += 1
+                value, ce, wrong, seen = _step_statistics(dist, loss, cross_entropy, logits,
+                                                          labels)
+                stats = state["stats"]
+                stats["loss"] += value
+                stats["cross_entropy"] += ce
+                stats["wrong"] += wrong
+                stats["seen"] += seen
+                bar.set_postfix(loss=f"{value:.3f}")
+                run.step_done(state["step"], value, save=save)
+                if args.checkpoint_interval and state["step"] % args.checkpoint_interval == 0 \
+                        and state["step"] % per_epoch:
+                    save()
+            finish_epoch(epoch)
+
+    step = state["step"]
     if step // per_epoch < exp.epochs:
-        print(f"stopped after epoch {step // per_epoch} of {exp.epochs}; continue with --resume")
+        say(f"stopped after epoch {step // per_epoch} of {exp.epochs}; continue with --resume")
+        return out, None
+    if not dist.is_main:
         return out, None
     summary = write_report(out, exp, dataset_name, val_set, fused)
     print(f"finished: best validation error {summary['val_error']:.4f} "
@@ -432,8 +376,9 @@ def train(args):
 
 
 def main(argv=None):
-    args = build_parser().parse_args(argv)
+    args = parse_args(argv)
     start = time.time()
-    out, _ = train(args)
-    print(f"done in {time.time() - start:.1f} s; outputs in {out}")
+    out, summary = train(args)
+    if summary is not None:
+        print(f"done in {time.time() - start:.1f} s; outputs in {out}")
     return 0

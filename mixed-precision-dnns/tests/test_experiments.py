@@ -65,7 +65,7 @@ def test_every_experiment_loads_in_file_order():
     assert ex.list_experiments() == names
     for name in names:
         exp = ex.get_experiment(name)
-        assert exp.name == exp.experiment == name
+        assert exp.name == name
         assert exp.init_from is None or exp.init_from in names
         d = exp.as_dict()
         assert all(v is None or type(v) in (bool, int, float, str, list) for v in d.values())
@@ -399,7 +399,7 @@ def test_committed_yaml_matches_the_official_cfg_files(tmp_path):
     # Independent reading: the official script's own ConfigParser (with [DEFAULT]
     # inheritance) gives the same value for every key of every section.
     for cfg in named:
-        cp = configparser.Parser()
+        cp = configparser.ConfigParser()
         cp.read(cfg)
         assert len(cp.sections()) == OFFICIAL_SECTIONS[cfg.name]
         for section in ["DEFAULT"] + cp.sections():

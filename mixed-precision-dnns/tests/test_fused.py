@@ -12,7 +12,6 @@ pow2 ranges, NaN/inf inputs, subnormal levels), gradient accumulation when tenso
 shared, a whole quantized ResNet-20 training step, and the CPU-only availability rule.
 """
 import zlib
-from types import SimpleNamespace
 
 import nnabla as nn
 import nnabla.functions as F
@@ -21,6 +20,7 @@ import pytest
 
 from mpdnn import fused
 from mpdnn import quantizers as Q
+from mpdnn.experiments import get_experiment
 from mpdnn.resnet_cifar import resnet_cifar
 
 SHAPE = (8, 16, 16, 16)
@@ -126,22 +126,6 @@ def _input(kind, derived, rng):
     return wide.reshape(SHAPE)
 
 
-def _run(x, dy, kind, sign, with_zero, init, use_fused, bounds=None):
-    nn.clear_parameters()
-    xv = nn.Variable.from_numpy_array(x, need_grad=True)
-    y = Q.quantize(xv, kind, sign=sign, with_zero=with_zero, init=init, bounds=bounds,
-                   fused=use_fused)
-    params = nn.get_parameters()
-    for p in params.values():
-        p.grad.zero()
-    xv.grad.zero()
-    y.forward(clear_no_need_grad=True)
-    y.backward(dy)
-    out = y.d.copy(), xv.g.copy(), {k: p.g.copy() for k, p in params.items()}
-    nn.clear_parameters()
-    return out
-
-
 def _assert_bit_identical(actual, expected, what):
     assert actual.shape == expected.shape, what
     nan_a, nan_e = np.isnan(actual), np.isnan(expected)
@@ -153,7 +137,7 @@ def _assert_bit_identical(actual, expected, what):
 
 
 @pytest.mark.parametrize("kind,sign,with_zero,draw", _cases())
-def test_fused_matches_graph(kind, sign, with_zero, draw):
+def test_fused_matches_graph(kind, sign, with_zero, draw, quantizer_step):
     seed = zlib.crc32(f"{kind}/{sign}/{with_zero}/{draw}".encode())
     rng = np.random.default_rng(seed)
     init = _raw_values(kind, draw, rng)
@@ -161,8 +145,8 @@ def test_fused_matches_graph(kind, sign, with_zero, draw):
     dy = rng.standard_normal(SHAPE).astype(np.float32)
     dy.flat[rng.permutation(dy.size)[:100]] = 0
 
-    y_g, dx_g, g_g = _run(x, dy, kind, sign, with_zero, init, use_fused=False)
-    y_f, dx_f, g_f = _run(x, dy, kind, sign, with_zero, init, use_fused=True)
+    y_g, dx_g, g_g = quantizer_step(x, dy, kind, sign, with_zero, init, fused=False)
+    y_f, dx_f, g_f = quantizer_step(x, dy, kind, sign, with_zero, init, fused=True)
 
     _assert_bit_identical(y_f, y_g, "y")
     _assert_bit_identical(dx_f, dx_g, "dx")
@@ -190,7 +174,8 @@ def test_fused_matches_graph(kind, sign, with_zero, draw):
     ("parametric_pow2_b_xmax", True, False, {"n": 8.0, "xmax": 2.0 ** -4}, None, "tiny"),
 ], ids=["U3-tiny-step", "U3-huge-step", "U1-nonfinite", "U2-nonfinite", "P3-nonfinite",
         "P2-nonfinite", "P3-huge", "P1-subnormal-relu", "P1-subnormal-signed"])
-def test_fused_matches_graph_outside_fast_path(kind, sign, with_zero, init, bounds, special):
+def test_fused_matches_graph_outside_fast_path(kind, sign, with_zero, init, bounds, special,
+                                               quantizer_step):
     """Parameters and inputs for which the fused functions fall back to (or extend) their
     exact slow paths."""
     rng = np.random.default_rng(11)
@@ -211,8 +196,8 @@ def test_fused_matches_graph_outside_fast_path(kind, sign, with_zero, init, boun
     elif kind == "parametric_fp_d_xmax" and init.get("xmax", 1) > 1e20:
         flat *= np.float32(2.0 ** 78)
     dy = rng.standard_normal(SHAPE).astype(np.float32)
-    y_g, dx_g, g_g = _run(x, dy, kind, sign, with_zero, init, False, bounds)
-    y_f, dx_f, g_f = _run(x, dy, kind, sign, with_zero, init, True, bounds)
+    y_g, dx_g, g_g = quantizer_step(x, dy, kind, sign, with_zero, init, False, bounds)
+    y_f, dx_f, g_f = quantizer_step(x, dy, kind, sign, with_zero, init, True, bounds)
     _assert_bit_identical(y_f, y_g, "y")
     _assert_bit_identical(dx_f, dx_g, "dx")
     for name in g_g:
@@ -287,22 +272,12 @@ def test_available_only_on_cpu_contexts():
         assert not fused.available()
 
 
-# The experiment fields the CIFAR ResNet reads (official CIFAR-10 defaults, 4-bit).
-_RESNET_CFG = dict(
-    num_layers=20, shortcut_type="", scale_layer=False,
-    w_stepsize=2 ** -3, w_stepsize_min=2 ** -8, w_stepsize_max=1.0,
-    w_xmin_min=2 ** -16, w_xmin_max=127.0, w_xmax_min=2 ** -8, w_xmax_max=127.0,
-    w_bitwidth=4, w_bitwidth_min=2, w_bitwidth_max=8,
-    a_stepsize=2 ** -3, a_stepsize_min=2 ** -8, a_stepsize_max=1.0,
-    a_xmin_min=2 ** -14, a_xmin_max=255.0, a_xmax_min=2 ** -8, a_xmax_max=255.0,
-    a_bitwidth=4, a_bitwidth_min=1, a_bitwidth_max=8)
-
-
 @pytest.mark.parametrize("kind", KINDS, ids=[Q.PARAMETRIZATIONS[k].paper for k in KINDS])
 def test_resnet20_training_gradients_identical(kind):
     """One training step's loss and every parameter gradient of a quantized ResNet-20
     (weights and activations) are bit-identical with fused and graph quantizers."""
-    cfg = SimpleNamespace(**_RESNET_CFG, w_quantize=kind, a_quantize=kind + "_relu")
+    # the official CIFAR-10 defaults, 4-bit, with this quantizer for weights and activations
+    cfg = get_experiment("DEFAULT", w_quantize=kind, a_quantize=kind + "_relu")
     rng = np.random.default_rng(5)
     x = rng.standard_normal((2, 3, 32, 32)).astype(np.float32)
     t = rng.integers(0, 10, (2, 1)).astype(np.int32)

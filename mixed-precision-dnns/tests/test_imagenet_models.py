@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from mpdnn import quantizers as Q
-from mpdnn.imagenet_models import MODELS, PUBLISHED_PARAMETERS, count_parameters, mobilenet_v2
+from mpdnn.imagenet_models import MODELS, mobilenet_v2
 
 # The official defaults of the experiment fields (train_resnet_quant_*.cfg [DEFAULT]).
 BASE_CFG = dict(
@@ -35,6 +35,18 @@ INPUT_SHAPE = (2, 3, 64, 64)
 # Table 4 of the paper, float networks: weight memory (conv/fc W and b, 32 bit) and the
 # largest activation tensor, in MB (= MiB, 1 MB = 2**20 bytes) at 224x224.
 TABLE4_FLOAT_MB = {"resnet18": (44.56, 3.04), "mobilenetv2": (13.23, 4.59)}
+
+# Published float parameter counts (conv/fc weights and biases + BN scale and shift) at
+# 1000 classes; the input size does not change them.
+PUBLISHED_PARAMETERS = {"resnet18": 11_689_512, "mobilenetv2": 3_504_872}
+
+
+def count_parameters(names=("W", "b", "gamma", "beta")):
+    """Values in nnabla's parameters whose last name component is in ``names``: by default
+    what the published counts count (not BN statistics, ``W_q``, quantizer parameters or
+    ``Asize``); ``("W", "b")`` gives the weights the memory constraints count."""
+    return int(sum(int(np.prod(v.shape)) for k, v in nn.get_parameters(grad_only=False).items()
+                   if k.rsplit("/", 1)[-1] in names))
 
 
 def _cfg(quantization):

@@ -6,7 +6,6 @@ beside it. Both of our implementations (graph-composed and fused CPU) are checke
 """
 import json
 
-import nnabla as nn
 import numpy as np
 import pytest
 
@@ -41,34 +40,24 @@ def _arrays(path):
     return _ARRAYS[path]
 
 
-def run_quantizer(case, x, dy, fused):
-    """Forward + backward of our quantizer for one fixture case; returns y, dx, param grads."""
+def run_quantizer(quantizer_step, case, x, dy, fused):
+    """Forward + backward of our quantizer for one fixture case; returns y, dx, param grads
+    (by official parameter name) and the parameter names."""
     kind = Q.parametrization(case["function"])
     kwargs = case["kwargs"]
     init = {name.split("/")[-1]: value for name, value in case["param_values"].items()}
-    nn.clear_parameters()
-    xv = nn.Variable.from_numpy_array(x, need_grad=True)
-    y = Q.quantize(xv, kind.kind, sign=kwargs["sign"], with_zero=kwargs.get("with_zero", False),
-                   init=init, fused=fused)
-    params = nn.get_parameters()
-    for p in params.values():
-        p.grad.zero()
-    xv.grad.zero()
-    y.forward(clear_no_need_grad=True)
-    y.backward(dy)
-    grads = {name.split("/")[-1]: float(p.g) for name, p in params.items()}
-    out = (y.d.copy(), xv.g.copy(), grads, sorted(params))
-    nn.clear_parameters()
-    return out
+    y, dx, grads = quantizer_step(x, dy, kind.kind, kwargs["sign"],
+                                  kwargs.get("with_zero", False), init, fused)
+    return y, dx, {name.split("/")[-1]: float(g) for name, g in grads.items()}, sorted(grads)
 
 
 @pytest.mark.parametrize("fused", [False, True], ids=["graph", "fused"])
 @pytest.mark.parametrize("path,case", _cases())
-def test_quantizer_matches_official(path, case, fused):
+def test_quantizer_matches_official(path, case, fused, quantizer_step):
     a = _arrays(path)
     key = case["key"]
     x, dy = a[f"{key}__x"], a[f"{key}__dy"]
-    y, dx, grads, names = run_quantizer(case, x, dy, fused)
+    y, dx, grads, names = run_quantizer(quantizer_step, case, x, dy, fused)
 
     assert names == sorted(case["param_names"])  # official parameter names
     np.testing.assert_array_equal(y, a[f"{key}__y"])

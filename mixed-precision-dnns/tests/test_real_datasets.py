@@ -8,10 +8,11 @@ import numpy as np
 from PIL import Image
 
 from common.data import cifar10
-from common.dev.testing import run_script
-from mpdnn.training import Subset
+from common.dev.testing import assert_one_line_error, fixtures_root, run_script
+from mpdnn.network import random_subset
 
 TRAIN = Path(__file__).resolve().parent.parent / "train.py"
+EVAL = Path(__file__).resolve().parent.parent / "eval.py"
 
 
 def _write_cifar(root, per_batch):
@@ -32,12 +33,31 @@ def test_cifar10_pickles(tmp_path):
     _write_cifar(tmp_path / "data", per_batch=8)
     out = tmp_path / "run"
     run_script(TRAIN, "--experiment", "PARAMETRIC_POW2_WAQ_XMIN_XMAX", "--dataset", "cifar10",
-               "--data-dir", tmp_path / "data", "--output", out, "--set", "epochs=1",
+               "--root", tmp_path / "data", "--output", out, "--set", "epochs=1",
                "--set", "lr_milestones=[]", "--set", "batch_size=8", "--loader-threads", "0")
     summary = json.loads((out / "summary.json").read_text())
     assert summary["dataset"] == "cifar10" and 0 <= summary["val_error"] <= 1
     # 5 training batches of 8 images -> 5 iterations of batch 8
     assert summary["iteration"] == 5
+
+
+def test_truncated_cifar10_files_are_one_line_errors(tmp_path):
+    _write_cifar(tmp_path / "data", per_batch=8)
+    batches = tmp_path / "data" / "cifar-10-batches-py"
+    for name in ("data_batch_3", cifar10.TEST_BATCH):
+        data = (batches / name).read_bytes()
+        (batches / name).write_bytes(data[:len(data) // 2])
+    out = tmp_path / "run"
+    proc = run_script(TRAIN, "--experiment", "DEFAULT", "--dataset", "cifar10", "--root",
+                      tmp_path / "data", "--output", out, check=False)
+    assert_one_line_error(proc, "data_batch_3", "truncated")
+    assert not out.exists()
+    official = fixtures_root() / "mixed-precision-dnns" / "resnet20_default.h5"
+    proc = run_script(EVAL, "--model", official, "--experiment", "DEFAULT", "--dataset",
+                      "cifar10", "--root", tmp_path / "data", "--out-dir", tmp_path / "eval",
+                      check=False)
+    assert_one_line_error(proc, cifar10.TEST_BATCH, "truncated")
+    assert not (tmp_path / "eval").exists()
 
 
 def _write_folder(root, classes, per_class, size, seed):
@@ -71,6 +91,6 @@ def test_subset_is_fixed_and_distinct():
             return i
 
     data = Numbers()
-    a, b = Subset(data, 10, seed=0), Subset(data, 10, seed=0)
+    a, b = random_subset(data, 10, seed=0), random_subset(data, 10, seed=0)
     assert [a[i] for i in range(10)] == [b[i] for i in range(10)]
     assert len(set(a[i] for i in range(10))) == 10

@@ -12,11 +12,8 @@ from common.train.checkpoint import CheckpointManager
 from mpdnn.experiments import get_experiment
 from mpdnn.memory import NetworkMemory
 from mpdnn.resnet_cifar import resnet_cifar
-from mpdnn.training import (
-    clip_quantizer_gradients,
-    project_quantizer_parameters,
-    quantizer_parameters,
-)
+from mpdnn.training import (clip_quantizer_gradients, project_quantizer_parameters,
+                            quantizer_parameters)
 
 FOLDER = Path(__file__).resolve().parent.parent
 TRAIN, EVAL = FOLDER / "train.py", FOLDER / "eval.py"
@@ -50,7 +47,7 @@ def test_smoke_training_writes_report(float_run, tmp_path):
     assert len(rows) == 1 + 21 + 19   # header, 20 conv/fc weights + fc bias, 19 activations
     # eval.py on the run reproduces the training report's numbers
     ev = tmp_path / "eval"
-    run_script(EVAL, out, "--output", ev, "--loader-threads", "0")
+    run_script(EVAL, "--model", out, "--out-dir", ev, "--loader-threads", "0")
     again = json.loads((ev / "summary.json").read_text())
     assert again["val_error"] == summary["val_error"]
     assert again["weight_kbytes"] == pytest.approx(summary["weight_kbytes"])
@@ -137,7 +134,7 @@ def test_memory_penalty_reaches_quantizer_parameters(name):
     penalty.forward()
     assert float(penalty.d) > 0
     penalty.backward()
-    groups = quantizer_parameters(exp)
+    groups = quantizer_parameters()
     grads = {group: [float(v.g) for k, v in groups[group].items() if k.endswith("/xmax")]
              for group in groups}
     assert grads["weights"] and all(g > 0 for g in grads["weights"])  # shrinking q_max helps
@@ -146,7 +143,7 @@ def test_memory_penalty_reaches_quantizer_parameters(name):
     assert sum(g > 0 for g in grads["activations"]) == 1
     assert all(g >= 0 for g in grads["activations"])
     # the official gradient clipping under constraints: |grad| <= d (U3) or q_min (P3)
-    clip_quantizer_gradients(exp, groups)
+    clip_quantizer_gradients(groups)
     for group in groups.values():
         for k, v in group.items():
             small = group.get(k.rsplit("/", 1)[0] + "/d") or group.get(
@@ -156,7 +153,7 @@ def test_memory_penalty_reaches_quantizer_parameters(name):
 
 def test_projection_keeps_parameters_in_range():
     exp, _ = _network("PARAMETRIC_FP_WAQ_DELTA_XMAX")
-    groups = quantizer_parameters(exp)
+    groups = quantizer_parameters()
     names = sorted(groups["weights"])
     d = groups["weights"][names[0]]          # .../d
     xmax = groups["weights"][names[1]]       # .../xmax

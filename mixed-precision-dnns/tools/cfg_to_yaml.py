@@ -18,81 +18,19 @@ settings are identical it is left out of the later file (listed under
 ``POW2``), and its file's ``init_from`` references follow. Both are reported.
 Comments and prose of the input files are not carried over.
 """
-import argparse
-import configparser
-import sys
 import tempfile
 from pathlib import Path
 
 import yaml
 
-HERE = Path(__file__).resolve().parent
-try:
-    from mpdnn import experiments as ex
-except ImportError:  # run from a checkout without the editable install
-    sys.path[:0] = [str(HERE.parent), str(HERE.parent.parent)]
-    from mpdnn import experiments as ex
-from common.errors import UserError, run_cli
+from common.cli import Parser
+from common.errors import UserError
+from common.cli import run_cli
 from common.fileio import atomic_write
+from mpdnn import experiments as ex
+from mpdnn.official_cfg import BASELINE, CIFAR10_SCHEDULE, read_cfg
 
-# Fixed in the official training script, not in its cfg files.
-CIFAR10_SCHEDULE = {
-    "model": "resnet20", "dataset": "cifar10", "epochs": 160, "lr_milestones": [80, 120],
-    "lr_decay": 0.1, "batch_size": 128, "weight_decay": 2e-4, "momentum": 0.9,
-}
 DEFAULT_OUTPUTS = ("cifar10_uniform.yaml", "cifar10_pow2.yaml")
-BASELINE = "DEFAULT"   # the [DEFAULT] section run as an experiment
-CHECKPOINT_NAME = "params_best.h5"
-
-
-def read_cfg(path):
-    """(defaults, {section: own keys}) of an official cfg; values typed, weightfile
-    mapped to init_from. Sections keep file order; ``BASELINE`` comes first."""
-    path = Path(path)
-    # A default_section no file uses makes [DEFAULT] an ordinary section, so each
-    # section's own keys are not mixed with the inherited ones.
-    cp = configparser.ConfigParser(default_section="\0", interpolation=None)
-    try:
-        with open(path, encoding="utf-8") as f:
-            cp.read_file(f)
-    except FileNotFoundError:
-        raise UserError(f"{path} does not exist") from None
-    except configparser.Error as exc:
-        raise UserError(f"{path}: {' '.join(str(exc).split())}") from None
-    if BASELINE not in cp:
-        raise UserError(f"{path}: no [{BASELINE}] section")
-    names = [s for s in cp.sections() if s != BASELINE]
-
-    def typed(where, items):
-        own = {}
-        for key, raw in items:
-            if key == "weightfile":
-                own["init_from"] = weightfile_to_experiment(where, raw, names)
-            elif key in ex.SETTABLE_KEYS and key != "init_from":
-                own[key] = ex.convert_value(where, key, raw)
-            else:
-                raise UserError(f"{where}: key {key!r} is not an official setting")
-        return own
-
-    defaults = typed(f"{path} [{BASELINE}]", cp[BASELINE].items())
-    sections = {BASELINE: {}}
-    for name in names:
-        sections[name] = typed(f"{path} [{name}]", cp[name].items())
-    return defaults, sections
-
-
-def weightfile_to_experiment(where, value, names):
-    """``params_DEFAULT/params_best.h5`` -> DEFAULT, ``X/params_best.h5`` -> X."""
-    parts = value.strip().split("/")
-    if len(parts) == 2 and parts[1] == CHECKPOINT_NAME:
-        folder = parts[0]
-        known = set(names) | {BASELINE}
-        if folder in known:
-            return folder
-        if folder.startswith("params_") and folder[len("params_"):] in known:
-            return folder[len("params_"):]
-    raise UserError(f"{where}: weightfile {value!r} does not name an experiment's "
-                    f"<EXPERIMENT>/{CHECKPOINT_NAME}")
 
 
 def merge(inputs, outputs):
@@ -235,7 +173,7 @@ def generate(inputs, outputs):
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p = Parser(description=__doc__.split("\n\n")[0])
     p.add_argument("cfg", nargs="+", help="official .cfg files, uniform (fp) first")
     p.add_argument("--out", action="append", default=None, metavar="YAML",
                    help=f"output file, once per cfg (default for two: {', '.join(DEFAULT_OUTPUTS)} "

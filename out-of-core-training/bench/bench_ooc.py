@@ -5,11 +5,11 @@ Run (from the repository root)::
     # GPU: ResNet-50 on 224x224 synthetic images, a 16 GB card, scheduler budget 14 GiB
     .venv/bin/python out-of-core-training/bench/bench_ooc.py --context cudnn \\
         --arch resnet50 --image-size 224 --batches 64 128 192 256 384 512 768 1024 1440 \\
-        --budget 14GiB --out runs/ooc-bench-resnet50
+        --budget 14GiB --out-dir runs/ooc-bench-resnet50
     # CPU: exercises the same path on a small ResNet (no memory is saved on a CPU)
     .venv/bin/python out-of-core-training/bench/bench_ooc.py --blocks 1 1 1 1 --width 8 \\
         --image-size 32 --small-input --num-classes 10 --batches 8 16 32 64 128 \\
-        --budget 24MiB --device-memory 40MiB --out runs/ooc-bench-cpu
+        --budget 24MiB --device-memory 40MiB --out-dir runs/ooc-bench-cpu
 
 For every batch size, two variants run, each in its own fresh process: ``in-core`` (plain
 training) and ``out-of-core`` (the same loop inside ``common.train.out_of_core``'s scheduler with
@@ -19,7 +19,7 @@ the batch size over the median iteration time. A variant *fits* when
 
 * ``in-core``: it ran without running out of device memory. On a GPU that is the device
   itself; on a CPU there is no device limit, so the measured peak of nnabla's caching
-  allocator (:mod:`ooctrain.allocator`) is compared with ``--device-memory`` (an emulated
+  allocator (:mod:`ooctrain.measure`) is compared with ``--device-memory`` (an emulated
   card);
 * ``out-of-core``: the scheduler could plan every function within ``--budget`` (and, on a
   GPU, nothing ran out of memory).
@@ -27,13 +27,13 @@ the batch size over the median iteration time. A variant *fits* when
 A variant that does not fit ends its sweep (larger batches need more). The parent writes
 ``results.csv``, ``README.md`` (table, largest batches, the speed at the largest
 out-of-core batch relative to the best in-core speed: the paper's "55 %") and
-``throughput.png``.
+``throughput.png`` into ``--out-dir`` (checked before the sweep; each file appears whole or
+not at all).
 
 On a CPU host and device memory are the same memory: the out-of-core rows show what the
 scheduler costs in time, and its "fits" only that it could plan within the budget; the
 process still uses as much memory as in-core (the allocator column says so).
 """
-import argparse
 import json
 import re
 import sys
@@ -60,8 +60,8 @@ def _child(spec_path, result_path):
     ooc = OutOfCore(spec["budget"] if spec["variant"] == "out-of-core" else None)
     if ooc.enabled:
         nn.set_default_context(ooc.device_ctx)
-    from ooctrain.allocator import pool_used, read_cache_map, run_iterations
-    from ooctrain.planner import build_training_graph
+    from ooctrain.graph import build_training_graph, run_iterations
+    from ooctrain.measure import pool_used, read_cache_map
 
     result = {"fits": True, "error": ""}
     times = []
@@ -89,27 +89,29 @@ def _child(spec_path, result_path):
 
 
 def build_parser():
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--arch", default="resnet50")
-    p.add_argument("--blocks", type=int, nargs="+", default=None)
-    p.add_argument("--width", type=int, default=None,
-                   help="base width: ResNet first-stage channels, DenseNet stem")
-    p.add_argument("--growth", type=int, default=None)
-    p.add_argument("--image-size", type=int, default=224)
-    p.add_argument("--small-input", action=argparse.BooleanOptionalAction, default=False,
-                   help="3x3 stride-1 stem without max-pooling, as train.py --small-input")
-    p.add_argument("--num-classes", type=int, default=1000)
-    p.add_argument("--batches", type=int, nargs="+", required=True)
+    from common.cli import Bounded, NonNegativeInt, Parser, PositiveInt
+    from ooctrain.cli import add_input_args, add_model_args
+    from ooctrain.graph import SOLVERS
+
+    p = Parser(prog="bench_ooc.py", description=__doc__.splitlines()[0])
+    add_model_args(p)
+    add_input_args(p)
+    p.add_argument("--batches", type=PositiveInt, nargs="+", required=True,
+                   help="batch sizes to sweep")
     p.add_argument("--budget", required=True, help="the scheduler's device-memory budget")
     p.add_argument("--device-memory", default=None,
                    help="what fits in-core: default the GPU's memory on cudnn; required on "
                         "cpu (an emulated card)")
-    p.add_argument("--solver", default="momentum")
-    p.add_argument("--warmup", type=int, default=2)
-    p.add_argument("--iterations", type=int, default=5)
+    p.add_argument("--solver", default="momentum", choices=sorted(SOLVERS))
+    p.add_argument("--warmup", type=Bounded(int, 2), default=2,
+                   help="untimed iterations first: the scheduler records in the first and "
+                        "plans in the second (default: %(default)s)")
+    p.add_argument("--iterations", type=PositiveInt, default=5,
+                   help="timed iterations (default: %(default)s)")
     p.add_argument("--context", default="cpu", choices=["cpu", "cudnn"])
-    p.add_argument("--device-id", type=int, default=0)
-    p.add_argument("--out", default="runs/ooc-bench")
+    p.add_argument("--device-id", type=NonNegativeInt, default=0)
+    p.add_argument("--out-dir", default="runs/ooc-bench",
+                   help="folder for results.csv, README.md and throughput.png")
     return p
 
 
@@ -125,16 +127,13 @@ def _device_memory(args):
 
 def sweep(args):
     from common.dev.bench import spawn_child
-    from common.errors import UserError
+    from common.terminal import check_interrupt
     from common.train.out_of_core import format_size, parse_size
-    from ooctrain.models import ModelSpec
+    from ooctrain.cli import model_spec_from_args
 
-    if args.warmup < 2 or args.iterations < 1:
-        raise UserError("--warmup must be >= 2 (the scheduler plans in iteration 2) and "
-                        "--iterations >= 1")
     budget = parse_size(args.budget)
     device_memory = _device_memory(args)
-    overrides = ModelSpec.from_sizes(args.arch, args.blocks, args.width, args.growth).overrides
+    overrides = model_spec_from_args(args).overrides
     rows, stopped = [], set()
     with tempfile.TemporaryDirectory() as tmp:
         for batch in sorted(set(args.batches)):
@@ -150,9 +149,14 @@ def sweep(args):
                                   "small_input": args.small_input}}
                 spec_path, result_path = Path(tmp, "spec.json"), Path(tmp, "result.json")
                 spec_path.write_text(json.dumps(spec))
-                result = spawn_child([sys.executable, __file__, "--child", str(spec_path),
-                                      str(result_path)], str(result_path),
-                                     name=f"{variant} batch {batch}")
+                try:
+                    result = spawn_child([sys.executable, __file__, "--child",
+                                          str(spec_path), str(result_path)], str(result_path),
+                                         name=f"{variant} batch {batch}")
+                except RuntimeError:
+                    check_interrupt()        # Ctrl-C also reached (and ended) the child
+                    raise
+                check_interrupt()
                 used = result.get("allocator_used")
                 if variant == "in-core" and device_memory and used and used > device_memory:
                     result.update(fits=False, error=f"needs {format_size(used)} > device "
@@ -183,13 +187,15 @@ def summarize(rows):
 
 
 def write_outputs(args, rows, budget, device_memory):
+    """results.csv, throughput.png and README.md in ``--out-dir``, each written whole or
+    not at all."""
+    from common.fileio import atomic_path, atomic_write
     from common.report import markdown_table, plot_curves
     from common.train.out_of_core import format_size
 
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
+    out = Path(args.out_dir)
     keys = ["batch", "variant", "fits", "images_per_s", "allocator_used", "error"]
-    with open(out / "results.csv", "w") as f:
+    with atomic_write(out / "results.csv", "w") as f:
         f.write(",".join(keys) + "\n")
         for r in rows:
             f.write(",".join(json.dumps(r[k]) if k == "error" else str(r[k]) for k in keys)
@@ -201,9 +207,10 @@ def write_outputs(args, rows, budget, device_memory):
             curves[v] = (np.array([r["batch"] for r in fit]),
                          np.array([r["images_per_s"] for r in fit]))
     net = args.arch + (f" {args.blocks}" if args.blocks else "")
-    plot = plot_curves(curves, out / "throughput.png",
-                       title=f"{net}, {args.image_size}px, budget {format_size(budget)}",
-                       xlabel="batch size", ylabel="images / s")
+    plot = out / "throughput.png"
+    with atomic_path(plot) as tmp:
+        plot_curves(curves, tmp, title=f"{net}, {args.image_size}px, budget "
+                    f"{format_size(budget)}", xlabel="batch size", ylabel="images / s")
     best, incore_speed = summarize(rows)
     lines = [f"# Out-of-core benchmark: {net}\n",
              f"`{' '.join(sys.argv)}`\n",
@@ -228,22 +235,26 @@ def write_outputs(args, rows, budget, device_memory):
                      "nothing here (see the allocator column); the rows measure what the "
                      "scheduler costs.")
     lines.append("\n![throughput](throughput.png)\n")
-    (out / "README.md").write_text("\n".join(lines))
+    with atomic_write(out / "README.md", "w") as f:
+        f.write("\n".join(lines))
     print("\n".join(lines[3:]))
     print(f"\nwrote {out / 'README.md'}, {out / 'results.csv'}, {plot}")
 
 
 def main(argv=None):
+    from common.fileio import check_output_location
+
     argv = sys.argv[1:] if argv is None else list(argv)
     if argv[:1] == ["--child"]:          # a variant, started by sweep()
         _child(*argv[1:3])
         return 0
     args = build_parser().parse_args(argv)
+    check_output_location(args.out_dir, "--out-dir")   # before minutes of measuring
     rows, budget, device_memory = sweep(args)
     write_outputs(args, rows, budget, device_memory)
     return 0
 
 
 if __name__ == "__main__":
-    from common.errors import run_cli
+    from common.cli import run_cli
     run_cli(main)

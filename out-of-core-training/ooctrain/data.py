@@ -35,23 +35,22 @@ class SyntheticImages:
 def sample_shape(args):
     """(3, H, W) of one training image: 224 crops for ImageNet, 32x32 for CIFAR-10 and the
     padded MNIST subset, ``--image-size`` for synthetic images."""
-    side = {"imagenet": 224, "cifar10": 32, "mnist5k": 32}.get(args.data, args.image_size)
+    side = {"imagenet": 224, "cifar10": 32, "mnist5k": 32}.get(args.dataset, args.image_size)
     return (3, side, side)
 
 
 def training_sets(args):
-    """``(train set, validation set, number of classes)`` for ``args.data``."""
-    if args.data == "synthetic":
-        if args.image_size < 8 or args.num_classes < 2 or args.synthetic_samples < 1:
-            raise UserError("synthetic data needs --image-size >= 8, --num-classes >= 2 and "
-                            "--synthetic-samples >= 1")
+    """``(train set, validation set, number of classes)`` for ``args.dataset`` (sizes were
+    range-checked by the command line)."""
+    if args.dataset == "synthetic":
         return (SyntheticImages(args.synthetic_samples, args.image_size, args.num_classes, 0),
                 SyntheticImages(SYNTHETIC_VAL, args.image_size, args.num_classes, 1),
                 args.num_classes)
-    if args.data not in DATA_CHOICES:
-        raise UserError(f"unknown data {args.data!r}; use one of {', '.join(DATA_CHOICES)}")
-    train = classification.load(args.data, "train", args.root)
-    val = classification.load(args.data, "val", args.root)
-    if args.data == "imagenet":  # any class-folder set: the classes are the folders
+    if args.dataset not in DATA_CHOICES:
+        raise UserError(f"unknown --dataset {args.dataset!r}; use one of "
+                        f"{', '.join(DATA_CHOICES)}")
+    train = classification.load(args.dataset, "train", args.root)
+    val = classification.load(args.dataset, "val", args.root)
+    if args.dataset == "imagenet":  # any class-folder set: the classes are the folders
         return train, val, len(train.folder.classes)
-    return train, val, classification.NUM_CLASSES[args.data]
+    return train, val, classification.NUM_CLASSES[args.dataset]

@@ -55,7 +55,7 @@ def run(report, out_dir):
     cmd_bench = _run("bench/bench_ooc.py", "--blocks", "1", "1", "1", "1", "--width", "8",
                      "--image-size", "32", "--small-input", "--num-classes", "10",
                      "--batches", "8", "16", "32", "64", "--budget", "24MiB",
-                     "--device-memory", "40MiB", "--iterations", "3", "--out", bench_out)
+                     "--device-memory", "40MiB", "--iterations", "3", "--out-dir", bench_out)
     report.add(f"## {TITLE}\n\n"
                f"A ResNet (bottleneck blocks 1-1-1-1, width 8) trained 60 iterations on the "
                f"bundled real MNIST subset, in-core and inside the swap scheduler with a "

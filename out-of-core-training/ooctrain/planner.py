@@ -20,10 +20,10 @@ array is created and when it is freed:
   state arrays at the first update, visiting the parameters in the order of its C++ hash
   map (the number of state arrays and that order are asked from the nnabla solver itself);
 * arrays are created lazily on the first write and live in nnabla's caching allocator, which
-  is simulated block by block (:class:`CachingAllocatorModel`): sizes rounded up to 512 B,
+  is simulated block by block (:mod:`ooctrain.allocator_model`): sizes rounded up to 512 B,
   requests up to 1 MiB cut from 1 MiB chunks, larger ones rounded to 128 KiB, best fit,
   split and merge; what it obtained from the system is the predicted ``used`` that
-  :mod:`ooctrain.allocator` measures. Between equally large free blocks nnabla takes the one
+  :mod:`ooctrain.measure` measures. Between equally large free blocks nnabla takes the one
   whose block object has the lowest heap address, which the planner cannot know (it takes
   the oldest); now and then this costs or saves one 1 MiB chunk;
 * buffers inside nnabla's CPU functions: the convolution's im2col buffer (freed after each
@@ -38,234 +38,14 @@ gradients, the data the gradients depend on, buffers), or one parameter's update
 gradient, solver state); the largest such set is the smallest budget (logical bytes, as the
 scheduler counts them).
 """
-import argparse
-import bisect
-import importlib.util
 import math
-import os
-from collections import OrderedDict
 from dataclasses import dataclass, field
 
 from common.errors import UserError
-from common.train.out_of_core import format_size, parse_size
+from ooctrain.allocator_model import CachingAllocatorModel
+from ooctrain.graph import build_training_graph, solver_state_count, solver_update_order
 
-__all__ = ["TrainGraph", "build_training_graph", "make_solver", "solver_state_count",
-           "CachingAllocatorModel", "Plan", "plan", "plan_spec", "main", "SOLVERS"]
-
-SOLVERS = {"sgd": "Sgd", "momentum": "Momentum", "nesterov": "Nesterov", "adam": "Adam",
-           "adamw": "AdamW", "adagrad": "Adagrad", "adadelta": "Adadelta", "rmsprop": "RMSprop",
-           "rmsprop_graves": "RMSpropGraves", "adamax": "Adamax", "amsgrad": "AMSGRAD",
-           "adabelief": "AdaBelief", "adabound": "AdaBound", "amsbound": "AMSBound",
-           "lars": "Lars", "lamb": "Lamb", "lion": "Lion", "sgdw": "SgdW"}
-
-
-# ----------------------------------------------------------------------------------------
-# The training graph
-# ----------------------------------------------------------------------------------------
-@dataclass
-class TrainGraph:
-    """A training graph: the scalar ``loss`` (built with ``test=False``), its data inputs as
-    ``(variable, numpy dtype, label range or None)`` and every parameter (``grad_only=False``,
-    creation order)."""
-    loss: object
-    inputs: list
-    params: OrderedDict
-
-    def solver_params(self):
-        return OrderedDict((k, v) for k, v in self.params.items() if v.need_grad)
-
-
-def _load_builder(ref):
-    path, _, name = str(ref).rpartition(":")
-    if not path or not name:
-        raise UserError(f"builder {ref!r} must be FILE.py:FUNCTION")
-    if not os.path.isfile(path):
-        raise UserError(f"builder file {path} does not exist")
-    mod_spec = importlib.util.spec_from_file_location(f"_planner_builder_{abs(hash(path))}",
-                                                      path)
-    module = importlib.util.module_from_spec(mod_spec)
-    mod_spec.loader.exec_module(module)
-    if not hasattr(module, name):
-        raise UserError(f"{path} has no function {name!r}")
-    return getattr(module, name)
-
-
-def build_training_graph(spec):
-    """A :class:`TrainGraph` from a plain dict, its parameters created in a fresh private
-    parameter scope (nnabla's global one is left alone):
-
-    * ``{"arch": "resnet50", "overrides": {...}, "batch_size": N, "image_size": S,
-      "num_classes": C, "small_input": bool}``: an :mod:`ooctrain.models` network with
-      ``loss = mean(softmax_cross_entropy(logits, labels))``, images float32 (N, 3, S, S),
-      labels int32 (N, 1);
-    * ``{"builder": "FILE.py:FUNCTION", "kwargs": {...}, "batch_size": N}``: any network;
-      ``FUNCTION(batch_size, **kwargs)`` builds it with parametric functions and returns
-      ``(loss, inputs)`` with inputs ``[(variable, dtype[, label range])]``.
-    """
-    import nnabla as nn
-
-    batch = spec.get("batch_size", 0)
-    if not isinstance(batch, int) or batch < 1:
-        raise UserError(f"batch size must be a positive integer, got {batch!r}")
-    with nn.parameter_scope("", OrderedDict()):
-        if spec.get("builder"):
-            loss, inputs = _load_builder(spec["builder"])(batch, **spec.get("kwargs", {}))
-            inputs = [tuple(i) + (None,) * (3 - len(i)) for i in inputs]
-        else:
-            loss, inputs = _model_graph(spec, batch)
-        params = nn.get_parameters(grad_only=False)
-    if loss.size != 1 or loss.parent is None:
-        raise UserError("the loss must be a scalar computed by the graph")
-    return TrainGraph(loss, inputs, params)
-
-
-def _model_graph(spec, batch):
-    import nnabla as nn
-    import nnabla.functions as F
-
-    from ooctrain.models import ModelSpec, build
-
-    size, classes = int(spec.get("image_size", 224)), int(spec.get("num_classes", 1000))
-    if size < 8:
-        raise UserError(f"image size must be >= 8, got {size}")
-    if classes < 2:
-        raise UserError(f"number of classes must be >= 2, got {classes}")
-    small = bool(spec.get("small_input", False))
-    model = ModelSpec(spec.get("arch", "resnet50"), dict(spec.get("overrides") or {}))
-    x = nn.Variable((batch, 3, size, size))
-    t = nn.Variable((batch, 1))
-    try:
-        logits = build(model, x, classes, test=False, small_input=small)
-    except (RuntimeError, ValueError) as exc:
-        lines = str(exc).strip().splitlines()
-        raise UserError(f"cannot build {model.arch} for {size}x{size} images: "
-                        f"{lines[-1] if lines else type(exc).__name__}") from None
-    loss = F.mean(F.softmax_cross_entropy(logits, t))
-    return loss, [(x, "float32", None), (t, "int32", classes)]
-
-
-def make_solver(name, lr=1e-3):
-    import nnabla.solvers as S
-
-    if name not in SOLVERS:
-        raise UserError(f"unknown solver {name!r}; use one of {', '.join(SOLVERS)}")
-    cls = getattr(S, SOLVERS[name])
-    return cls(lr) if name not in ("adadelta",) else cls()
-
-
-def solver_update_order(name, graph):
-    """Parameter names in the order ``solver.update()`` visits them (a C++ hash map)."""
-    solver = make_solver(name)
-    solver.set_parameters(graph.solver_params())
-    return list(solver.get_parameters().keys())
-
-
-def solver_state_count(name):
-    """State arrays per parameter, asked from the nnabla solver itself."""
-    import nnabla as nn
-
-    solver = make_solver(name)
-    solver.set_parameters({"p": nn.Variable((1,), need_grad=True)})
-    return len(solver.get_states()["p"].pstate)
-
-
-# ----------------------------------------------------------------------------------------
-# nnabla's CPU caching allocator
-# ----------------------------------------------------------------------------------------
-ROUND_SMALL = 512
-ROUND_LARGE = 128 << 10
-SMALL_ALLOC = 1 << 20
-
-
-def round_size(nbytes):
-    """nnabla's ``CachingAllocatorWithBucketsBase::round_size``."""
-    nbytes = max(int(nbytes), 1)
-    if nbytes < ROUND_SMALL:
-        return ROUND_SMALL
-    if nbytes < SMALL_ALLOC:
-        return -(-nbytes // ROUND_SMALL) * ROUND_SMALL
-    return -(-nbytes // ROUND_LARGE) * ROUND_LARGE
-
-
-class _Block:
-    __slots__ = ("size", "seq", "prev", "next", "locked")
-
-    def __init__(self, size, seq):
-        self.size, self.seq, self.prev, self.next, self.locked = size, seq, None, None, False
-
-
-class CachingAllocatorModel:
-    """Block-level model of ``CachingAllocatorWithBucketsBase``: ``used[pool]`` is what it
-    obtained from the system. Ties between equally large free blocks are broken by creation
-    order (nnabla orders them by the address of the block object)."""
-
-    def __init__(self):
-        self.free = {"small": [], "large": []}    # sorted (size, seq, block)
-        self.used = {"small": 0, "large": 0}
-        self._seq = 0
-
-    def _new(self, size):
-        self._seq += 1
-        return _Block(size, self._seq)
-
-    def _cache(self, pool, block):
-        bisect.insort(self.free[pool], (block.size, block.seq, block))
-
-    def _uncache(self, pool, block):
-        items = self.free[pool]
-        i = bisect.bisect_left(items, (block.size, block.seq))
-        if i < len(items) and items[i][2] is block:
-            del items[i]
-
-    def alloc(self, nbytes):
-        size = round_size(nbytes)
-        small = size <= SMALL_ALLOC
-        pool = "small" if small else "large"
-        items = self.free[pool]
-        i = bisect.bisect_left(items, (size, -1))
-        if i < len(items):
-            block = items.pop(i)[2]
-        else:
-            block = self._new(SMALL_ALLOC if small else size)
-            self.used[pool] += block.size
-        if block.size - size >= (ROUND_SMALL if small else SMALL_ALLOC + 1):
-            rest = self._new(block.size - size)
-            rest.next, rest.prev = block.next, block
-            if block.next is not None:
-                block.next.prev = rest
-            block.next, block.size = rest, size
-            self._cache(pool, rest)
-        block.locked = True
-        return block
-
-    def release(self, block):
-        pool = "small" if block.size <= SMALL_ALLOC else "large"
-        block.locked = False
-        nxt = block.next
-        if nxt is not None and not nxt.locked:
-            self._uncache(pool, nxt)
-            block.size += nxt.size
-            block.next = nxt.next
-            if nxt.next is not None:
-                nxt.next.prev = block
-        prv = block.prev
-        if prv is not None and not prv.locked:
-            self._uncache(pool, prv)
-            block.size += prv.size
-            block.prev = prv.prev
-            if prv.prev is not None:
-                prv.prev.next = block
-        self._cache(pool, block)
-
-    @property
-    def total_used(self):
-        return self.used["small"] + self.used["large"]
-
-    def snapshot(self):
-        """Like :func:`ooctrain.allocator.pool_used`: used bytes and cached free bytes."""
-        return {"used": self.total_used,
-                "free_small": sum(item[0] for item in self.free["small"]),
-                "free_large": sum(item[0] for item in self.free["large"])}
+__all__ = ["Plan", "plan", "plan_spec", "FUNCTION_BUFFERS"]
 
 
 class _Memory:
@@ -377,7 +157,7 @@ class _Graph:
                 rank = max(rank, v.rank)
                 need_grad |= v.need_grad
             rec.rank, rec.need_grad = rank + 1, need_grad
-            for o, v in enumerate(rec.outputs):
+            for v in rec.outputs:
                 v.parent, v.leaf = rec, False
             for i, (mode, with_) in enumerate(rec.inplace):
                 if mode:
@@ -488,7 +268,7 @@ class Plan:
     peak_at: str
     peak_breakdown: dict
     allocator_used: int         # simulated allocator high-water mark (rounding, chunks)
-    allocator_used_history: list   # ooctrain.allocator.pool_used-like dict per iteration
+    allocator_used_history: list   # ooctrain.measure.pool_used-like dict per iteration
     min_budget: int             # smallest --ooc-budget: largest single-function need
     min_budget_at: str
     functions: int
@@ -540,7 +320,7 @@ def plan(graph, solver="momentum", iterations=3, type_config="float", trace=None
     history = []
     for it in range(iterations):
         mem.where = f"iteration {it + 1}: inputs"
-        for v, dtype, _ in graph.inputs:
+        for v, _, _ in graph.inputs:
             rec = g.vars.get(hash(v))
             if rec is not None:
                 mem.alloc(rec.data, rec.nbytes, "inputs")
@@ -692,14 +472,14 @@ def _backward(g, mem, itemsize, half):
                 flag = [False, False]
             flags.append(flag)
             first.append(is_first)
-        for i, (mode, with_) in enumerate(f.inplace):
+        for mode, with_ in f.inplace:
             if mode:
                 flags[with_][0] = False
         for v, is_first in zip(f.outputs, first):   # force_zero_grad_if_unseen
             if is_first and v.key not in initial:
                 mem.free(v.grad)
         transient = []
-        for key, nbytes, life in _buffers(f, "backward_before", itemsize):
+        for key, nbytes, _ in _buffers(f, "backward_before", itemsize):
             mem.alloc(key, nbytes, "workspace")
             transient.append(key)
         for v in f.outputs:                          # reading dy creates a lazy gradient
@@ -710,7 +490,7 @@ def _backward(g, mem, itemsize, half):
                     mem.alloc(v.grad, v.nbytes, "activation gradients")
                 else:      # half: the functions write a half gradient, the solver reads float
                     mem.alloc(v.grad, v.nbytes // 2 if half else v.nbytes, "gradients")
-        for key, nbytes, life in _buffers(f, "backward_after", itemsize):
+        for key, nbytes, _ in _buffers(f, "backward_after", itemsize):
             mem.alloc(key, nbytes, "workspace")
             transient.append(key)
         for key in transient:
@@ -771,176 +551,7 @@ def _min_budget(g, itemsize, n_states, solver_vars, graph):
     return best, best_at
 
 
-# ----------------------------------------------------------------------------------------
-# Command line
-# ----------------------------------------------------------------------------------------
 def plan_spec(spec, solver="momentum", iterations=3, type_config="float"):
     """:func:`plan` for a graph described by a spec dict (:func:`build_training_graph`)."""
     graph = build_training_graph(spec)
     return plan(graph, solver, iterations, type_config)
-
-
-def _device_memory():
-    """Total memory of the current CUDA device, or None without the CUDA extension
-    (``nnabla_ext.cuda.init.get_device_memory_size()`` returns ``[free, total]``)."""
-    try:
-        import nnabla_ext.cuda.init as cuda_init
-        info = cuda_init.get_device_memory_size()
-        return int(info[1] if isinstance(info, (list, tuple)) else info)
-    except Exception:   # no extension, no driver, no such function
-        return None
-
-
-def _parser():
-    from common.cli import Parser
-    from ooctrain.models import ARCHITECTURES
-
-    p = Parser(prog="plan.py", description=(
-        "Bytes one training iteration of a network needs (parameters, gradients, solver "
-        "state, activations kept for backward, peak working set), whether that fits the GPU "
-        "and the --ooc-budget out-of-core training needs."))
-    p.add_argument("--arch", default="resnet50", choices=sorted(ARCHITECTURES))
-    p.add_argument("--blocks", type=int, nargs="+", default=None,
-                   help="blocks per stage (ResNet) or layers per dense block (DenseNet)")
-    p.add_argument("--width", type=int, default=None,
-                   help="base width as in train.py: ResNet first-stage channels, DenseNet stem")
-    p.add_argument("--growth", type=int, default=None, help="DenseNet growth rate")
-    p.add_argument("--batch-size", type=int, default=32, help="(default: %(default)s)")
-    p.add_argument("--image-size", type=int, default=224, help="(default: %(default)s)")
-    p.add_argument("--num-classes", type=int, default=1000, help="(default: %(default)s)")
-    p.add_argument("--small-input", action=argparse.BooleanOptionalAction, default=False,
-                   help="3x3 stride-1 stem without max pooling, for CIFAR-sized images, as "
-                        "train.py --small-input (default: %(default)s)")
-    p.add_argument("--solver", default="momentum", choices=sorted(SOLVERS))
-    p.add_argument("--type-config", default="float", choices=("float", "half"),
-                   help="half: 2-byte activations (estimate; --measure is float only)")
-    p.add_argument("--gpu-memory", default=None, metavar="SIZE",
-                   help="GPU memory to plan for, e.g. 16GiB (default: the current CUDA "
-                        "device's when the nnabla CUDA extension is installed)")
-    p.add_argument("--margin", type=float, default=0.1,
-                   help="fraction of the GPU memory the suggested --ooc-budget leaves free "
-                        "for what the scheduler does not manage (default: %(default)s)")
-    p.add_argument("--iterations", type=int, default=3,
-                   help="training iterations to simulate / measure (default: %(default)s)")
-    p.add_argument("--measure", action="store_true",
-                   help="also run the iterations on the CPU in a fresh process and compare "
-                        "the prediction with nnabla's allocator")
-    return p
-
-
-def spec_from_args(args):
-    """The :func:`build_training_graph` spec of the command line (sizes as train.py)."""
-    from ooctrain.models import ModelSpec
-
-    if args.batch_size < 1:
-        raise UserError(f"--batch-size must be >= 1, got {args.batch_size}")
-    if args.iterations < 1:
-        raise UserError(f"--iterations must be >= 1, got {args.iterations}")
-    if not 0 <= args.margin < 1:
-        raise UserError(f"--margin must be in [0, 1), got {args.margin}")
-    if any(b < 1 for b in (args.blocks or [])):
-        raise UserError(f"--blocks must be positive, got {args.blocks}")
-    for key in ("width", "growth"):
-        if getattr(args, key) is not None and getattr(args, key) < 1:
-            raise UserError(f"--{key} must be >= 1, got {getattr(args, key)}")
-    model = ModelSpec.from_sizes(args.arch, args.blocks, args.width, args.growth)
-    model.config()                                  # one-line error for a size it lacks
-    overrides = {k: list(v) if isinstance(v, (list, tuple)) else v
-                 for k, v in model.overrides.items()}
-    return {"arch": args.arch, "overrides": overrides, "batch_size": args.batch_size,
-            "image_size": args.image_size, "num_classes": args.num_classes,
-            "small_input": args.small_input, "solver": args.solver,
-            "iterations": args.iterations}
-
-
-def relative_error(predicted, measured):
-    return (predicted - measured) / measured if measured else float("inf")
-
-
-def _physical_memory():
-    try:
-        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-    except (ValueError, OSError, AttributeError):
-        return None
-
-
-def main(argv=None):
-    from common.report import markdown_table
-
-    args = _parser().parse_args(argv)
-    spec = spec_from_args(args)
-    if args.measure and args.type_config != "float":
-        raise UserError("--measure runs on the CPU in float; drop --type-config half")
-    gpu = parse_size(args.gpu_memory) if args.gpu_memory is not None else _device_memory()
-    result = plan_spec(spec, args.solver, args.iterations, args.type_config)
-
-    sizes = ", ".join(f"{k}={v}" for k, v in spec["overrides"].items())
-    print(f"{args.arch}{' (' + sizes + ')' if sizes else ''}, batch {args.batch_size}, "
-          f"{args.image_size}x{args.image_size}, {args.num_classes} classes, {args.solver} "
-          f"({result.state_arrays} state array(s) per parameter), {args.type_config}; "
-          f"{result.functions} functions")
-    rows = [(name, format_size(n), f"{int(n):,}") for name, n in result.rows()]
-    print(markdown_table(["", "size", "bytes"], rows))
-    at_peak = ", ".join(f"{k} {format_size(v)}" for k, v in result.peak_breakdown.items() if v)
-    print(f"peak working set during {result.peak_at}: {at_peak}")
-    print(f"smallest out-of-core budget: what {result.min_budget_at} touches at once")
-    if args.type_config == "half":
-        print("half: an estimate (2-byte activations, half copies of parameters and "
-              "gradients next to the float ones); not measurable on the CPU")
-    if result.unmodelled:
-        print(f"note: internal buffers of {', '.join(result.unmodelled)} are not modelled")
-    print(_verdict(result, gpu, args.margin))
-    if args.measure:
-        _measure_and_compare(spec, result, markdown_table)
-    return 0
-
-
-def _verdict(result, gpu, margin):
-    """Whether the run fits ``gpu`` bytes and, if not, the --ooc-budget to use."""
-    need = result.allocator_used
-    if gpu is None:
-        return ("GPU memory unknown (no nnabla CUDA extension): pass --gpu-memory SIZE to "
-                "check whether it fits")
-    usable = gpu * (1 - margin)
-    if need <= usable:
-        return (f"fits in {format_size(gpu)} of GPU memory with {margin:.0%} to spare: "
-                f"train in core, no --ooc-budget needed")
-    if result.min_budget > usable:
-        return (f"does not fit in {format_size(gpu)}, and even out of core the smallest "
-                f"budget {format_size(result.min_budget)} ({result.min_budget_at}) leaves "
-                f"less than {margin:.0%} of the GPU free: lower the batch size")
-    return (f"does not fit in {format_size(gpu)} of GPU memory ({format_size(need)} needed): "
-            f"train out of core with --ooc-budget {_budget_text(usable, result.min_budget)} "
-            f"(at least {format_size(result.min_budget)}); the host must hold about "
-            f"{format_size(need)}")
-
-
-def _measure_and_compare(spec, result, markdown_table):
-    from ooctrain.allocator import measure
-
-    physical = _physical_memory()
-    if physical and result.allocator_used > 0.7 * physical:
-        raise UserError(f"--measure would need about {format_size(result.allocator_used)} of "
-                        f"the {format_size(physical)} RAM; use a smaller batch or network")
-    measured = measure(spec)
-    rows = []
-    for i, (pred, meas) in enumerate(zip(result.allocator_used_history, measured["history"])):
-        p, m = pred["used"], meas["used"]
-        rows.append((i + 1, f"{p:,}", f"{m:,}", f"{relative_error(p, m):+.1%}"))
-    print("allocator used after each iteration (CPU, fresh process):")
-    print(markdown_table(["iteration", "predicted bytes", "measured bytes", "error"], rows))
-    print(f"predicted {format_size(result.allocator_used)}, measured "
-          f"{format_size(measured['used'])}: error "
-          f"{relative_error(result.allocator_used, measured['used']):+.1%} (the logical "
-          f"peak working set alone: {relative_error(result.peak, measured['used']):+.1%}; "
-          f"the rest is rounding, 1 MiB chunks and fragmentation)")
-
-
-def _budget_text(nbytes, minimum):
-    """``nbytes`` as an --ooc-budget value rounded down to 0.01 GiB (or 1 MiB), never below
-    ``minimum``."""
-    unit, name = (2 ** 30, "GiB") if nbytes >= 2 ** 30 else (2 ** 20, "MiB")
-    value = math.floor(round(nbytes / unit * 100, 3)) / 100
-    if value * unit < minimum:
-        value = math.ceil(minimum / unit * 100) / 100
-    return f"{value:g}{name}"

@@ -20,16 +20,11 @@ import pytest
 
 from common.dev.testing import run_script
 from common.errors import UserError
-from ooctrain import planner
-from ooctrain.allocator import measure, parse_cache_map
-from ooctrain.planner import (
-    CachingAllocatorModel,
-    build_training_graph,
-    plan,
-    plan_spec,
-    round_size,
-    solver_state_count,
-)
+from ooctrain import plan_cli
+from ooctrain.allocator_model import CachingAllocatorModel, round_size
+from ooctrain.graph import build_training_graph, run_iterations, solver_state_count
+from ooctrain.measure import measure, parse_cache_map
+from ooctrain.planner import plan, plan_spec
 
 PLAN = Path(__file__).resolve().parent.parent / "plan.py"
 TOLERANCE = 0.05
@@ -105,7 +100,6 @@ def _trains(spec, budget, solver="momentum"):
 
     from common.context import get_context
     from common.train.out_of_core import OutOfCore
-    from ooctrain.allocator import run_iterations
 
     ooc = OutOfCore(int(budget), get_context("cpu"))
     with nn.context_scope(ooc.device_ctx):
@@ -170,15 +164,15 @@ def _args(*extra, batch=8):
 
 
 def test_cli_says_whether_it_fits_and_which_budget(capsys):
-    assert planner.main(_args("--gpu-memory", "1GiB")) == 0
+    assert plan_cli.main(_args("--gpu-memory", "1GiB")) == 0
     out = capsys.readouterr().out
     assert "fits in 1.00 GiB" in out and "peak working set" in out
-    assert planner.main(_args("--gpu-memory", "8MiB")) == 0
+    assert plan_cli.main(_args("--gpu-memory", "8MiB")) == 0
     out = capsys.readouterr().out
     assert "does not fit in 8.00 MiB" in out and "--ooc-budget 7.2MiB" in out
-    assert planner.main(_args("--gpu-memory", "2MiB")) == 0
+    assert plan_cli.main(_args("--gpu-memory", "2MiB")) == 0
     assert "even out of core the smallest budget" in capsys.readouterr().out
-    assert planner.main(_args("--type-config", "half", "--gpu-memory", "1GiB")) == 0
+    assert plan_cli.main(_args("--type-config", "half", "--gpu-memory", "1GiB")) == 0
     assert "estimate" in capsys.readouterr().out
 
 
@@ -194,7 +188,7 @@ def test_cli_says_whether_it_fits_and_which_budget(capsys):
 ])
 def test_cli_bad_input_is_one_line_user_error(argv, needle):
     with pytest.raises(UserError) as info:
-        planner.main(argv)
+        plan_cli.main(argv)
     assert needle in str(info.value) and "\n" not in str(info.value)
 
 

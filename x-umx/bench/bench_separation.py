@@ -8,7 +8,8 @@ Run (from the repository root)::
 Everything runs on random X-UMX weights of the official shapes (created with
 ``xumx.model.CrossNet``, saved to a temporary ``.h5``) and a synthetic stereo 44.1 kHz input
 (a few sines + noise, fixed seed), so no download is needed. Variants (each in its own child
-process, ``bench_separation.py --variant NAME``, so that its peak RSS is its own):
+process, ``bench_separation.py --variant NAME``, so that its peak RSS is its own; the harness
+of :mod:`common.dev.bench`):
 
 ``baseline``      the official ``test.py`` flow written with nnabla + ``xumx.model``: hard
                   chunks of ``--chunk-dur`` s; for every chunk the parameters are reloaded
@@ -32,19 +33,22 @@ baseline here runs the same computation but keeps every chunk at its full length
 (``xumx.spectral.istft(..., length=)``, identical on the official samples) so that outputs
 can be compared sample by sample.
 """
-import argparse
+import functools
 import json
 import math
 import os
 import sys
-import tempfile
 import time
 import warnings
-from pathlib import Path
 
 import numpy as np
 
-from common.dev.bench import pin_threads, rss_mb, spawn_child, write_child_result
+from common.cli import NonNegativeFloat, NonNegativeInt, PositiveFloat, PositiveInt
+from common.dev import bench
+from common.cli import run_cli
+
+README = "x-umx/bench/README.md"
+WORKDIR_PREFIX = "xumx-bench-"
 
 SAMPLE_RATE = 44100
 SOURCES = ("bass", "drums", "vocals", "other")
@@ -61,6 +65,7 @@ VARIANT_INFO = {
     "onnx-hard": ("onnx", "hard (overlap 0)", "main"),
     "onnx-long": ("onnx", "cross-fade", "long"),
 }
+VARIANTS = tuple(VARIANT_INFO)
 
 
 # ----------------------------------------------------------------------------- helpers
@@ -88,14 +93,6 @@ def synth_audio(duration, seed=0, sample_rate=SAMPLE_RATE):
     return out.astype(np.float32)
 
 
-def _workfile(workdir, name):
-    return os.path.join(workdir, name)
-
-
-def _suppress_warnings():
-    warnings.filterwarnings("ignore", category=DeprecationWarning)
-
-
 # ----------------------------------------------------------------------------- child: prepare
 
 def child_prepare(args):
@@ -107,9 +104,9 @@ def child_prepare(args):
     from xumx.model import CrossNet, bandwidth_to_max_bin
 
     audio = synth_audio(args.duration, seed=args.seed)
-    np.save(_workfile(args.workdir, "audio_main.npy"), audio)
+    np.save(bench.work_path(args, "audio_main.npy"), audio)
     if args.long_duration:
-        np.save(_workfile(args.workdir, "audio_long.npy"),
+        np.save(bench.work_path(args, "audio_long.npy"),
                 synth_audio(args.long_duration, seed=args.seed))
 
     n_fft, n_hop = 4096, 1024
@@ -134,8 +131,8 @@ def child_prepare(args):
             var.d = rng.uniform(0.5, 1.5, shape)
         elif name.startswith(("output_scale", "output_mean")):
             var.d = rng.uniform(0.5, 1.5, shape)
-    model.save_parameters(_workfile(args.workdir, "weights.h5"))
-    with open(_workfile(args.workdir, "config.json"), "w") as fh:
+    model.save_parameters(bench.work_path(args, "weights.h5"))
+    with open(bench.work_path(args, "config.json"), "w") as fh:
         json.dump(model.config, fh)
     nparams = int(sum(v.size for v in params.values()))
     return {"nb_params": nparams, "config": model.config}
@@ -155,15 +152,15 @@ def child_baseline(args):
         warnings.simplefilter("ignore", DeprecationWarning)
         import norbert
 
-    weights = _workfile(args.workdir, "weights.h5")
-    with open(_workfile(args.workdir, "config.json")) as fh:
+    weights = bench.work_path(args, "weights.h5")
+    with open(bench.work_path(args, "config.json")) as fh:
         config = json.load(fh)
-    audio = np.load(_workfile(args.workdir, "audio_main.npy"))
+    audio = np.load(bench.work_path(args, "audio_main.npy"))
     nn.set_default_context(get_extension_context("cpu"))
     nn.set_auto_forward(True)  # the official code runs in dynamic mode
     n_fft, n_hop, nch = config["n_fft"], config["n_hop"], config["nb_channels"]
     nsrc = len(config["sources"])
-    rss_ready = rss_mb()
+    rss_ready = bench.rss_mb()
 
     total = audio.shape[0]
     chunk = int(round(args.chunk_dur * SAMPLE_RATE)) if args.chunk_dur else total
@@ -193,7 +190,7 @@ def child_baseline(args):
         del model, mix_spec, masks, real, imag, x, V, X, Y
     out = np.concatenate(pieces, axis=1)
     t_sep = time.perf_counter() - t0
-    np.save(_workfile(args.workdir, "out_baseline.npy"), out)
+    np.save(bench.work_path(args, "out_baseline.npy"), out)
     return {"setup_s": 0.0, "separate_s": t_sep, "total_s": t_sep, "network_s": t_net,
             "post_s": t_post, "chunks": nchunks, "chunk_samples": chunk,
             "samples": int(total), "rss_ready_mb": rss_ready}
@@ -214,30 +211,21 @@ def child_ours(args, variant):
         chunk_dur, overlap = args.chunk_dur, 0.0
     else:
         chunk_dur, overlap = args.chunk_dur, args.chunk_overlap
-    audio = np.load(_workfile(args.workdir, "audio_long.npy" if long_input else "audio_main.npy"))
-    with open(_workfile(args.workdir, "config.json")) as fh:
+    audio = np.load(bench.work_path(args, "audio_long.npy" if long_input else "audio_main.npy"))
+    with open(bench.work_path(args, "config.json")) as fh:
         config = json.load(fh)
 
     t0 = time.perf_counter()
-    params, _ = read_param_file(_workfile(args.workdir, "weights.h5"))
+    params, _ = read_param_file(bench.work_path(args, "weights.h5"))
     sep = Separator.from_params("xumx", params, config, backend=backend, niter=args.niter)
     del params
     t_setup = time.perf_counter() - t0
 
     # time spent in the network runner (the rest: STFT, Wiener filter, iSTFT, chunking)
-    net_time = [0.0]
     runners = getattr(sep, "_runners", None)
     if runners:
-        def timed(fn):
-            def run(mag):
-                ta = time.perf_counter()
-                try:
-                    return fn(mag)
-                finally:
-                    net_time[0] += time.perf_counter() - ta
-            return run
-        sep._runners = [timed(r) for r in runners]
-    rss_ready = rss_mb()
+        runners = sep._runners = [bench.TimedCalls(r) for r in runners]
+    rss_ready = bench.rss_mb()
 
     t1 = time.perf_counter()
     est, _ = separate_audio(sep, audio, SAMPLE_RATE, chunk_dur=chunk_dur, chunk_overlap=overlap,
@@ -251,49 +239,40 @@ def child_ours(args, variant):
     nchunks = (len(chunk_starts(audio.shape[0], chunk_len,
                                 min(int(round(c_ov * SAMPLE_RATE)), chunk_len // 2)))
                if chunk_len else 1)
+    net_s = sum(r.seconds for r in runners) if runners else None
     result = {"setup_s": t_setup, "separate_s": t_sep, "total_s": t_setup + t_sep,
               "chunks": nchunks,
-              "network_s": net_time[0] if runners else None,
-              "post_s": (t_sep - net_time[0]) if runners else None,
+              "network_s": net_s,
+              "post_s": None if net_s is None else t_sep - net_s,
               "samples": int(audio.shape[0]), "rss_ready_mb": rss_ready,
               "graph_builds": sep.graph_builds}
     if not long_input:
         out = np.stack([est[s] for s in SOURCES], axis=0).astype(np.float32)
-        np.save(_workfile(args.workdir, f"out_{variant}.npy"), out)
+        np.save(bench.work_path(args, f"out_{variant}.npy"), out)
     return result
 
 
-def run_child(args):
-    _suppress_warnings()
-    pin_threads(args.threads)
-    if args.variant == "prepare":
-        result = child_prepare(args)
-    elif args.variant == "baseline":
-        result = child_baseline(args)
-    else:
-        result = child_ours(args, args.variant)
-    write_child_result(_workfile(args.workdir, f"result_{args.variant}.json"), result)
+CHILDREN = {"prepare": child_prepare, "baseline": child_baseline,
+            **{v: functools.partial(child_ours, variant=v) for v in VARIANT_INFO
+               if v != "baseline"}}
 
 
 # ----------------------------------------------------------------------------- parent
 
-def _child_cmd(args, variant):
-    cmd = [sys.executable, os.path.abspath(__file__), "--variant", variant,
-           "--workdir", args.workdir, "--duration", repr(args.duration),
-           "--chunk-dur", repr(args.chunk_dur), "--hidden-size", str(args.hidden_size),
-           "--niter", str(args.niter), "--seed", str(args.seed),
-           "--long-duration", repr(args.long_duration if "onnx-long" in args.variants else 0.0)]
+def child_args(args):
+    extra = ["--duration", repr(args.duration), "--chunk-dur", repr(args.chunk_dur),
+             "--hidden-size", str(args.hidden_size), "--niter", str(args.niter),
+             "--long-duration",
+             repr(args.long_duration if "onnx-long" in args.variants else 0.0)]
     if args.chunk_overlap is not None:
-        cmd += ["--chunk-overlap", repr(args.chunk_overlap)]
-    if args.threads:
-        cmd += ["--threads", str(args.threads)]
-    return cmd
+        extra += ["--chunk-overlap", repr(args.chunk_overlap)]
+    return extra
 
 
-def spawn(args, variant):
-    return spawn_child(_child_cmd(args, variant),
-                       _workfile(args.workdir, f"result_{variant}.json"),
-                       threads=args.threads, name=variant)
+def describe(r):
+    return (f"total {r['total_s']:.2f} s (setup {r['setup_s']:.2f}, separate "
+            f"{r['separate_s']:.2f}), peak RSS {r['peak_rss_mb']:.0f} MB, process "
+            f"{r['process_s']:.1f} s")
 
 
 def _max_abs(a, b, mask=None):
@@ -319,7 +298,7 @@ def compare(args, results):
     """Max-abs differences between the variants' outputs (see the printed explanation)."""
     outs = {}
     for v in ("baseline", "onnx", "nnabla", "onnx-xfade", "nnabla-xfade", "onnx-hard"):
-        path = _workfile(args.workdir, f"out_{v}.npy")
+        path = bench.work_path(args, f"out_{v}.npy")
         if v in results and os.path.exists(path):
             outs[v] = np.load(path, mmap_mode="r")
     n = next(iter(outs.values())).shape[1] if outs else 0
@@ -380,7 +359,7 @@ def _fmt(x, spec=".1f"):
     return "-" if x is None else format(x, spec)
 
 
-def report(args, results, rows, geometry, prep, t_all):
+def markdown_report(args, results, rows, geometry, prep):
     base = results.get("baseline")
     lines = []
     p = lines.append
@@ -392,9 +371,7 @@ def report(args, results, rows, geometry, prep, t_all):
     p(f"- input: synthetic stereo {SAMPLE_RATE} Hz, {args.duration:g} s (long: "
       f"{args.long_duration:g} s); chunk {args.chunk_dur:g} s, cross-fade overlap "
       f"{geometry['overlap_samples'] / SAMPLE_RATE:g} s; Wiener EM iterations {args.niter}")
-    p(f"- machine: {os.cpu_count()} CPUs"
-      + (f", children pinned to {args.threads} core(s)" if args.threads else "")
-      + f"; python {sys.version.split()[0]}\n")
+    p(bench.machine_line(args))
     p("| variant | backend | chunking | audio s | chunks | setup s | separate s | total s "
       "| network s | x baseline | process s | RSS after setup MB | peak RSS MB |")
     p("|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
@@ -468,86 +445,39 @@ def report(args, results, rows, geometry, prep, t_all):
              f"{args.duration:g} s cross-fade run for {lg['samples'] / xf['samples']:.0f}x "
              f"the audio ({lg['chunks'] / xf['chunks']:.1f}x the chunks: "
              f"{lg['chunks']} vs {xf['chunks']})" if xf else ""))
-    p(f"- benchmark wall time: {t_all:.0f} s")
     return "\n".join(lines)
 
 
-def run_parent(args):
-    t_all = time.perf_counter()
-    unknown = [v for v in args.variants if v not in VARIANT_INFO]
-    if unknown:
-        sys.exit(f"unknown variant(s) {unknown}; choose from {list(VARIANT_INFO)}")
-    own_dir = args.workdir is None
-    if own_dir:
-        args.workdir = tempfile.mkdtemp(prefix="xumx-bench-")
-    os.makedirs(args.workdir, exist_ok=True)
-    log = lambda msg: print(msg, file=sys.stderr, flush=True)  # noqa: E731
-    try:
-        log(f"[bench] work dir {args.workdir}; preparing weights and inputs ...")
-        prep = spawn(args, "prepare")
-        results = {}
-        for v in args.variants:
-            log(f"[bench] {v} ...")
-            r = results[v] = spawn(args, v)
-            log(f"[bench] {v}: total {r['total_s']:.2f} s (setup {r['setup_s']:.2f}, "
-                f"separate {r['separate_s']:.2f}), peak RSS {r['peak_rss_mb']:.0f} MB, "
-                f"process {r['process_s']:.1f} s")
-        rows, geometry = compare(args, results)
-        text = report(args, results, rows, geometry, prep, time.perf_counter() - t_all)
-        print(text)
-        if args.json:
-            Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-            with open(args.json, "w") as fh:
-                json.dump({"args": {k: v for k, v in vars(args).items() if k != "workdir"},
-                           "prepare": prep, "results": results, "comparisons": rows,
-                           "geometry": geometry, "report_markdown": text}, fh, indent=2)
-            log(f"[bench] wrote {args.json}")
-    finally:
-        if own_dir and not args.keep:
-            import shutil
-            shutil.rmtree(args.workdir, ignore_errors=True)
-        elif own_dir:
-            log(f"[bench] kept {args.workdir}")
+def report(args, prep, results):
+    """The markdown report and the comparisons behind it (extra JSON entries)."""
+    rows, geometry = compare(args, results)
+    text = markdown_report(args, results, rows, geometry, prep)
+    return text, {"comparisons": rows, "geometry": geometry}
 
 
-def main(argv=None):
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0],
-                                 formatter_class=argparse.RawDescriptionHelpFormatter,
-                                 epilog="See x-umx/bench/README.md.")
-    ap.add_argument("--duration", type=float, default=30.0, help="test input seconds (30)")
-    ap.add_argument("--chunk-dur", type=float, default=10.0,
-                    help="chunk seconds for the baseline and the chunked variants (10)")
-    ap.add_argument("--chunk-overlap", type=float, default=None,
+def add_arguments(ap):
+    ap.add_argument("--duration", type=PositiveFloat, default=30.0,
+                    help="test input seconds (30)")
+    ap.add_argument("--chunk-dur", type=NonNegativeFloat, default=10.0,
+                    help="chunk seconds for the baseline and the chunked variants (10; "
+                         "0 = no chunks)")
+    ap.add_argument("--chunk-overlap", type=NonNegativeFloat, default=None,
                     help="cross-fade seconds of the chunked variants "
                          "(default: separate_audio's min(1, chunk/4))")
-    ap.add_argument("--hidden-size", type=int, default=512, help="X-UMX hidden size (512)")
-    ap.add_argument("--niter", type=int, default=1, help="Wiener EM iterations (1)")
-    ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--long-duration", type=float, default=300.0,
+    ap.add_argument("--hidden-size", type=PositiveInt, default=512,
+                    help="X-UMX hidden size (512)")
+    ap.add_argument("--niter", type=NonNegativeInt, default=1, help="Wiener EM iterations (1)")
+    ap.add_argument("--long-duration", type=NonNegativeFloat, default=300.0,
                     help="input seconds of the 'onnx-long' variant (300)")
     ap.add_argument("--no-long", action="store_true", help="skip the 'onnx-long' variant")
-    ap.add_argument("--variants", default=",".join(DEFAULT_VARIANTS),
-                    help="comma-separated variants to run (default: all): "
-                         + ", ".join(DEFAULT_VARIANTS))
-    ap.add_argument("--threads", type=int, default=0,
-                    help="pin each child to this many cores (default: all)")
-    ap.add_argument("--seam-window", type=float, default=1.0,
+    ap.add_argument("--seam-window", type=NonNegativeFloat, default=1.0,
                     help="seconds excluded on each side of a seam / cross-fade (1)")
-    ap.add_argument("--json", metavar="PATH", help="also write the results as JSON")
-    ap.add_argument("--workdir", help="work directory (default: a temporary one, removed)")
-    ap.add_argument("--keep", action="store_true", help="keep the temporary work directory")
-    ap.add_argument("--variant", help=argparse.SUPPRESS)  # child mode
-    args = ap.parse_args(argv)
-    args.variants = [v.strip() for v in args.variants.split(",") if v.strip()]
+
+
+def check_args(args):
     if args.no_long:
         args.variants = [v for v in args.variants if v != "onnx-long"]
-    if args.variant:
-        if not args.workdir:
-            sys.exit("--variant needs --workdir")
-        run_child(args)
-    else:
-        run_parent(args)
 
 
 if __name__ == "__main__":
-    main()
+    run_cli(lambda argv: bench.benchmark_main(sys.modules[__name__], argv))

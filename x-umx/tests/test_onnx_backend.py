@@ -13,9 +13,7 @@
 The fixture root comes from $FIXTURES_DIR (default ../shared/fixtures; relative paths
 are taken from the repository root); every size is read from the fixture files.
 """
-import os
 from collections import OrderedDict
-from pathlib import Path
 
 import nnabla as nn
 import nnabla.functions as F
@@ -23,32 +21,18 @@ import nnabla.parametric_functions as PF
 import numpy as np
 import pytest
 
+from common.dev.testing import FixtureFolder
 from common.errors import UserError
+from common.runtime.onnx_export import make_session
 from common.runtime.params_io import read_param_file
-from xumx.onnx_backend import (
-    TARGETS,
-    build_lstm_model,
-    build_onnx_runner,
-    make_session,
-    resolve_config,
-)
-
-REPO_ROOT = Path(__file__).resolve().parents[2]
-
+from xumx.onnx_backend import TARGETS, build_lstm_model, build_onnx_runner, resolve_config
 
 # --------------------------------------------------------------------------------------
 # fixtures
 # --------------------------------------------------------------------------------------
 
 def fixture_dir():
-    root = Path(os.environ.get("FIXTURES_DIR") or Path("..") / "shared" / "fixtures")
-    if not root.is_absolute():  # relative to the repository root, like the Makefile
-        root = (REPO_ROOT / root).resolve()
-    folder = root / "x-umx"
-    if not folder.is_dir():
-        pytest.fail(f"X-UMX fixtures not found: {folder} (set FIXTURES_DIR to the fixture root)",
-                    pytrace=False)
-    return folder
+    return FixtureFolder("x-umx").check_dir()
 
 
 def fixture_file(*parts):

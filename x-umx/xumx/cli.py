@@ -1,12 +1,15 @@
 """Command lines of ``separate.py`` and ``eval.py`` (the scripts only call :func:`separate_main`
 and :func:`eval_main`). The input handling, chunking, museval scoring and the ``--model`` /
 ``--backend`` / context plumbing are the shared ones from :mod:`common.mss.cli` (with
-:mod:`common.mss.separation` and :mod:`common.mss.evaluation`); this module only adds the model flags.
+:mod:`common.mss.separation` and :mod:`common.mss.evaluation`); this module only adds the
+model flags.
 """
+from common.cli import NonNegativeInt, PositiveFloat, PositiveInt
 from common.context import add_context_args
 from common.errors import UserError
 from common.mss import cli as mss_cli
 
+from . import weights
 from .model import SOURCES
 from .separator import Separator
 
@@ -22,30 +25,28 @@ def add_model_args(parser):
                            "published weights by name (downloaded once into the cache), an "
                            "X-UMX .h5 file (e.g. a training run's xumx.h5), a UMX <target>.h5, "
                            "or a folder / .zip of UMX <target>.h5 files")
-    parser.add_argument("--targets", nargs="+", choices=list(SOURCES), default=None,
-                        help="sources to estimate (default: all the model has)")
-    parser.add_argument("--hidden-size", type=int, default=None,
+    parser.add_argument("--umx-infer", action="store_true",
+                        help="expect UMX weights (the official flag that selects UMX; here "
+                             "the kind is read from the weights, and X-UMX weights are then "
+                             "an error)")
+    parser.add_argument("--hidden-size", type=PositiveInt, default=None,
                         help="expected hidden size; the size is read from the weights, and a "
                              "different one is an error (guards against the wrong file)")
-    parser.add_argument("--niter", type=int, default=1,
-                        help="iterations of the multichannel Wiener filter (0 = masks only)")
-    parser.add_argument("--softmask", action="store_true",
-                        help="initialise the Wiener filter with soft masks instead of the "
-                             "mixture phase")
-    parser.add_argument("--alpha", type=float, default=1.0,
+    parser.add_argument("--targets", nargs="+", choices=list(SOURCES), default=None,
+                        help="sources to estimate (default: all the model has)")
+    wiener = parser.add_argument_group("multichannel Wiener filter")
+    wiener.add_argument("--niter", type=NonNegativeInt, default=1,
+                        help="iterations (0 = the masked mixture, no filter)")
+    wiener.add_argument("--softmask", action="store_true",
+                        help="start from soft masks instead of the mixture phase")
+    wiener.add_argument("--alpha", type=PositiveFloat, default=1.0,
                         help="exponent of the soft masks (with --softmask)")
-    parser.add_argument("--residual", action="store_true",
+    parser.add_argument("--residual", "--residual-model", action="store_true",
                         help="also write the residual (mixture minus all targets)")
     mss_cli.add_backend_flag(parser, help="network runtime: nnabla (reference) or onnxruntime "
                                           "(same weights, much faster LSTM on CPU)")
     add_context_args(parser)
     return parser
-
-
-def resolve_model(model):
-    """Path of the weights for ``--model`` (see :func:`common.mss.cli.resolve_model`; the repo
-    itself has an ``x-umx/`` folder, so write ``./x-umx`` to mean a folder of that name)."""
-    return mss_cli.resolve_model(model, PRETRAINED)
 
 
 def training_hop(weights_path):
@@ -68,23 +69,19 @@ def make_separator(weights_path, targets=None, hidden_size=None, niter=1, softma
     return sep
 
 
-def _separator_factory(args):
+def _separator_factory(args, weights_path):
+    if args.umx_infer and weights.detect_kind(weights_path) != "umx":
+        raise UserError(f"--umx-infer: {weights_path} holds X-UMX weights; give UMX ones "
+                        "(--model umx, umxhq, or a folder / .zip of UMX <target>.h5 files)")
     return mss_cli.separator_factory(
-        args, make_separator, resolve_model(args.model), targets=args.targets,
+        args, make_separator, weights_path, targets=args.targets,
         hidden_size=args.hidden_size, niter=args.niter, softmask=args.softmask,
         alpha=args.alpha, residual=args.residual, backend=args.backend)
 
 
-def separate_main(argv=None):
-    return mss_cli.separate_main(
-        argv, description="Separate songs into bass / drums / vocals / other with X-UMX or UMX.",
-        add_model_args=add_model_args, make_factory=_separator_factory,
-        chunk_dur=DEFAULT_CHUNK_DUR)
-
-
-def eval_main(argv=None):
-    return mss_cli.eval_main(
-        argv, description="Separate every track of a MUSDB18 subset with X-UMX / UMX and score "
-                          "it with museval (BSSEval v4).",
-        add_model_args=add_model_args, make_factory=_separator_factory,
-        chunk_dur=DEFAULT_CHUNK_DUR)
+MODEL = mss_cli.Model(
+    add_args=add_model_args, pretrained=PRETRAINED, make_factory=_separator_factory,
+    score_options=("targets", "niter", "softmask", "alpha", "residual", "backend",
+                   "type_config"),
+    chunk_dur=DEFAULT_CHUNK_DUR, separates="bass / drums / vocals / other with X-UMX or UMX")
+separate_main, eval_main = MODEL.separate_main, MODEL.eval_main

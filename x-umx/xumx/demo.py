@@ -5,14 +5,12 @@ import shutil
 import time
 from pathlib import Path
 
-import numpy as np
-import soundfile as sf
-
 from common.data.bundled import bundled_musdb_root
-from common.report import markdown_table, plot_curves, run_entry_script
-from common.train.monitor import read_series
+from common.mss.demo import report_smoke_pipeline
+from common.report import run_entry_script
 
-X_UMX = Path(__file__).resolve().parents[1]
+from .model import SOURCES
+
 TITLE = "X-UMX (CrossNet-Open-Unmix)"
 
 
@@ -35,29 +33,12 @@ def run(report, out_dir):
                          out / "eval", "--backend", "onnx"))
     elapsed = time.time() - start
 
-    curves = {name: read_series(out / "train", name)
-              for name in ("training loss", "validation loss")}
-    plot = plot_curves(curves, out / "loss.png", title="X-UMX smoke training", xlabel="epoch",
-                       ylabel="loss (10 x SDR-comb. + MSE-comb.)")
-    stem = track.name[:-len(".stem.mp4")]
-    diffs = []
-    for target in ("bass", "drums", "vocals", "other"):
-        a, _ = sf.read(str(out / "separated-nnabla" / stem / f"{target}.wav"))
-        b, _ = sf.read(str(out / "separated-onnx" / stem / f"{target}.wav"))
-        diffs.append([target, f"{np.abs(a - b).max():.2e}"])
-    valid = curves["validation loss"][1]
-    report.add(f"## {TITLE}\n\n"
-               f"Smoke pipeline on the bundled 6 s MUSDB18 track ({elapsed:.0f} s on this machine). "
-               "The network is tiny (hidden size 16, one LSTM layer, n_fft 1024) and trains a few "
-               "iterations on the same track it is scored on, so the scores show that training, "
-               "separation and museval scoring work end to end, not what X-UMX achieves "
-               "(see x-umx/README.md for the published numbers).\n\n"
-               f"Validation loss: {valid[0]:.3f} (epoch 0) -> {valid[-1]:.3f} "
-               f"(epoch {len(valid) - 1}).")
-    report.image(plot, "X-UMX smoke training loss")
-    report.add("museval scores of the trained smoke model on the bundled track "
-               "(median over 1 s frames):\n\n" + (out / "eval" / "scores_test.md").read_text())
-    report.image(out / "eval" / "sdr_test.png", "SDR per target")
-    report.add("Max abs difference between the nnabla and the ONNX Runtime backend, per "
-               "separated target:\n\n" + markdown_table(["target", "max abs diff"], diffs))
-    report.add("Commands:\n\n```\n" + "\n".join(commands) + "\n```")
+    report_smoke_pipeline(
+        report, title=TITLE, out=out, run_dir=out / "train", commands=commands,
+        loss_label="loss (10 x SDR-comb. + MSE-comb.)",
+        track_stem=track.name[:-len(".stem.mp4")], targets=SOURCES,
+        intro=f"Smoke pipeline on the bundled 6 s MUSDB18 track ({elapsed:.0f} s on this "
+              "machine). The network is tiny (hidden size 16, one LSTM layer, n_fft 1024) and "
+              "trains a few iterations on the same track it is scored on, so the scores show "
+              "that training, separation and museval scoring work end to end, not what X-UMX "
+              "achieves (see x-umx/README.md for the published numbers).")

@@ -403,7 +403,7 @@ class CrossNet(_UnmixBase):
             enc = [self._encode(mag, norms[s], f"_{s}", test) for s in self.sources]
             cross_1 = self._average(enc)
             lstm_out = [self._lstm(cross_1, f"lstm_{s}", test) for s in self.sources]
-            skip = [F.concatenate(e, l, axis=2) for e, l in zip(enc, lstm_out)]
+            skip = [F.concatenate(e, h, axis=2) for e, h in zip(enc, lstm_out)]
             cross_2 = self._average(skip)
             # all fc2 layers before all fc3 layers: the official parameter creation order
             hidden = [self._hidden(cross_2, f"_{s}", test) for s in self.sources]

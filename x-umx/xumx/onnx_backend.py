@@ -29,7 +29,8 @@ official order of operations, so results agree with nnabla to float32 rounding
 (about 1e-7 relative on the parity fixtures).
 
 The sizes come from the parameter shapes; a config dict in the format of
-:mod:`xumx.weights` may be passed and is checked against them.
+:mod:`xumx.weights` may be passed and is checked against them. Sessions are made by
+:func:`common.runtime.onnx_export.make_session`, as for every ONNX backend here.
 
 Public API
 ----------
@@ -38,7 +39,6 @@ Public API
 ``resolve_config(kind, params, config=None) -> dict``
 ``nnabla_lstm_to_onnx(weight_l0, weight, bias) -> list of (W, R, B) per layer``
 ``build_lstm_model(weight_l0, weight, bias) -> onnx.ModelProto`` (LSTM stack alone)
-``make_session(model, intra_op_threads=None) -> onnxruntime.InferenceSession``
 ``TARGETS``: the X-UMX target order (bass, drums, vocals, other).
 """
 import os
@@ -47,6 +47,7 @@ import re
 import numpy as np
 
 from common.errors import UserError
+from common.runtime.onnx_export import make_session
 
 TARGETS = ("bass", "drums", "vocals", "other")
 KINDS = ("xumx", "umx")
@@ -421,31 +422,6 @@ def _average(g, tensors, base):
 # runtime
 # --------------------------------------------------------------------------------------
 
-def available_cores():
-    """CPU cores this process may run on."""
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except (AttributeError, OSError):  # pragma: no cover - non-Linux
-        return max(1, os.cpu_count() or 1)
-
-
-def make_session(model, intra_op_threads=None):
-    """onnxruntime CPU session for ``model`` (ModelProto, bytes or path)."""
-    import onnxruntime as ort
-
-    opts = ort.SessionOptions()
-    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    opts.intra_op_num_threads = int(intra_op_threads or available_cores())
-    opts.inter_op_num_threads = 1
-    opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    opts.log_severity_level = 3
-    if not isinstance(model, (bytes, str, os.PathLike)):
-        model = model.SerializeToString()
-    elif isinstance(model, os.PathLike):
-        model = os.fspath(model)
-    return ort.InferenceSession(model, sess_options=opts, providers=["CPUExecutionProvider"])
-
-
 class OnnxRunner:
     """Callable: ``runner(mag) -> masks`` (see :func:`build_onnx_runner`).
 
@@ -507,7 +483,7 @@ def build_onnx_runner(kind, params, config=None, save_path=None, intra_op_thread
         import onnx
 
         onnx.checker.check_model(model)
-    runner = OnnxRunner(kind, model, cfg, make_session(model, intra_op_threads))
+    runner = OnnxRunner(kind, model, cfg, make_session(model, threads=intra_op_threads))
     if save_path:
         runner.save(save_path)
     return runner

@@ -217,7 +217,7 @@ class Separator:
             audio = np.repeat(audio, self.nb_channels, axis=1)
         elif audio.shape[1] > self.nb_channels:
             warnings.warn(f"{audio.shape[1]} channels: only the first {self.nb_channels} are "
-                          "processed")
+                          "processed", stacklevel=2)
             audio = audio[:, :self.nb_channels]
         elif audio.shape[1] < self.nb_channels:
             raise UserError(f"the model needs {self.nb_channels} channels, got {audio.shape[1]}")

@@ -26,9 +26,8 @@ import warnings
 import numpy as np
 import scipy.signal
 
-from common.context import context_scope
 from common.mss import spectral as _common_spectral
-from common.runtime.graph_cache import GraphCache
+from common.runtime.graph_cache import GraphRunner
 
 # The numpy STFT (nnabla's conventions with reflect padding) lives in common.mss.spectral,
 # shared with D3Net (which uses its zero-padding mode); re-exported here unchanged.
@@ -111,7 +110,7 @@ def istft(X, n_fft=4096, n_hop=1024, length=None):
     return audio[..., start:start + length]
 
 
-class NnablaSTFT:
+class NnablaSTFT(GraphRunner):
     """Mixture STFT of numpy audio through a cached nnabla graph (bit-exact official front end).
 
     ``__call__(audio)`` with ``audio`` ``(channels, samples)`` float32 returns
@@ -124,33 +123,16 @@ class NnablaSTFT:
         self.n_fft = n_fft
         self.n_hop = n_hop
         self.center = center
-        self.ctx = ctx
-        self._graph = GraphCache(self._build, max_cached)
+        super().__init__(self._stft, ctx, max_cached)
 
-    @property
-    def graph_builds(self):
-        return self._graph.builds
-
-    def _build(self, shape):
-        import nnabla as nn
-
-        with nn.auto_forward(False), context_scope(self.ctx):
-            x = nn.Variable((1,) + shape)
-            real, imag = stft(x, self.n_fft, self.n_hop, self.center)
-            mag = magnitude(real, imag)
-            for v in (real, imag, mag):
-                v.persistent = True
-            import nnabla.functions as F
-            out = F.sink(real, imag, mag)
-        return x, real, imag, mag, out
+    def _stft(self, x):
+        real, imag = stft(x, self.n_fft, self.n_hop, self.center)
+        return real, imag, magnitude(real, imag)
 
     def __call__(self, audio):
-        audio = np.ascontiguousarray(audio, dtype=np.float32)
-        x, real, imag, mag, out = self._graph(audio.shape)
-        x.d = audio[None]
-        out.forward(clear_no_need_grad=True)
-        X = (real.d + 1j * imag.d)[0].transpose(2, 1, 0)  # (frames, bins, channels)
-        return X.astype(np.complex64), mag.d.copy()
+        real, imag, mag = super().__call__(np.asarray(audio)[None])
+        X = (real + 1j * imag)[0].transpose(2, 1, 0)  # (frames, bins, channels)
+        return X.astype(np.complex64), mag
 
 
 class NumpySTFT:

@@ -53,11 +53,6 @@ def add_model_args(parser):
     return parser
 
 
-def resolve_model(model):
-    """Local path of the weights for ``--model`` (see :func:`common.mss.cli.resolve_model`)."""
-    return mss_cli.resolve_model(model, PRETRAINED)
-
-
 def network_configs(weights_path, targets=None):
     """``{target: path}`` of the ``<target>.yaml`` network configs beside the weights (a
     ``.h5`` file, or a folder of them); targets without one use the official config."""
@@ -88,23 +83,15 @@ def make_separator(weights_path, targets=None, flip_average=True, mwf=True, resi
     return mss_cli.ResidualSeparator(sep) if residual else sep
 
 
-def _separator_factory(args):
+def _separator_factory(args, weights_path):
     return mss_cli.separator_factory(
-        args, make_separator, resolve_model(args.model), targets=args.targets,
+        args, make_separator, weights_path, targets=args.targets,
         flip_average=args.flip_average, mwf=args.mwf, residual=args.residual,
         backend=args.backend)
 
 
-def separate_main(argv=None):
-    return mss_cli.separate_main(
-        argv, description="Separate songs into vocals / drums / bass / other with D3Net.",
-        add_model_args=add_model_args, make_factory=_separator_factory,
-        chunk_dur=DEFAULT_CHUNK_DUR)
-
-
-def eval_main(argv=None):
-    return mss_cli.eval_main(
-        argv, description="Separate every track of a MUSDB18 subset with D3Net and score it "
-                          "with museval (BSSEval v4).",
-        add_model_args=add_model_args, make_factory=_separator_factory,
-        chunk_dur=DEFAULT_CHUNK_DUR)
+MODEL = mss_cli.Model(
+    add_args=add_model_args, pretrained=PRETRAINED, make_factory=_separator_factory,
+    score_options=("targets", "flip_average", "mwf", "residual", "backend", "type_config"),
+    chunk_dur=DEFAULT_CHUNK_DUR, separates="vocals / drums / bass / other with D3Net")
+separate_main, eval_main = MODEL.separate_main, MODEL.eval_main

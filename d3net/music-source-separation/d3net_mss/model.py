@@ -370,6 +370,18 @@ class D3NetMSS(OwnParameters):
             get_parameter_or_create("decode_bias", valid, I.ConstantInitializer(1.0)),
         )
 
+    def check_input_shape(self, shape):
+        """``shape`` as a tuple of ints if the network takes it: ``(batch, frames, channels,
+        bins)`` with frames a multiple of :attr:`frame_multiple`; else a one-line error."""
+        shape = tuple(int(d) for d in shape)
+        if len(shape) != 4 or shape[2] != self.nb_channels or shape[3] != self.nb_bins:
+            raise UserError(f"D3Net input must be (batch, frames, {self.nb_channels}, "
+                            f"{self.nb_bins}), got {shape}")
+        if shape[1] % self.frame_multiple:
+            raise UserError(f"D3Net input frames ({shape[1]}) must be a multiple of "
+                            f"{self.frame_multiple}")
+        return shape
+
     def network(self, x, test=True, comm=None, recompute=False, init_method=None):
         """Target magnitude ``(batch, frames, channels, bins)`` for a mixture magnitude
         variable of the same shape. ``test``: batch norm with running statistics;
@@ -379,13 +391,7 @@ class D3NetMSS(OwnParameters):
         import nnabla.functions as F
 
         cfg = self.config
-        shape = tuple(x.shape)
-        if len(shape) != 4 or shape[2] != self.nb_channels or shape[3] != self.nb_bins:
-            raise UserError(f"D3Net input must be (batch, frames, {self.nb_channels}, "
-                            f"{self.nb_bins}), got {shape}")
-        if shape[1] % self.frame_multiple:
-            raise UserError(f"D3Net input frames ({shape[1]}) must be a multiple of "
-                            f"{self.frame_multiple}")
+        self.check_input_shape(x.shape)
         L = self._layers(test, comm, recompute, init_method)
         valid = cfg["valid_signal_idx"]
         edges = list(cfg["band_split_idxs"]) + [valid]

@@ -36,7 +36,6 @@ attributes ``config``, ``target``, ``graph_builds`` (sessions opened), ``exports
 (conversions run, 0 when everything came from the cache), ``last_export``.
 """
 
-from common.errors import UserError
 from common.runtime.onnx_export import OnnxModelRunner
 
 from .model import D3NetMSS
@@ -71,14 +70,7 @@ class OnnxRunner(OnnxModelRunner):
                          threads=threads, max_sessions=max_sessions, low_memory=low_memory)
 
     def check_shape(self, shape):
-        shape = tuple(int(d) for d in shape)
-        if len(shape) != 4 or shape[2] != self.nb_channels or shape[3] != self.nb_bins:
-            raise UserError(f"D3Net input must be (batch, frames, {self.nb_channels}, "
-                            f"{self.nb_bins}), got {shape}")
-        if shape[1] % self.frame_multiple:
-            raise UserError(f"D3Net input frames ({shape[1]}) must be a multiple of "
-                            f"{self.frame_multiple}")
-        return shape
+        return self.model.check_input_shape(shape)
 
     def prepare(self, batch, frames):
         """Export (or find in the cache) and open the session for ``(batch, frames)`` inputs."""

@@ -145,7 +145,7 @@ def source_stfts(X, mags, mwf=True):
             stfts = wiener.apply_mwf(stfts, X)
         else:
             warnings.warn("Wiener filter skipped: with a single target it would return "
-                          "the mixture")
+                          "the mixture", stacklevel=2)
     return stfts
 
 
@@ -153,8 +153,9 @@ class Separator:
     """D3Net separator with the interface of the shared separation driver.
 
     ``Separator(weights_path, targets=None, ch_flip_average=True, mwf=True, context='cpu',
-    backend='nnabla', full_overlap=False)``: ``weights_path`` is a directory of ``<target>.h5`` files, the
-    official ``d3net-mss.zip``, or one ``<target>.h5`` (see :mod:`d3net_mss.weights`);
+    backend='nnabla', full_overlap=False)``: ``weights_path`` is a directory of ``<target>.h5``
+    files, the official ``d3net-mss.zip``, or one ``<target>.h5`` (see
+    :mod:`d3net_mss.weights`);
     ``targets`` selects and orders the sources (default: all found, official order).
     :meth:`from_params` takes parameters already in memory.
 
@@ -267,7 +268,8 @@ class Separator:
         if audio.shape[1] == 1:
             audio = np.repeat(audio, 2, axis=1)
         elif audio.shape[1] > 2:
-            warnings.warn(f"{audio.shape[1]} channels: only the first two are separated")
+            warnings.warn(f"{audio.shape[1]} channels: only the first two are separated",
+                          stacklevel=2)
             audio = audio[:, :2]
         return np.ascontiguousarray(audio)
 

@@ -1,6 +1,6 @@
 """Training of one D3Net music-source-separation network (one target per run), resumable.
 
-Recipe (official ``train.py``; ``configs/train_<target>.yaml``): random excerpts of
+Recipe (official ``train.py``; ``configs/train.yaml``): random excerpts of
 ``patch_length`` STFT frames (the network config's training patch: 256 frames of hop 1024, i.e.
 about 6 s), 64 per track per epoch, batch 6; every source gets a random gain in [0.75, 1.25]
 and a random channel swap, and comes from an independently drawn track (random track mixing);
@@ -20,12 +20,20 @@ Differences from the official script, on purpose:
   exported ``<target>.h5`` holds the best validation epoch (the official saves the last one).
   On the bundled one-track sample root the validation split falls back to its training track,
   with a logged warning;
-* unknown config keys / flags are errors; the resolved options are saved with the run;
+* unknown config keys / flags and out-of-range numbers are errors; the resolved options are
+  saved with the run, and ``--resume`` refuses options that would change the results
+  (``--epochs`` may grow);
 * checkpoints (parameters including batch-norm statistics, Adam state, schedule, RNG states,
-  loader position) every ``checkpoint_interval`` iterations and at every epoch end, so
-  ``--resume`` continues after a kill, even mid-epoch, with the same data order and
-  bit-identical results (the loop is :func:`common.mss.training.train_epochs`, shared with
-  X-UMX).
+  loader position) every ``checkpoint_interval`` iterations, at every epoch end and at
+  Ctrl-C, so ``--resume`` continues after a kill, even mid-epoch, with the same data order
+  and bit-identical results (the loop is :func:`common.mss.training.train_epochs`, shared
+  with X-UMX).
+
+Configuration: with ``--root`` (and no ``--config``) the recipe above is trained
+(``configs/train.yaml``, with the target's official network ``configs/<target>.yaml``);
+without a dataset root the defaults are the CPU smoke run of a tiny network on the bundled
+sample (``configs/train_smoke.yaml``). ``--network-config`` also takes the official flat
+per-source files (``valid_signal_idx: ...``, as in the official ``configs/``).
 
 As officially, the learning rate and the weight decay are scaled by
 ``processes * batch_size / 6`` (so ``--lr`` and ``--weight-decay`` are the values for a total
@@ -42,7 +50,7 @@ from pathlib import Path
 
 import yaml
 
-from common.cli import Parser
+from common.cli import Bounded, NonNegativeInt, Parser, PositiveInt
 from common.context import add_context_args
 from common.errors import UserError
 from common.fileio import atomic_write
@@ -51,16 +59,20 @@ from common.mss import training as mss_training
 from .model import SAMPLE_RATE, SOURCES, D3NetMSS, load_config, spectrogram, stft
 
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
-DEFAULT_CONFIG = CONFIG_DIR / "train_smoke.yaml"
+SMOKE_CONFIG = CONFIG_DIR / "train_smoke.yaml"
+RECIPE_CONFIG = CONFIG_DIR / "train.yaml"
 # The official script scales the learning rate and weight decay by (processes * batch) / 6.
 REFERENCE_BATCH = 6
 
 
 def build_parser():
-    p = Parser(description="Train the D3Net network of one source on MUSDB18 (default: "
-                                 "CPU smoke run of a tiny network on the bundled one-track "
-                                 "MUSDB18 sample).",
-                     default_config=str(DEFAULT_CONFIG))
+    """Defaults: the recipe (``configs/train.yaml``), under the smoke configuration
+    (``configs/train_smoke.yaml``) when neither ``--root`` nor ``--config`` is given."""
+    p = Parser(description="Train the D3Net network of one source on MUSDB18: the paper's "
+                           "recipe with --root, else a CPU smoke run of a tiny network on the "
+                           "bundled one-track MUSDB18 sample.",
+               default_config=str(RECIPE_CONFIG), smoke_config=str(SMOKE_CONFIG),
+               smoke_unless=mss_training.SMOKE_UNLESS)
     p.add_argument("--output", required=True,
                    help="run folder: <target>.h5 / <target>.yaml and <target>/ go here")
     p.add_argument("--resume", action="store_true", help="continue from the newest checkpoint")
@@ -68,10 +80,11 @@ def build_parser():
     m.add_argument("--target", choices=list(SOURCES), default="vocals",
                    help="the source this network separates (one network per source)")
     m.add_argument("--network-config", default=None, metavar="NAME|PATH",
-                   help="network configuration: a YAML file, or the name of one in "
+                   help="network configuration: a YAML file (this repository's layout or an "
+                        "official flat per-source file), or the name of one in "
                         "d3net/music-source-separation/configs/ (default: the target's "
                         "official configuration, e.g. vocals)")
-    m.add_argument("--patch-length", type=int, default=None,
+    m.add_argument("--patch-length", type=PositiveInt, default=None,
                    help="STFT frames per training excerpt (default: the network config's "
                         "training patch)")
     m.add_argument("--init-method", choices=["xavier", "normal", "nnabla"], default="xavier",
@@ -85,9 +98,9 @@ def build_parser():
     mss_training.add_loop_args(
         t, epochs=50, batch_size=6, lr=1e-3, weight_decay=1e-4,
         lr_help="learning rate for a total batch of 6; scaled by processes * batch / 6")
-    t.add_argument("--lr-milestones", type=int, nargs="*", default=[40],
+    t.add_argument("--lr-milestones", type=NonNegativeInt, nargs="*", default=[40],
                    help="epochs from which the learning rate is multiplied by --lr-gamma")
-    t.add_argument("--lr-gamma", type=float, default=0.1)
+    t.add_argument("--lr-gamma", type=Bounded(float, 0, 1, low_open=True), default=0.1)
     add_context_args(p)
     return p
 
@@ -158,13 +171,14 @@ def train(args):
     config = network_config(args)
     samples = excerpt_samples(args, config)
     out = Path(args.output)
-    run_dir = out / args.target
-    dist, ooc = mss_training.start_run(args, run_dir)
+    # Several targets share one --output (as officially): each has its own run folder in it.
+    run, dist, ooc = mss_training.start_run(args, out / args.target)
     data = mss_training.musdb_training_data(args, (args.target,), samples / SAMPLE_RATE, dist)
+    run.begin()
     n_fft, hop = config["fft_size"], config["hop_size"]
-    mean, std = mss_training.load_or_compute_stats(run_dir / "input_stats.npz",
-                                                   data.train_db.tracks, n_fft, hop,
-                                                   n_fft // 2 + 1, dist.is_main)
+    with run.guard():  # Ctrl-C while the statistics are computed names the run, too
+        mean, std = mss_training.load_or_compute_stats(run, data.train_db.tracks, n_fft, hop,
+                                                       n_fft // 2 + 1)
     # The global parameter scope, so that checkpoints and solvers see the parameters.
     model = D3NetMSS(config, input_mean=mean, input_scale=std,
                      param_scope=nn.parameter.get_current_parameter_scope())
@@ -179,7 +193,7 @@ def train(args):
     solver.set_parameters(nn.get_parameters())
     schedule = mss_training.StepSchedule(args.lr * scale, args.lr_milestones, args.lr_gamma)
     mss_training.train_epochs(
-        args, run_dir, dist=dist, ooc=ooc, solver=solver, graph=train_graph,
+        args, run, dist=dist, ooc=ooc, solver=solver, graph=train_graph,
         validate=lambda: mss_training.validation_loss(valid_graph, data.valid_set, samples),
         loader=data.loader, iters_per_epoch=data.iters_per_epoch, schedule=schedule,
         export=lambda: export_weights(model, config, out),
@@ -189,8 +203,6 @@ def train(args):
 
 def main(argv=None):
     args = build_parser().parse_args(argv)
-    if args.batch_size < 1 or args.epochs < 1 or (args.seq_dur is not None and args.seq_dur <= 0):
-        raise UserError("--seq-dur, --batch-size and --epochs must be positive")
     start = time.time()
     out = train(args)
     print(f"done in {time.time() - start:.1f} s; outputs in {out} "

@@ -31,9 +31,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from common.dev.testing import fixtures_root
+# The shared script contracts (tests/test_scripts.py) live in common.dev: rewrite their
+# asserts like this folder's own, so that a failure shows the values compared.
+pytest.register_assert_rewrite("common.dev.mss_testing")
 
-REPO_ROOT = Path(__file__).resolve().parents[3]
+from common.dev.testing import FixtureFolder  # noqa: E402
+from common.paths import REPO_ROOT  # noqa: E402
+
 SUBDIR = "d3net-mss"
 
 
@@ -99,26 +103,11 @@ with open(out + ".json", "w") as fh:
 """
 
 
-class D3NetFixtures:
+class D3NetFixtures(FixtureFolder):
     """Lazy, session-cached access to the d3net-mss fixture files."""
 
-    def __init__(self, root):
-        self.root = root
-        self.dir = root / SUBDIR
-        self._cache = {}
-
-    # ------------------------------------------------------------------ discovery
-    def check_dir(self):
-        if not self.root.is_dir():
-            _fail(f"fixture root {self.root} does not exist: set FIXTURES_DIR to the folder "
-                  f"holding {SUBDIR}/ (default ../shared/fixtures relative to {REPO_ROOT})")
-        if not self.dir.is_dir():
-            _fail(f"fixture folder {self.dir} is missing (FIXTURES_DIR={self.root})")
-
-    def memo(self, key, make):
-        if key not in self._cache:
-            self._cache[key] = make()
-        return self._cache[key]
+    def __init__(self, root=None):
+        super().__init__(SUBDIR, root)
 
     @property
     def param_files(self):
@@ -244,7 +233,7 @@ class D3NetFixtures:
 
 @pytest.fixture(scope="session")
 def fx():
-    return D3NetFixtures(fixtures_root())
+    return D3NetFixtures()
 
 
 def pytest_generate_tests(metafunc):
@@ -253,7 +242,7 @@ def pytest_generate_tests(metafunc):
     names = {"param_target", "forward_target", "sep_target"} & set(metafunc.fixturenames)
     if not names:
         return
-    fxs = D3NetFixtures(fixtures_root())
+    fxs = D3NetFixtures()
     for name in names:
         try:
             if name == "param_target":

@@ -18,26 +18,18 @@ Missing fixtures fail the tests.
 """
 import os
 from collections import OrderedDict
-from pathlib import Path
 
 import numpy as np
 import pytest
 
+from common.dev.testing import FixtureFolder
 from common.errors import UserError
 
-REPO_ROOT = Path(__file__).resolve().parents[3]
 REL_TOL = 1e-3  # max abs diff <= REL_TOL * max |nnabla output|
 
 
 def fixture_dir():
-    root = Path(os.environ.get("FIXTURES_DIR") or Path("..") / "shared" / "fixtures")
-    if not root.is_absolute():
-        root = (REPO_ROOT / root).resolve()
-    folder = root / "d3net-mss"
-    if not folder.is_dir():
-        pytest.fail(f"D3Net MSS fixtures not found: {folder} (set FIXTURES_DIR to the fixture "
-                    f"root)", pytrace=False)
-    return folder
+    return FixtureFolder("d3net-mss").check_dir()
 
 
 def forward_cases():

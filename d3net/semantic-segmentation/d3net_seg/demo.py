@@ -31,11 +31,11 @@ def _overlay_figure(train_dir, data, path):
     from PIL import Image
 
     from .inference import Segmenter
+    from .model import RUN_CONFIG
 
     image, label = Cityscapes(data, "val")[0]
     image = image.transpose(1, 2, 0)
-    seg = Segmenter(train_dir / "final.h5", config=train_dir / "model_config.yaml",
-                    context="cpu")
+    seg = Segmenter(train_dir / "final.h5", config=train_dir / RUN_CONFIG, context="cpu")
     pred = seg.segment(image).labels
     gap = np.full((image.shape[0], 4, 3), 255, np.uint8)
     row = np.concatenate([image, gap, colorize(label), gap, seg.overlay(image, pred)], axis=1)
@@ -81,8 +81,8 @@ def run(report, out_dir):
         f"({elapsed:.0f} s on this machine). The network is a tiny D3Net (one D2 block of "
         "two layers per stage, growth rate 8) trained 60 iterations on 64x128 crops; the "
         "numbers show that training, checkpointing and mIoU evaluation work end to end, not "
-        "what D3Net achieves (published: 79.5 / 80.6 mIoU on Cityscapes val for D3Net-S / -L in the "
-        "paper).\n\n"
+        "what D3Net achieves (published: 79.5 / 80.6 mIoU on Cityscapes val for D3Net-S / -L "
+        "in the paper).\n\n"
         f"Training loss: {np.mean(loss[:n_first]):.3f} (mean of the first {n_first} "
         f"iterations) -> {np.mean(loss[-n_last:]):.3f} (mean of the last {n_last}).")
     report.image(plot, "D3Net smoke training loss (synthetic data)")

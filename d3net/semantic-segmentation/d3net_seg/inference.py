@@ -45,11 +45,10 @@ from common.errors import UserError
 from common.runtime.graph_cache import GraphRunner, import_backend
 
 from . import palette as _palette
-from .model import D3NetSegmentation, load_config, min_input_size
-from .weights import check_parameters, detect_config, load_weights
+from .model import RUN_CONFIG, D3NetSegmentation, load_config, min_input_size, parameter_shapes
+from .weights import check_parameters, detect_config, load_weights, resolve_model
 
 BACKENDS = ("nnabla", "onnx")
-RUN_CONFIG = "model_config.yaml"  # network config the training script saves beside its weights
 
 Segmentation = namedtuple("Segmentation", ["logits", "probs", "labels"])
 Segmentation.__doc__ = """Result for one image: ``logits`` and ``probs`` float32
@@ -124,8 +123,6 @@ class Segmenter:
                     raise UserError("the parameters match neither bundled config by their "
                                     "shapes; pass the config")
             config = load_config(config)
-            from .model import parameter_shapes
-
             check_parameters(params, parameter_shapes(config))
         else:
             params, config = load_weights(os.fspath(weights), config)
@@ -218,25 +215,32 @@ def output_paths(out_dir, image_path):
 def build_parser():
     import argparse
 
+    from common.cli import Parser
     from common.context import add_context_args
 
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="infer.py",
         description="Semantic segmentation (Cityscapes classes) with D3Net-S / D3Net-L. "
                     "Writes <out-dir>/<stem>_labels.png (palette PNG whose pixel values are "
                     "the trainIds 0..18) and <stem>_overlay.png (image blended 50/50 with the "
                     "class colours) for every input, at the input's size.")
-    parser.add_argument("images", nargs="+", metavar="IMAGE",
+    parser.add_argument("images", nargs="*", metavar="IMAGE",
                         help="image files (any size of at least 29x29, any format Pillow "
                              "reads)")
+    # The official script takes one image as -i / --test-image-file.
+    parser.add_argument("--test-image-file", "-i", dest="image_options", action="append",
+                        default=[], help=argparse.SUPPRESS)
     parser.add_argument("--model", "-m", default="d3net-l", metavar="{d3net-s,d3net-l,PATH.h5}",
                         help="published Cityscapes weights by name (downloaded once into the "
                              "cache) or an nnabla .h5 parameter file (default: %(default)s, as "
                              "the official script)")
-    parser.add_argument("--config", metavar="{D3Net_S,D3Net_L,PATH.yaml}", default=None,
-                        help="network config; default: the one of the named model; for a .h5 "
-                             f"file the {RUN_CONFIG} beside it (training runs write one), "
-                             "else the bundled config its parameter shapes match")
+    parser.add_argument("--network-config", metavar="{D3Net_S,D3Net_L,PATH.yaml}", default=None,
+                        help="network config (our configs/D3Net_*.yaml layout or the official "
+                             "flat one); default: the one of the named model; for a .h5 file "
+                             f"the {RUN_CONFIG} beside it (training runs write one), else the "
+                             "bundled config its parameter shapes match")
+    parser.add_alias("--config-file", "network_config")
+    parser.add_alias("-cfg", "network_config")
     parser.add_argument("--out-dir", "-o", default="segmentation",
                         help="output folder, created if needed (default: %(default)s)")
     parser.add_argument("--backend", choices=BACKENDS, default="nnabla",
@@ -245,17 +249,30 @@ def build_parser():
     return parser
 
 
-def infer_main(argv=None):
-    """Entry point of ``infer.py`` (run it through :func:`common.errors.run_cli`)."""
-    from common.context import context_from_args
+def network_config_for(weights_path, config_name, network_config=None):
+    """The network config to check ``weights_path`` against: ``--network-config`` if given,
+    else the bundled one of a named model, else the :data:`RUN_CONFIG` a training run wrote
+    beside the weights, else ``None`` (detected from the parameter shapes)."""
+    config = network_config if network_config is not None else config_name
+    if config is None:
+        beside = os.path.join(os.path.dirname(os.path.abspath(weights_path)), RUN_CONFIG)
+        config = beside if os.path.isfile(beside) else None
+    return None if config is None else load_config(config)
 
-    from .weights import resolve_model
+
+def infer_main(argv=None):
+    """Entry point of ``infer.py`` (run it through :func:`common.cli.run_cli`)."""
+    from common.context import context_from_args
+    from common.fileio import check_output_location, refuse_overwriting_inputs
 
     args = build_parser().parse_args(argv)
-    # Check every input before anything is loaded or written.
+    images = args.images + args.image_options
+    if not images:
+        raise UserError("no input image: give IMAGE [IMAGE ...] (see infer.py --help)")
+    # Check every input and the output folder before anything is loaded or written.
     outputs = OrderedDict()
     sizes = {}
-    for path in args.images:
+    for path in images:
         h, w = read_image(path).shape[:2]
         sizes[path] = (h, w)
         targets = output_paths(args.out_dir, path)
@@ -263,16 +280,11 @@ def infer_main(argv=None):
             other = next(p for p, t in outputs.items() if t == targets)
             raise UserError(f"{other} and {path} would both write {targets[0]}; rename one")
         outputs[path] = targets
-    if os.path.exists(args.out_dir) and not os.path.isdir(args.out_dir):
-        raise UserError(f"--out-dir {args.out_dir} exists and is not a folder")
+    check_output_location(args.out_dir, "--out-dir")
+    refuse_overwriting_inputs([t for pair in outputs.values() for t in pair], images)
     weights_path, config_name = resolve_model(args.model)
-    config = args.config if args.config is not None else config_name
-    if config is None:  # a training run's weights: its network config sits beside them
-        beside = os.path.join(os.path.dirname(os.path.abspath(weights_path)), RUN_CONFIG)
-        config = beside if os.path.isfile(beside) else None
-    if config is not None:
-        config = load_config(config)
-    params, config = load_weights(weights_path, config)
+    params, config = load_weights(weights_path, network_config_for(weights_path, config_name,
+                                                                   args.network_config))
     low = min_input_size(config)
     for path, (h, w) in sizes.items():
         if min(h, w) < low:
@@ -283,7 +295,7 @@ def infer_main(argv=None):
     for path, (labels_path, overlay_path) in outputs.items():
         image = read_image(path)
         result = seg.segment(image)
-        _palette.save_labels(labels_path, result.labels, seg.palette)
+        _palette.save_labels(labels_path, result.labels, seg.palette)  # atomic writes
         _palette.save_rgb(overlay_path, seg.overlay(image, result.labels))
         print(f"{path} -> {labels_path}, {overlay_path}")
     return 0

@@ -247,7 +247,7 @@ def evaluate(segmenter, root, split="val", limit=0, predictions_dir=None, show_p
 
 
 def build_eval_parser():
-    from common.cli import Parser
+    from common.cli import NonNegativeInt, Parser
     from common.context import add_context_args
 
     p = Parser(
@@ -255,18 +255,24 @@ def build_eval_parser():
         description="mIoU of a D3Net segmentation model on a Cityscapes split (19 train "
                     "classes, label 255 ignored, intersections and unions summed over the "
                     "split, single scale at full resolution). Prints the per-class table and "
-                    "writes it to <out-dir>/iou.{csv,md,json}.")
+                    "writes it to <out-dir>/iou.{csv,md,json}; <out-dir>/evaluation.json "
+                    "records which model and settings produced them.")
     p.add_argument("--model", "-m", required=True, metavar="{d3net-s,d3net-l,PATH.h5}",
                    help="published Cityscapes weights by name (downloaded once) or an nnabla "
                         ".h5 parameter file (e.g. a training run's final.h5)")
-    p.add_argument("--model-config", default=None, metavar="{D3Net_S,D3Net_L,PATH.yaml}",
-                   help="network config; default: model_config.yaml beside the .h5 if there "
-                        "is one (training runs write it), else the bundled config the "
-                        "parameter shapes match")
+    p.add_argument("--network-config", default=None, metavar="{D3Net_S,D3Net_L,PATH.yaml}",
+                   help="network config (our configs/D3Net_*.yaml layout or the official flat "
+                        "one); default: the one of the named model, else the "
+                        "network_config.yaml beside the .h5 (training runs write it), else "
+                        "the bundled config the parameter shapes match")
     p.add_argument("--root", required=True, help="Cityscapes root (leftImg8bit/, gtFine/)")
+    p.add_alias("--data-dir", "root")
     p.add_argument("--split", default="val", choices=["train", "val"])
-    p.add_argument("--out-dir", "-o", required=True, help="folder for the tables")
-    p.add_argument("--limit", type=int, default=0, help="score only the first N images")
+    p.add_argument("--out-dir", "-o", required=True,
+                   help="folder for the tables; it may only hold results of the same model "
+                        "and settings")
+    p.add_argument("--limit", type=NonNegativeInt, default=0,
+                   help="score only the first N images (0 = all)")
     p.add_argument("--save-predictions", action="store_true",
                    help="also write <out-dir>/predictions/<city>/<name>_labels.png")
     p.add_argument("--backend", choices=["nnabla", "onnx"], default="nnabla")
@@ -275,42 +281,56 @@ def build_eval_parser():
 
 
 def eval_main(argv=None):
-    """Entry point of ``eval.py`` (run it through :func:`common.errors.run_cli`)."""
+    """Entry point of ``eval.py`` (run it through :func:`common.cli.run_cli`)."""
     import os
     import time
 
     from common.context import context_from_args
     from common.data.cityscapes import list_pairs
-    from common.errors import UserError
+    from common.fileio import check_output_location
+    from common.results import RECORD_NAME, claim_results_folder, fingerprint
 
-    from .inference import Segmenter
-    from .model import load_config
+    from .inference import Segmenter, network_config_for
     from .weights import load_weights, resolve_model
 
     args = build_eval_parser().parse_args(argv)
-    if args.limit < 0:
-        raise UserError("--limit must not be negative")
+    check_output_location(args.out_dir, "--out-dir")
     list_pairs(args.root, args.split)  # a missing / empty split fails before any loading
     weights_path, config_name = resolve_model(args.model)
-    config = args.model_config or config_name
-    beside = Path(weights_path).parent / "model_config.yaml"
-    if config is None and beside.is_file():
-        config = str(beside)
-    if config is not None:
-        config = load_config(config)
-    params, config = load_weights(weights_path, config)
+    params, config = load_weights(weights_path, network_config_for(weights_path, config_name,
+                                                                   args.network_config))
+    # Everything that changes the scores (the context only moves the last float bits).
+    settings = {"model": fingerprint(weights_path), "network": config["model"],
+                "preprocess": config["preprocess"], "root": os.path.abspath(args.root),
+                "split": args.split, "limit": args.limit, "backend": args.backend}
+    fresh = not (Path(args.out_dir) / RECORD_NAME).exists()
+    out = claim_results_folder(args.out_dir, settings, "iou.*")
     ctx = context_from_args(args) if args.backend == "nnabla" else None
     segmenter = Segmenter(params, config, context=ctx, backend=args.backend)
     start = time.time()
-    preds = os.path.join(args.out_dir, "predictions") if args.save_predictions else None
-    cm = evaluate(segmenter, args.root, args.split, args.limit, preds)
+    preds = out / "predictions" if args.save_predictions else None
+    try:
+        cm = evaluate(segmenter, args.root, args.split, args.limit, preds)
+    except BaseException:
+        if fresh:  # no scores came of it: the folder claims none
+            _unclaim(out, RECORD_NAME)
+        raise
     elapsed = time.time() - start
     names = TRAIN_CLASSES if cm.num_classes == NUM_CLASSES else tuple(
         f"class {c}" for c in range(cm.num_classes))
-    save_iou_table(cm, args.out_dir, names, extra={
+    save_iou_table(cm, out, names, extra={
         "model": os.fspath(weights_path), "config": config.get("name"),
         "root": os.fspath(args.root), "split": args.split, "seconds": round(elapsed, 2)})
     print(format_markdown(cm, names))
     print(f"mIoU {100 * cm.miou():.2f} % on {args.split} of {args.root} "
-          f"({elapsed:.1f} s); tables in {args.out_dir}/iou.{{csv,md,json}}")
+          f"({elapsed:.1f} s); tables in {out}/iou.{{csv,md,json}}")
     return 0
+
+
+def _unclaim(out, record_name):
+    """Remove the record this call wrote (and the folder if nothing else is in it)."""
+    (out / record_name).unlink(missing_ok=True)
+    try:
+        out.rmdir()
+    except OSError:  # predictions were written: keep them
+        pass

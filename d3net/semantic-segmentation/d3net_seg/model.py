@@ -20,7 +20,7 @@ Parameter names and shapes are the official ones (``backbone/conv1/conv/W``,
 ``backbone/dense1/d2_block/block0/d2block/initial_layer/init_layer/bottle_neck/conv1/conv/W``,
 ``decode_head/convs/0/conv/conv/W``, ``decode_head/conv_seg/conv/b``, ...), so the published
 ``D3Net-S.h5`` / ``D3Net-L.h5`` load unchanged, and the ImageNet backbone files load into
-the ``backbone`` scope (:meth:`D3NetSegmentation.load_backbone_parameters`).
+the ``backbone`` scope (:func:`d3net_seg.weights.load_backbone`).
 
 The configuration is the YAML in ``configs/`` (sections ``model``, ``preprocess``,
 ``palette``, ``train``; :func:`load_config`). The network reads only the ``model`` section
@@ -50,6 +50,8 @@ from common.runtime.param_model import OwnParameters
 
 CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"
 CONFIG_NAMES = ("D3Net_S", "D3Net_L")
+# The network config a training run writes beside its weights (eval.py / infer.py read it).
+RUN_CONFIG = "network_config.yaml"
 # Spellings accepted for the bundled configs (registry names, official file names).
 _CONFIG_ALIASES = {"d3net-s": "D3Net_S", "d3net_s": "D3Net_S", "d3net-l": "D3Net_L",
                    "d3net_l": "D3Net_L"}
@@ -86,7 +88,9 @@ def load_config(source):
     """Read and validate a segmentation config.
 
     ``source`` is a YAML path, a bundled config name (``D3Net_S``, ``D3Net_L``, ``d3net-s``,
-    ``d3net-l``) or an already loaded dict (validated and deep-copied). Returns a dict with
+    ``d3net-l``) or an already loaded dict (validated and deep-copied). Both layouts are read:
+    ours (sections below) and the official flat one (every key at the top level, as in the
+    official ``configs/D3Net_*.yaml``). Returns a dict with
     the sections ``model`` (required), ``preprocess``, ``palette`` and ``train`` (each filled
     with the official defaults of D3Net where missing: mean/std/to_rgb, Cityscapes palette)
     and ``name``. Unknown keys raise :class:`UserError`.
@@ -101,6 +105,8 @@ def load_config(source):
             path = config_path(source)
         data, where = read_yaml(path), f"config file {path}"
         data.setdefault("name", path.stem)
+    if "model" not in data and _MODEL_KEYS & set(data):
+        data = _sections_of_flat(data, where)
     for key in data:
         if key not in _SECTIONS:
             raise UserError(f"{where}: unknown key {key!r} (expected {', '.join(_SECTIONS)})")
@@ -142,6 +148,25 @@ def load_config(source):
     data.setdefault("train", {})
     data.setdefault("name", "config")
     return data
+
+
+def _sections_of_flat(data, where):
+    """The sectioned form of an official flat config (every key at the top level, as in the
+    official ``configs/D3Net_S.yaml`` / ``D3Net_L.yaml``)."""
+    sections = {"name": data.get("name", "config"), "model": {}, "preprocess": {},
+                "train": {}}
+    for key, value in data.items():
+        if key == "name":
+            continue
+        if key == "palette":
+            sections["palette"] = value
+            continue
+        section = next((s for s in ("model", "preprocess", "train") if key in _SECTIONS[s]),
+                       None)
+        if section is None:
+            raise UserError(f"{where}: unknown key {key!r} in an official (flat) D3Net config")
+        sections[section][key] = value
+    return sections
 
 
 def check_model_config(model, where="config"):
@@ -209,12 +234,14 @@ def min_input_size(config):
 def feature_sizes(config, height, width):
     """(h, w) of every stage's tap for an input of ``height`` x ``width``."""
     hp = _model_section(config)
+
     def stem(n):  # two 3x3 stride-2 convolutions with padding 1: ceil(ceil(n / 2) / 2)
-        return -(-(-(-int(n) // 2)) // 2)
+        half = -(-int(n) // 2)
+        return -(-half // 2)
 
     h, w = stem(height), stem(width)
     sizes = []
-    for i in range(len(hp["n_blocks"])):
+    for _ in hp["n_blocks"]:
         sizes.append((h, w))
         h, w = h // 2, w // 2
     return sizes
@@ -253,19 +280,6 @@ class D3NetSegmentation(OwnParameters):
         with nn.auto_forward(False):
             self(nn.Variable((1, 3, size, size)), test=True)
         return self.get_parameters()
-
-    def load_backbone_parameters(self, params):
-        """Initialise the backbone from an ImageNet-pretrained backbone file's parameters
-        (names relative to ``backbone/`` as published, or already prefixed). Backbone
-        parameters the file does not hold keep their values, file entries that are not
-        backbone parameters are ignored (as officially), a wrong shape is an error. Returns
-        ``(loaded, missing, ignored)`` name lists (see
-        :func:`d3net_seg.weights.backbone_subset`)."""
-        from .weights import backbone_subset
-
-        subset, missing, ignored = backbone_subset(params, self.parameter_shapes())
-        self.assign_parameters(subset)
-        return list(subset), missing, ignored
 
     # ------------------------------------------------------------------ graph
     def backbone(self, img, test=True, comm=None, recompute=False):

@@ -45,24 +45,19 @@ CODE_VERSION = "d3net_seg.onnx_backend/1"
 class OnnxRunner(OnnxModelRunner):
     """``runner(x) -> logits`` on onnxruntime (see the module docs).
 
-    ``OnnxRunner(params, hparams, cache_dir=None, threads=None, max_sessions=2)``:
-    ``params`` name -> array (official names), ``hparams`` the config's ``model`` section
-    (or a whole config); ``cache_dir`` for the exported models (default
-    :func:`common.runtime.onnx_export.default_cache_dir`); ``threads`` onnxruntime intra-op threads
-    (default: all available cores); ``max_sessions`` image sizes kept open; ``low_memory``
-    turns onnxruntime's memory arena off (lower peak RSS, a little slower; see
-    :func:`common.runtime.onnx_export.make_session`)."""
+    ``params``: name -> array (official names); ``hparams``: the config's ``model`` section
+    (or a whole config); ``cache_dir``, ``threads``, ``max_sessions`` (here: image sizes kept
+    open) and ``low_memory`` as for :class:`common.runtime.onnx_export.OnnxModelRunner`."""
 
     def __init__(self, params, hparams, cache_dir=None, threads=None, max_sessions=2,
                  low_memory=False):
-        self.model = D3NetSegmentation(hparams)
-        self.model.load_parameters(params)
-        self.hparams = self.model.hparams
-        self.num_classes = self.model.num_classes
+        model = D3NetSegmentation(hparams)
+        model.load_parameters(params)
+        self.model, self.hparams, self.num_classes = model, model.hparams, model.num_classes
         self.min_size = min_input_size(self.hparams)
-        super().__init__(lambda x: self.model(x, test=True), "d3net_seg",
-                         self.model.get_parameters, CODE_VERSION, cache_dir=cache_dir,
-                         threads=threads, max_sessions=max_sessions, low_memory=low_memory)
+        super().__init__(lambda x: model(x, test=True), "d3net_seg", model.get_parameters,
+                         CODE_VERSION, cache_dir=cache_dir, threads=threads,
+                         max_sessions=max_sessions, low_memory=low_memory)
 
     def check_shape(self, shape):
         shape = tuple(int(d) for d in shape)

@@ -24,15 +24,15 @@ ground truth, so their IoU is NaN unless predicted (see :mod:`d3net_seg.metrics`
 ``python -m d3net_seg.synthetic ROOT [--train 8 --val 4 --height 128 --width 256]``
 writes a set from the command line.
 """
-import argparse
-import os
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
 from common.data.cityscapes import IGNORE_INDEX, PALETTE, TRAIN_CLASSES, train_ids_to_label_ids
-from common.errors import UserError, run_cli
+from common.errors import UserError
+from common.cli import run_cli
+from common.fileio import atomic_path, atomic_write
 
 __all__ = ["SYNTHETIC_CLASSES", "synthetic_scene", "make_synthetic_cityscapes", "is_synthetic",
            "main"]
@@ -152,31 +152,29 @@ def make_synthetic_cityscapes(root, n_train=8, n_val=4, height=128, width=256, s
             _save(img_dir / f"{name}_leftImg8bit.png", image)
             _save(gt_dir / f"{name}_gtFine_labelTrainIds.png", train_ids)
             _save(gt_dir / f"{name}_gtFine_labelIds.png", train_ids_to_label_ids(train_ids))
-    tmp = marker.with_suffix(".tmp")
-    tmp.write_text(_NOTE + spec)
-    os.replace(tmp, marker)  # written last: its presence means the set is complete
+    with atomic_write(marker, "w") as f:  # written last: its presence means the set is complete
+        f.write(_NOTE + spec)
     return root
 
 
 def _save(path, array):
-    tmp = path.with_name(path.name + ".tmp")
-    Image.fromarray(array).save(tmp, format="PNG")
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        Image.fromarray(array).save(tmp, format="PNG")
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(prog="python -m d3net_seg.synthetic",
-                                description="Write a SYNTHETIC data set in the Cityscapes "
-                                            "layout (for tests and demos; not Cityscapes).")
+    from common.cli import Bounded, NonNegativeInt, Parser, PositiveInt
+
+    p = Parser(prog="python -m d3net_seg.synthetic",
+               description="Write a SYNTHETIC data set in the Cityscapes layout (for tests and "
+                           "demos; not Cityscapes).")
     p.add_argument("root")
-    p.add_argument("--train", type=int, default=8, help="training images")
-    p.add_argument("--val", type=int, default=4, help="validation images")
-    p.add_argument("--height", type=int, default=128)
-    p.add_argument("--width", type=int, default=256)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--train", type=PositiveInt, default=8, help="training images")
+    p.add_argument("--val", type=PositiveInt, default=4, help="validation images")
+    p.add_argument("--height", type=Bounded(int, 16), default=128)
+    p.add_argument("--width", type=Bounded(int, 16), default=256)
+    p.add_argument("--seed", type=NonNegativeInt, default=0)
     args = p.parse_args(argv)
-    if args.train < 1 or args.val < 1:
-        raise UserError("--train and --val must be at least 1")
     make_synthetic_cityscapes(args.root, args.train, args.val, args.height, args.width,
                               args.seed)
     print(f"wrote a synthetic Cityscapes-layout set to {args.root}")

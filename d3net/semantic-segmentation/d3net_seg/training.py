@@ -35,14 +35,30 @@ Differences from the official script, on purpose:
 * checkpoints (parameters, momentum buffers, iteration) every ``checkpoint_interval``
   iterations; unknown config keys / flags are errors; the resolved config is saved.
 
-Outputs in ``--output``: ``config.yaml`` (this script's options), ``model_config.yaml`` (the
-network config, readable by ``eval.py``/``infer.py`` ``--model-config``/``--config``),
-``checkpoints/``, the curves ``training-loss.series.txt`` and ``learning-rate.series.txt``,
-``model_param_<iteration>.h5`` every ``save_interval`` iterations (iteration 0 = the
-initial weights) and ``final.h5`` at the end, all nnabla parameter files with the official
-names (as the official script writes them).
+Run lifecycle (:class:`common.train.run.TrainingRun`): an occupied ``--output`` is refused
+unless ``--resume`` is given, and ``--resume`` refuses options that change results; nothing
+is written before the data, the network and the backbone were checked; Ctrl-C writes a
+checkpoint of the finished iteration and stops (exit 130, continue with ``--resume``, which
+goes on bit for bit); a non-finite loss stops with one line naming the iteration.
+
+Which recipe: ``--config FILE`` names it; without it, ``--root DIR`` trains the official
+D3Net-L recipe (``configs/train_D3Net_L.yaml``; the official script's default config is
+``D3Net_L.yaml``), and with no dataset root at all the CPU smoke run
+(``configs/train_smoke.yaml``) trains on a generated SYNTHETIC set. A network config given
+on the command line (``--network-config``, officially ``-cfg``; the official flat files
+carry the training values too) also sets the training values it holds (batch size, crop,
+iterations, learning rates, momentum, weight decay, save interval) unless the command line
+or the ``--config`` file set them.
+
+Outputs in ``--output``: ``config.yaml`` (this script's options), ``network_config.yaml``
+(the network config, readable by ``eval.py``/``infer.py`` ``--network-config``, which find
+it beside the weights by themselves), ``checkpoints/``, the curves
+``training-loss.series.txt`` and ``learning-rate.series.txt``, ``model_param_<iteration>.h5``
+every ``save_interval`` iterations (iteration 0 = the initial weights) and ``final.h5`` at the
+end, all nnabla parameter files with the official names (as the official script writes them).
 """
 import argparse
+import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -50,8 +66,9 @@ from pathlib import Path
 import numpy as np
 import yaml
 
-from common.cli import Parser
-from common.config import check_resume_options, save_config
+from common.cli import (Bounded, Fraction, NonNegativeFloat, NonNegativeInt, Parser, PositiveFloat,
+                        PositiveInt)
+from common.config import load_config as read_options
 from common.context import add_context_args, context_from_args
 from common.data.cityscapes import IGNORE_INDEX, Cityscapes, list_pairs, random_scale_crop_flip
 from common.data.image_augment import PhotometricDistortion
@@ -59,65 +76,81 @@ from common.data.loader import BatchLoader
 from common.errors import UserError
 from common.fileio import atomic_write
 from common.terminal import progress
-from common.train.checkpoint import CheckpointManager
 from common.train.distributed import init_distributed
 from common.train.monitor import TrainingLog
 from common.train.out_of_core import add_ooc_args, out_of_core_from_args
+from common.train.run import TrainingRun, add_checkpoint_args
 from common.train.schedules import poly_lr
 from common.train.seeding import seed_everything
 
+from .model import RUN_CONFIG, D3NetSegmentation, min_input_size
+from .model import load_config as load_network_config
+from .weights import load_backbone
+
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
-DEFAULT_CONFIG = CONFIG_DIR / "train_smoke.yaml"
+SMOKE_CONFIG = CONFIG_DIR / "train_smoke.yaml"
+# The official train.py defaults to configs/D3Net_L.yaml.
+PAPER_CONFIG = CONFIG_DIR / "train_D3Net_L.yaml"
 SYNTHETIC_DIR = "synthetic-cityscapes"
 # Network config keys that can be overridden from the command line / training config.
-ARCH_KEYS = (("num_init_features", int, None), ("num_layers", int, "+"),
-             ("n_blocks", int, "+"), ("dens_k", int, "+"), ("block_comp", float, "+"),
-             ("dense_n_out_layer_block", int, "+"), ("intermediate_out_ch", int, "+"),
-             ("trans_comp_factor", int, None), ("channels", int, None))
+BLOCK_COMP = Bounded(float, 0, 1, low_open=True)
+ARCH_KEYS = (("num_init_features", PositiveInt, None), ("num_layers", PositiveInt, "+"),
+             ("n_blocks", PositiveInt, "+"), ("dens_k", PositiveInt, "+"),
+             ("block_comp", BLOCK_COMP, "+"), ("dense_n_out_layer_block", PositiveInt, "+"),
+             ("intermediate_out_ch", PositiveInt, "+"), ("trans_comp_factor", PositiveInt, None),
+             ("channels", PositiveInt, None))
 BACKBONES = {"D3Net_S": "d3net-s-backbone", "D3Net_L": "d3net-l-backbone"}
-# Options that may change between a run and its --resume (everything else must match).
-RESUME_FREE = {"output", "resume", "stop_at_iter", "loader_threads", "context", "device_id",
-               "ooc_budget",
-               "type_config", "checkpoint_interval", "keep_last", "save_interval",
-               "log_interval", "backbone_weights", "recompute", "config"}
+# Options that may change between a run and its --resume besides TrainingRun's ALWAYS_FREE:
+# they change what is exported or how memory is used, not what is computed.
+RESUME_FREE = {"save_interval", "backbone_weights", "recompute"}
+# The training values a network config may hold (section ``train``; the official flat files
+# hold them at the top level) -> this script's options.
+RECIPE_OPTIONS = ("batch_size", "max_iter", "save_interval", "lr", "momentum", "weight_decay",
+                  "power", "min_lr")
 
 
-
-def build_parser():
-    p = Parser(description="Train D3Net for Cityscapes semantic segmentation (default: "
-                                 "CPU smoke run of a tiny D3Net on a generated SYNTHETIC "
-                                 "data set in the Cityscapes layout).",
-                     default_config=str(DEFAULT_CONFIG))
+def build_parser(default_config=SMOKE_CONFIG):
+    p = Parser(description="Train D3Net for Cityscapes semantic segmentation. Without "
+                           "--config: the official D3Net-L recipe when a dataset --root is "
+                           "given, else a CPU smoke run of a tiny D3Net on a generated "
+                           "SYNTHETIC data set in the Cityscapes layout.",
+               default_config=str(default_config))
     p.add_argument("--output", required=True, help="run directory")
+    p.add_alias("--output-dir", "output")  # the official spellings
+    p.add_alias("-o", "output")
     p.add_argument("--resume", action="store_true", help="continue from the newest checkpoint")
-    p.add_argument("--stop-at-iter", type=int, default=0,
+    p.add_argument("--stop-at-iter", type=NonNegativeInt, default=0,
                    help="end this run after that many iterations (checkpoint written, no "
                         "final.h5); the schedule still runs to --max-iter, continue with "
                         "--resume. 0 = run to --max-iter")
     d = p.add_argument_group("data")
     d.add_argument("--root", default=None,
                    help="Cityscapes root (leftImg8bit/, gtFine/ with *_labelTrainIds.png)")
+    p.add_alias("--data-dir", "root")
     d.add_argument("--train-split", default="train", choices=["train", "val"])
     d.add_argument("--synthetic", action=argparse.BooleanOptionalAction, default=False,
                    help="train on a generated SYNTHETIC set in the Cityscapes layout (written "
                         f"to --root, default OUTPUT/{SYNTHETIC_DIR}); for smoke runs only")
-    d.add_argument("--synthetic-images", type=int, nargs=2, default=[8, 4],
+    d.add_argument("--synthetic-images", type=PositiveInt, nargs=2, default=[8, 4],
                    metavar=("TRAIN", "VAL"), help="synthetic set size")
-    d.add_argument("--synthetic-size", type=int, nargs=2, default=[128, 256],
+    d.add_argument("--synthetic-size", type=Bounded(int, 16), nargs=2, default=[128, 256],
                    metavar=("H", "W"), help="synthetic image size")
-    d.add_argument("--crop-size", type=int, nargs=2, default=[512, 1024], metavar=("H", "W"))
-    d.add_argument("--scale-range", type=float, nargs=2, default=[0.5, 2.0],
+    d.add_argument("--crop-size", type=PositiveInt, nargs=2, default=[512, 1024],
+                   metavar=("H", "W"))
+    d.add_argument("--scale-range", type=PositiveFloat, nargs=2, default=[0.5, 2.0],
                    metavar=("MIN", "MAX"))
     d.add_argument("--flip", action=argparse.BooleanOptionalAction, default=True,
                    help="random horizontal flip")
     d.add_argument("--photometric", action=argparse.BooleanOptionalAction, default=True,
                    help="photometric distortion (brightness/contrast/saturation/hue)")
-    d.add_argument("--loader-threads", type=int, default=4)
+    d.add_argument("--loader-threads", type=NonNegativeInt, default=4)
     m = p.add_argument_group("model")
-    m.add_argument("--model-config", default="D3Net_S",
-                   help="network config: D3Net_S, D3Net_L or a YAML path (configs/D3Net_*.yaml "
-                        "layout); the options below override single entries of its model "
-                        "section")
+    m.add_argument("--network-config", default="D3Net_L", metavar="{D3Net_S,D3Net_L,PATH}",
+                   help="network config: D3Net_S, D3Net_L or a YAML file (our configs/"
+                        "D3Net_*.yaml layout or the official flat one); the options below "
+                        "override single entries of its model section")
+    p.add_alias("--config-file", "network_config")
+    p.add_alias("-cfg", "network_config")
     for key, kind, nargs in ARCH_KEYS:
         m.add_argument("--" + key.replace("_", "-"), type=kind, nargs=nargs, default=None,
                        help="override model." + key)
@@ -126,36 +159,87 @@ def build_parser():
                         "name (d3net-s-backbone, d3net-l-backbone; downloaded once), none "
                         "(random initialisation) or auto (the published backbone of an "
                         "unmodified D3Net_S / D3Net_L, else none)")
+    p.add_alias("--pretrained", "backbone_weights")
+    p.add_alias("-p", "backbone_weights")
     m.add_argument("--recompute", action="store_true",
                    help="recompute convolution outputs in backward (less memory, slower)")
+    p.add_alias("-r", "recompute")
     t = p.add_argument_group("optimisation")
-    t.add_argument("--batch-size", type=int, default=8, help="total over all processes")
-    t.add_argument("--max-iter", type=int, default=80000)
-    t.add_argument("--lr", type=float, default=0.01)
-    t.add_argument("--min-lr", type=float, default=1e-4)
-    t.add_argument("--power", type=float, default=0.9, help="polynomial decay power")
-    t.add_argument("--momentum", type=float, default=0.9)
-    t.add_argument("--weight-decay", type=float, default=5e-4)
-    t.add_argument("--seed", type=int, default=0)
-    t.add_argument("--save-interval", type=int, default=8000,
+    t.add_argument("--batch-size", type=PositiveInt, default=8, help="total over all processes")
+    t.add_argument("--max-iter", type=PositiveInt, default=80000)
+    t.add_argument("--lr", type=PositiveFloat, default=0.01)
+    t.add_argument("--min-lr", type=NonNegativeFloat, default=1e-4)
+    t.add_argument("--power", type=NonNegativeFloat, default=0.9,
+                   help="polynomial decay power")
+    t.add_argument("--momentum", type=Fraction, default=0.9)
+    t.add_argument("--weight-decay", type=NonNegativeFloat, default=5e-4)
+    t.add_argument("--seed", type=NonNegativeInt, default=0)
+    t.add_argument("--save-interval", type=NonNegativeInt, default=8000,
                    help="write model_param_<iteration>.h5 every N iterations (0 = never)")
-    t.add_argument("--checkpoint-interval", type=int, default=1000,
-                   help="resumable checkpoint every N iterations (and at the end)")
-    t.add_argument("--keep-last", type=int, default=3)
-    t.add_argument("--log-interval", type=int, default=50,
+    add_checkpoint_args(t, interval=1000)
+    t.add_argument("--log-interval", type=PositiveInt, default=50,
                    help="average the logged loss over N iterations")
     add_context_args(p)
     add_ooc_args(p)
     return p
 
 
-# ---------------------------------------------------------------------------- configuration
+# ---------------------------------------------------------------------------- options
+def default_recipe(argv):
+    """The options file under ``--config``: the paper's recipe when a dataset root is given
+    (on the command line or in the ``--config`` file), else the smoke run."""
+    peek = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
+    peek.add_argument("--root", "--data-dir", default=None)
+    peek.add_argument("--config", default=None)
+    try:
+        known, _ = peek.parse_known_args(argv)
+    except SystemExit:  # e.g. a flag without its value: the real parse reports it
+        return SMOKE_CONFIG
+    root = known.root
+    if root is None and known.config is not None:
+        try:
+            root = read_options(known.config).get("root")
+        except UserError:  # the real parse reports it
+            pass
+    return SMOKE_CONFIG if root is None else PAPER_CONFIG
+
+
+def parse_args(argv=None):
+    """Options of a run: flags over ``--config`` over the training values of a network
+    config given on the command line over the default recipe (see the module docstring)."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser(default_recipe(argv))
+    args = parser.parse_args(argv)
+    # The options set on the command line (a parse that starts from "unset" everywhere) ...
+    unset = object()
+    blank = argparse.Namespace(**dict.fromkeys(vars(args), unset))
+    given = {k for k, v in vars(parser.parse_args(argv, blank)).items() if v is not unset}
+    if "network_config" not in given:
+        return args
+    # ... or in the --config file keep their values.
+    if args.config:
+        given |= {str(key).replace("-", "_") for key in read_options(args.config)}
+    train = load_network_config(args.network_config)["train"]
+    flags = []
+    for key in RECIPE_OPTIONS:
+        if key in train and key not in given:
+            flags += ["--" + key.replace("_", "-"), str(train[key])]
+    crop = [train.get("image_height", args.crop_size[0]),
+            train.get("image_width", args.crop_size[1])]
+    if "crop_size" not in given and crop != args.crop_size:
+        flags += ["--crop-size", *map(str, crop)]
+    if not flags:
+        return args
+    try:
+        return parser.parse_args(flags + argv)
+    except UserError as exc:
+        raise UserError(f"network config {args.network_config}: {exc}") from None
+
+
 def network_config(args):
     """The network config (sections model/preprocess/palette/train) with the command-line
     overrides applied and validated; ``(config, modified)``."""
-    from .model import load_config
-
-    config = load_config(args.model_config)
+    config = load_network_config(args.network_config)
     modified = False
     for key, _, _ in ARCH_KEYS:
         value = getattr(args, key)
@@ -164,23 +248,15 @@ def network_config(args):
             modified = True
     if modified:
         config["name"] = f"{config.get('name', 'config')}-modified"
-    return load_config(config), modified
+    return load_network_config(config), modified
 
 
 def check_args(args):
-    for name in ("batch_size", "max_iter", "log_interval", "keep_last"):
-        if getattr(args, name) < 1:
-            raise UserError(f"--{name.replace('_', '-')} must be at least 1")
-    for name in ("save_interval", "checkpoint_interval", "stop_at_iter", "loader_threads"):
-        if getattr(args, name) < 0:
-            raise UserError(f"--{name.replace('_', '-')} must not be negative")
-    if not 0 <= args.min_lr <= args.lr:
-        raise UserError("need 0 <= --min-lr <= --lr")
+    if args.min_lr > args.lr:
+        raise UserError(f"--min-lr {args.min_lr} exceeds --lr {args.lr}")
     lo, hi = args.scale_range
-    if not 0 < lo <= hi:
-        raise UserError("--scale-range needs 0 < MIN <= MAX")
-    if min(args.crop_size) < 1:
-        raise UserError("--crop-size must be positive")
+    if lo > hi:
+        raise UserError(f"--scale-range {lo} {hi}: MIN exceeds MAX")
     if args.root is None and not args.synthetic:
         raise UserError("--root is required: the Cityscapes folder holding leftImg8bit/ and "
                         "gtFine/ (or --synthetic for a smoke run on generated data)")
@@ -215,7 +291,7 @@ def resolve_backbone(value, config, modified):
             return Path(get_weights(choice))
         except UserError as exc:
             hint = " (or --backbone-weights none to train from random initialisation)"
-            raise UserError(str(exc).replace("--weights PATH", "--backbone-weights PATH")
+            raise UserError(str(exc).replace("--model PATH", "--backbone-weights PATH")
                             + hint) from None
     path = Path(choice).expanduser()
     if not path.is_file():
@@ -263,6 +339,8 @@ def label_targets(labels, num_classes):
 
 
 def prepare_data(args, out, dist):
+    """The loader of this process's shard of the training split (the synthetic set is
+    written first by the main process when asked for)."""
     root = args.root
     if args.synthetic:
         from .synthetic import make_synthetic_cityscapes
@@ -274,36 +352,35 @@ def prepare_data(args, out, dist):
             make_synthetic_cityscapes(root, n_train, n_val, h, w, seed=args.seed)
         dist.barrier()
     dataset = Cityscapes(root, args.train_split, transform=train_transform(args))
-    per_rank = args.batch_size // dist.size
-    if per_rank * dist.size != args.batch_size:
-        raise UserError(f"--batch-size {args.batch_size} is not divisible by the "
-                        f"{dist.size} processes")
     try:
-        loader = BatchLoader(dataset, per_rank, shuffle=True, seed=args.seed,
-                             rank=dist.rank, world_size=dist.size,
+        loader = BatchLoader(dataset, args.batch_size // dist.size, shuffle=True,
+                             seed=args.seed, rank=dist.rank, world_size=dist.size,
                              num_threads=args.loader_threads)
-    except ValueError as exc:
-        raise UserError(f"{root}: {len(dataset)} training images are too few: {exc}") from None
-    return root, loader
+    except UserError as exc:
+        raise UserError(f"{root}: {exc}") from None
+    return loader
 
 
 # ---------------------------------------------------------------------------- training
-def _write_model_config(config, out):
-    with atomic_write(out / "model_config.yaml", "w") as f:
-        f.write("# Network config of this run (d3net_seg.model.load_config layout); pass it as "
-                "--model-config to eval.py\n")
+def _write_network_config(config, out):
+    with atomic_write(out / RUN_CONFIG, "w") as f:
+        f.write("# Network config of this run (d3net_seg.model.load_config layout); eval.py "
+                "and infer.py read it beside the weights\n")
         yaml.safe_dump(config, f, sort_keys=False, default_flow_style=None)
 
 
 def train(args):
+    """Run (or continue) the training of ``args``; returns the run folder."""
     import nnabla as nn
     import nnabla.functions as F
     import nnabla.solvers as S
 
     from common.runtime.params_io import read_param_file
 
-    from .model import D3NetSegmentation, min_input_size
-
+    started = time.time()
+    run = TrainingRun(args.output, args, resume=args.resume, free=RESUME_FREE,
+                      keep_last=args.keep_last).open()
+    out = run.out
     check_args(args)
     if not args.synthetic:
         list_pairs(args.root, args.train_split)  # no data: fail before writing anything
@@ -311,24 +388,20 @@ def train(args):
     if min(args.crop_size) < min_input_size(config):
         raise UserError(f"--crop-size {args.crop_size[0]} {args.crop_size[1]} is too small: "
                         f"D3Net needs at least {min_input_size(config)} pixels per side")
-    out = Path(args.output)
-    out.mkdir(parents=True, exist_ok=True)
-    ctx = context_from_args(args)
-    dist = init_distributed(ctx)
-    nn.set_default_context(dist.ctx)
-    ckpts = CheckpointManager(out / "checkpoints", keep_last=args.keep_last)
-    latest = ckpts.load_latest() if args.resume else None
-    if latest is not None:
-        check_resume_options(latest.config, args, RESUME_FREE,
-                             "use the run's config.yaml or a new --output")
-    backbone = None if latest is not None else resolve_backbone(args.backbone_weights, config,
-                                                                modified)
+    dist = init_distributed(context_from_args(args))
+    if args.batch_size % dist.size:
+        raise UserError(f"--batch-size {args.batch_size} is not divisible by the "
+                        f"{dist.size} processes")
+    run.join(dist)
+    backbone = (None if run.has_checkpoint()
+                else resolve_backbone(args.backbone_weights, config, modified))
+    run.begin()
     if dist.is_main:
-        save_config(args, out)
-        _write_model_config(config, out)
+        _write_network_config(config, out)
+    nn.clear_parameters()  # the model below is the only one in nnabla's registry
     seed_everything(args.seed)
     ooc = out_of_core_from_args(args, dist.ctx)  # before the graph: it may set the context
-    root, loader = prepare_data(args, out, dist)
+    loader = prepare_data(args, out, dist)
 
     model = D3NetSegmentation(config, param_scope=nn.parameter.get_current_parameter_scope())
     batch = loader.batch_size
@@ -340,21 +413,15 @@ def train(args):
     loss.persistent = True
     if backbone is not None:
         params, _ = read_param_file(str(backbone))
-        loaded, missing, _ = model.load_backbone_parameters(params)
+        loaded, missing, _ = load_backbone(model, params)
         print(f"backbone initialised from {backbone}: {len(loaded)} parameters"
               + (f" ({len(missing)} backbone parameters not in the file keep their "
                  f"initialisation)" if missing else ""))
     solver = S.Momentum(args.lr, args.momentum)
     solver.set_parameters(nn.get_parameters())
 
-    step = 0
-    if args.resume:
-        if latest is None:
-            print(f"no checkpoint in {out / 'checkpoints'}; starting from scratch")
-        else:
-            step, _, _ = ckpts.restore(latest, {"momentum": solver})
-            print(f"resumed at iteration {step}")
-    log = TrainingLog(out, resume_step=step if args.resume else None,
+    step, _ = run.restore({"momentum": solver})
+    log = TrainingLog(out, resume_step=step if run.resuming else None,
                       interval=args.log_interval) if dist.is_main else None
     preprocess, num_classes = config["preprocess"], config["model"]["num_classes"]
     stop = args.max_iter if not args.stop_at_iter else min(args.stop_at_iter, args.max_iter)
@@ -363,12 +430,16 @@ def train(args):
         if dist.is_main:
             model.save_parameters(str(out / name))
 
-    def checkpoint():
-        if dist.is_main:
-            ckpts.save(step, {"momentum": solver}, config=vars(args))
+    def save(checkpoint=True):
+        """The outputs of iteration ``step``: its parameter file when one is due, and a
+        checkpoint."""
+        if args.save_interval and step % args.save_interval == 0:
+            export(f"model_param_{step:08d}.h5")
+        if checkpoint:
+            run.save(step, {"momentum": solver}, config=vars(args))
 
-    if step == 0 and args.save_interval:
-        export(f"model_param_{0:08d}.h5")  # the initial weights
+    if step == 0:
+        save(checkpoint=False)  # the initial weights
     # The next batch is loaded in the background while this one trains (batches are pure
     # functions of the iteration, so this changes nothing but the speed).
     prefetch = ThreadPoolExecutor(1)
@@ -376,50 +447,48 @@ def train(args):
     def fetch(iteration):
         return loader.get_batch(*divmod(iteration, len(loader)))
 
-    pending = prefetch.submit(fetch, step)
-    bar = progress(range(step, stop), desc="training", unit="it")
-    for _ in bar:
-        images, labels = pending.result()
-        if step + 1 < stop:
-            pending = prefetch.submit(fetch, step + 1)
-        lr = learning_rate(args, step)
-        solver.set_learning_rate(lr)
-        with ooc.step() as hooks:
-            image.d = normalize_batch(images, preprocess)
-            target.d = label_targets(labels, num_classes)
-            solver.zero_grad()
-            loss.forward(clear_no_need_grad=True, **hooks)
-            loss.backward(clear_buffer=True, **hooks)
-            dist.all_reduce_grads(solver.get_parameters())
-            solver.weight_decay(args.weight_decay)
-            solver.update()
-        step += 1
-        value = dist.all_reduce_value(float(loss.d))
-        if not np.isfinite(value):
-            raise UserError(f"training diverged at iteration {step} (loss {value}); "
-                            "try a lower --lr")
-        bar.set_postfix(loss=f"{value:.4f}")
-        if dist.is_main:
-            log.add("training loss", step, value)
-            log.add("learning rate", step, lr)
-            log.time("training time", step)
-        if args.save_interval and step % args.save_interval == 0:
-            export(f"model_param_{step:08d}.h5")
-        if step == stop or (args.checkpoint_interval and step % args.checkpoint_interval == 0):
-            checkpoint()
+    try:
+        pending = prefetch.submit(fetch, step)
+        bar = progress(range(step, stop), desc="training", unit="it")
+        with run.guard():
+            for _ in bar:
+                images, labels = pending.result()
+                if step + 1 < stop:
+                    pending = prefetch.submit(fetch, step + 1)
+                lr = learning_rate(args, step)
+                solver.set_learning_rate(lr)
+                with ooc.step() as hooks:
+                    image.d = normalize_batch(images, preprocess)
+                    target.d = label_targets(labels, num_classes)
+                    solver.zero_grad()
+                    loss.forward(clear_no_need_grad=True, **hooks)
+                    loss.backward(clear_buffer=True, **hooks)
+                    dist.all_reduce_grads(solver.get_parameters())
+                    solver.weight_decay(args.weight_decay)
+                    solver.update()
+                step += 1
+                value = dist.all_reduce_value(float(loss.d))
+                bar.set_postfix(loss=f"{value:.4f}")
+                if dist.is_main:
+                    log.add("training loss", step, value)
+                    log.add("learning rate", step, lr)
+                    log.time("training time", step)
+                run.step_done(step, value, save=save)
+                save(checkpoint=step == stop or (args.checkpoint_interval
+                                                 and step % args.checkpoint_interval == 0))
+    finally:
+        prefetch.shutdown(cancel_futures=True)
+        loader.close()
+    took = f"{time.time() - started:.1f} s"
     if step >= args.max_iter:
         export("final.h5")
-        print(f"finished {step} iterations; weights in {out / 'final.h5'}")
+        print(f"finished {step} iterations in {took}; weights in {out / 'final.h5'}")
     else:
-        print(f"stopped after iteration {step} of {args.max_iter}; continue with --resume")
-    prefetch.shutdown(cancel_futures=True)
-    loader.close()
+        print(f"stopped after iteration {step} of {args.max_iter} ({took}); continue with "
+              f"--resume; outputs in {out}")
     return out
 
 
 def main(argv=None):
-    args = build_parser().parse_args(argv)
-    start = time.time()
-    out = train(args)
-    print(f"done in {time.time() - start:.1f} s; outputs in {out}")
+    train(parse_args(argv))
     return 0

@@ -15,7 +15,8 @@ Public API
 ``load_weights(path, config=None) -> (params, config)``
 ``detect_config(params) -> config dict or None``
 ``resolve_model(model) -> (path, config name or None)``  (``d3net-s``, ``d3net-l`` or a path)
-``backbone_subset(params, expected) -> (subset, missing)``  (ImageNet backbone files)
+``backbone_subset(params, expected) -> (subset, missing, ignored)``  (ImageNet backbone files)
+``load_backbone(model, params) -> (loaded, missing, ignored)``
 """
 import os
 from collections import OrderedDict
@@ -69,7 +70,7 @@ def load_weights(path, config=None):
                                 f"{_listing(params)})")
             raise UserError(f"{path} matches neither bundled config ({', '.join(CONFIG_NAMES)}) "
                             f"by its parameter shapes; give the network's config "
-                            f"(--config PATH.yaml)")
+                            f"(--network-config PATH.yaml)")
         return params, config
     config = load_config(config)
     check_parameters(params, parameter_shapes(config),
@@ -85,10 +86,7 @@ def resolve_model(model):
     if key in PRETRAINED and not os.path.exists(model):
         from common.pretrained import get_weights
 
-        try:
-            path = get_weights(key)
-        except UserError as exc:
-            raise UserError(str(exc).replace("--weights PATH", "--model PATH")) from None
+        path = get_weights(key)
         return os.fspath(path), PRETRAINED[key]
     if not os.path.exists(model):
         raise UserError(f"--model {model}: no such file, and not one of "
@@ -126,3 +124,13 @@ def backbone_subset(params, expected):
                         f"backbone (first names: {_listing(params)})")
     missing = [k for k in backbone if k not in subset]
     return subset, missing, ignored
+
+
+def load_backbone(model, params):
+    """Initialise ``model``'s backbone (a :class:`d3net_seg.model.D3NetSegmentation`) from an
+    ImageNet-pretrained backbone file's parameters (see :func:`backbone_subset`): backbone
+    parameters the file does not hold keep their values. Returns ``(loaded, missing,
+    ignored)`` name lists."""
+    subset, missing, ignored = backbone_subset(params, model.parameter_shapes())
+    model.assign_parameters(subset)
+    return list(subset), missing, ignored

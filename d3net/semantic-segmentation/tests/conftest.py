@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from common.dev.testing import fixtures_root
+from common.dev.testing import FixtureFolder, fixtures_root
 
 REPO_ROOT = Path(__file__).resolve().parents[3]
 CONFIG_DIR = REPO_ROOT / "d3net" / "semantic-segmentation" / "configs"
@@ -52,14 +52,7 @@ def discover_sets():
 
 def require_sets():
     """Fail (not skip) when no fixture set is available."""
-    d = fixture_dir()
-    if not fixtures_root().is_dir():
-        pytest.fail(f"fixture root {fixtures_root()} does not exist: set FIXTURES_DIR to the "
-                    f"folder holding d3net-seg/ (default ../shared/fixtures relative to "
-                    f"{REPO_ROOT})", pytrace=False)
-    if not d.is_dir():
-        pytest.fail(f"fixture folder {d} is missing (FIXTURES_DIR={fixtures_root()})",
-                    pytrace=False)
+    d = FixtureFolder("d3net-seg").check_dir()
     names = discover_sets()
     if not names:
         found = ", ".join(sorted(p.name for p in d.iterdir())) or "nothing"

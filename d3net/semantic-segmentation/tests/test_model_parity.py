@@ -13,16 +13,11 @@ import numpy as np
 import pytest
 
 from common.errors import UserError
-from d3net_seg.model import (
-    D3NetSegmentation,
-    d3net_segmentation,
-    feature_sizes,
-    load_config,
-    min_input_size,
-    parameter_shapes,
-)
+from d3net_seg.model import (D3NetSegmentation, d3net_segmentation, feature_sizes, load_config,
+                             min_input_size, parameter_shapes)
 from d3net_seg.palette import overlay
-from d3net_seg.weights import backbone_subset, check_parameters, detect_config, load_weights
+from d3net_seg.weights import (backbone_subset, check_parameters, detect_config, load_backbone,
+                               load_weights)
 
 
 def _report(name, what, value):
@@ -216,7 +211,7 @@ def test_backbone_file_loads_into_the_backbone_scope(seg_set):
     model = D3NetSegmentation(fx.config_path)
     model.create_parameters()
     head_before = model.get_parameters()["decode_head/conv_seg/conv/W"].d.copy()
-    loaded, missing, _ = model.load_backbone_parameters(file_params)
+    loaded, missing, _ = load_backbone(model, file_params)
     now = model.get_parameters(grad_only=False)
     assert len(loaded) == len(subset)
     name = "backbone/dense1/d2_block/block0/block_dim_reduction/conv1/conv/W"

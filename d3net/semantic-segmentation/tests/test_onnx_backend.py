@@ -11,113 +11,83 @@ own converter, onnxruntime) against nnabla.
   resizes with non-integer scales), vs the nnabla runner;
 * the per-shape export is cached on disk (a second runner exports nothing); input errors.
 
-The fixture root comes from $FIXTURES_DIR (default ../shared/fixtures relative to the
-repository root); sets are discovered by pattern and every size is read from the files.
-Missing fixtures fail the tests.
+The fixture sets come from the conftest (``$FIXTURES_DIR/d3net-seg``, discovered by
+pattern, every size read from the files); missing fixtures fail the tests.
 """
-import os
-from pathlib import Path
-
 import numpy as np
 import pytest
 
 from common.errors import UserError
 
-REPO_ROOT = Path(__file__).resolve().parents[3]
 REL_TOL = 1e-3  # max abs diff <= REL_TOL * max |nnabla logits|
+_CACHES = {}
 
 
-def fixture_dir():
-    root = Path(os.environ.get("FIXTURES_DIR") or Path("..") / "shared" / "fixtures")
-    if not root.is_absolute():
-        root = (REPO_ROOT / root).resolve()
-    folder = root / "d3net-seg"
-    if not folder.is_dir():
-        pytest.fail(f"D3Net segmentation fixtures not found: {folder} (set FIXTURES_DIR to the "
-                    f"fixture root)", pytrace=False)
-    return folder
+@pytest.fixture
+def cache_root(seg_set, tmp_path_factory):
+    """Per fixture set, shared by this module's tests: holds ``onnx/``, the cache the runners
+    are given and the default cache (``$NNABLA_RESEARCH_CACHE/onnx``) the Segmenter uses."""
+    if seg_set.name not in _CACHES:
+        _CACHES[seg_set.name] = tmp_path_factory.mktemp(f"cache-{seg_set.name}")
+    return _CACHES[seg_set.name]
 
 
-def fixture_sets():
-    """``[(name, h5, npz)]`` of the complete sets ``D3Net_<X>.h5`` + ``_outputs.npz``."""
-    folder = fixture_dir()
-    sets = [(h5.stem, h5, folder / f"{h5.stem}_outputs.npz")
-            for h5 in sorted(folder.glob("D3Net_*.h5"))
-            if (folder / f"{h5.stem}_outputs.npz").is_file()]
-    if not sets:
-        pytest.fail(f"no fixture set in {folder}: expected D3Net_<X>.h5 with a matching "
-                    f"D3Net_<X>_outputs.npz", pytrace=False)
-    return sets
-
-
-@pytest.fixture(scope="module")
-def cache_root(tmp_path_factory):
-    """Holds ``onnx/``: the cache the runners are given and the default cache
-    (``$NNABLA_RESEARCH_CACHE/onnx``) the Segmenter uses, so they share files."""
-    return tmp_path_factory.mktemp("cache")
-
-
-@pytest.fixture(scope="module")
-def models():
-    """name -> (params, config, fixture arrays)."""
+@pytest.fixture
+def model(seg_set):
+    """``(params, config, fixture arrays)`` of the set."""
     from d3net_seg.weights import load_weights
 
-    out = {}
-    for name, h5, npz in fixture_sets():
-        params, config = load_weights(str(h5), name)
-        with np.load(npz) as data:
-            arrays = {k: data[k] for k in data.files}
-        out[name] = (params, config, arrays)
-    return out
+    params, config = load_weights(str(seg_set.h5), seg_set.name)
+    return params, config, seg_set.arrays
 
 
 def _rel(y, ref):
     return float(np.abs(y.astype(np.float64) - ref).max() / np.abs(ref).max())
 
 
-def test_logits_match_nnabla(models, cache_root):
+def test_logits_match_nnabla(model, cache_root):
     from d3net_seg.inference import NnablaRunner
     from d3net_seg.onnx_backend import build_onnx_runner
 
-    for name, (params, config, ref) in models.items():
-        runner = build_onnx_runner(params, config["model"], cache_dir=cache_root / "onnx")
-        logits = runner(ref["input"])
-        assert logits.shape == ref["logits"].shape and logits.dtype == np.float32
-        assert runner.exports == 1 and runner.graph_builds == 1
-        rel = _rel(logits, ref["logits"])
-        assert rel <= REL_TOL, f"{name}: onnx vs official logits {rel:.3g}"
-        assert rel <= 1e-4, f"{name}: onnx vs official logits {rel:.3g} (README: 1e-4)"
-        nn_logits = NnablaRunner(params, config["model"])(ref["input"])
-        assert _rel(logits, nn_logits) <= REL_TOL
+    params, config, ref = model
+    runner = build_onnx_runner(params, config["model"], cache_dir=cache_root / "onnx")
+    logits = runner(ref["input"])
+    assert logits.shape == ref["logits"].shape and logits.dtype == np.float32
+    assert runner.exports == 1 and runner.graph_builds == 1
+    rel = _rel(logits, ref["logits"])
+    assert rel <= REL_TOL, f"onnx vs official logits {rel:.3g}"
+    assert rel <= 1e-4, f"onnx vs official logits {rel:.3g} (README: 1e-4)"
+    nn_logits = NnablaRunner(params, config["model"])(ref["input"])
+    assert _rel(logits, nn_logits) <= REL_TOL
 
 
-def test_segmenter_onnx_end_to_end(models, cache_root, monkeypatch):
+def test_segmenter_onnx_end_to_end(model, cache_root, monkeypatch):
     from d3net_seg.inference import Segmenter
 
     monkeypatch.setenv("NNABLA_RESEARCH_CACHE", str(cache_root))  # default cache = runners'
-    for name, (params, config, ref) in models.items():
-        seg = Segmenter(params, config, backend="onnx")
-        image_bgr = ref["image_bgr"]
-        x = seg.preprocess(image_bgr, channel_order="BGR")
-        np.testing.assert_allclose(x, ref["input"], atol=1e-6, rtol=0)
-        out = seg.segment(image_bgr, channel_order="BGR")
-        assert seg.graph_builds == 1 and seg._runner.exports == 0  # from the previous test
-        assert _rel(out.logits, ref["logits"][0]) <= REL_TOL
-        assert float(np.abs(out.probs - ref["probs"][0]).max()) <= 1e-4
-        top2 = np.sort(ref["logits"][0], axis=0)[-2:]
-        clear = (top2[1] - top2[0]) > 1e-3
-        assert clear.mean() > 0.9
-        np.testing.assert_array_equal(out.labels[clear], ref["labels"][0][clear])
-        overlay = seg.overlay(image_bgr[..., ::-1], out.labels)[..., ::-1]  # palette is RGB
-        same = out.labels == ref["labels"][0]
-        np.testing.assert_array_equal(overlay[same], ref["overlay_bgr"][same])
+    params, config, ref = model
+    seg = Segmenter(params, config, backend="onnx")
+    image_bgr = ref["image_bgr"]
+    x = seg.preprocess(image_bgr, channel_order="BGR")
+    np.testing.assert_allclose(x, ref["input"], atol=1e-6, rtol=0)
+    out = seg.segment(image_bgr, channel_order="BGR")
+    assert seg.graph_builds == 1 and seg._runner.exports == 0  # from the previous test
+    assert _rel(out.logits, ref["logits"][0]) <= REL_TOL
+    assert float(np.abs(out.probs - ref["probs"][0]).max()) <= 1e-4
+    top2 = np.sort(ref["logits"][0], axis=0)[-2:]
+    clear = (top2[1] - top2[0]) > 1e-3
+    assert clear.mean() > 0.9
+    np.testing.assert_array_equal(out.labels[clear], ref["labels"][0][clear])
+    overlay = seg.overlay(image_bgr[..., ::-1], out.labels)[..., ::-1]  # palette is RGB
+    same = out.labels == ref["labels"][0]
+    np.testing.assert_array_equal(overlay[same], ref["overlay_bgr"][same])
 
 
-def test_odd_size_batch_and_cache(models, cache_root):
+def test_odd_size_batch_and_cache(model, cache_root):
     from d3net_seg.inference import NnablaRunner
     from d3net_seg.onnx_backend import build_onnx_runner
 
-    name, (params, config, ref) = next(iter(models.items()))
+    params, config, ref = model
     h, w = ref["input"].shape[2:]
     shape = (2, 3, h + h // 4 + 3, w - w // 8 + 5)  # not multiples of the stride (32)
     x = np.random.RandomState(0).uniform(-2, 2, shape).astype(np.float32)
@@ -134,10 +104,10 @@ def test_odd_size_batch_and_cache(models, cache_root):
     assert len(list((cache_root / "onnx").glob("d3net_seg-*.onnx"))) == 2
 
 
-def test_input_errors(models, cache_root):
+def test_input_errors(model, cache_root):
     from d3net_seg.onnx_backend import build_onnx_runner
 
-    name, (params, config, ref) = next(iter(models.items()))
+    params, config, _ = model
     runner = build_onnx_runner(params, config["model"], cache_dir=cache_root / "onnx")
     small = runner.min_size - 1
     with pytest.raises(UserError, match="too small"):

@@ -29,7 +29,7 @@ from pathlib import Path
 
 from common.errors import UserError
 
-__all__ = ["parse_cache_map", "read_cache_map", "pool_used", "measure", "run_iterations"]
+__all__ = ["parse_cache_map", "read_cache_map", "pool_used", "measure"]
 
 _UNIT = {"B": 1, "KB": 1 << 10, "MB": 1 << 20, "GB": 1 << 30}
 _LINE = re.compile(r"cache_map\(device_id: ?(?P<dev>[^,]*), mem_type: (?P<pool>\w+), "
@@ -90,46 +90,12 @@ def pool_used(cache_map, device_id=""):
     return out
 
 
-def run_iterations(graph, solver_name="momentum", weight_decay=1e-4, iterations=3,
-                   after_iteration=None, ooc=None, lr=1e-3):
-    """Train ``graph`` (:class:`ooctrain.planner.TrainGraph`) like the training scripts:
-    ``zero_grad; forward(clear_no_need_grad); backward(clear_buffer); weight_decay;
-    update``, with random float32 inputs and int32 labels. ``after_iteration(i)`` is
-    called after each iteration; ``ooc`` is an optional :class:`common.train.out_of_core.OutOfCore`
-    whose ``step()`` wraps every iteration."""
-    import contextlib
-
-    import numpy as np
-
-    from ooctrain.planner import make_solver
-
-    solver = make_solver(solver_name, lr)
-    solver.set_parameters(graph.solver_params())
-    rng = np.random.RandomState(0)
-    for i in range(iterations):
-        with (ooc.step() if ooc is not None else contextlib.nullcontext({})) as hooks:
-            for var, dtype, high in graph.inputs:
-                if np.dtype(dtype).kind in "iu":
-                    var.d = rng.randint(0, high or 2, size=var.shape).astype(dtype)
-                else:
-                    var.d = rng.randn(*var.shape).astype(dtype)
-            solver.zero_grad()
-            graph.loss.forward(clear_no_need_grad=True, **hooks)
-            graph.loss.backward(clear_buffer=True, **hooks)
-            if weight_decay:
-                solver.weight_decay(weight_decay)
-            solver.update()
-        if after_iteration is not None:
-            after_iteration(i)
-    return float(graph.loss.d)
-
-
 def _child(spec_path, out_path):
     """Child process: build the graph, train, record the cache map after each iteration."""
     import nnabla as nn
 
     from common.context import get_context
-    from ooctrain.planner import build_training_graph
+    from ooctrain.graph import build_training_graph, run_iterations
 
     nn.set_default_context(get_context("cpu"))      # as train.py --context cpu
     spec = json.loads(Path(spec_path).read_text())
@@ -142,7 +108,7 @@ def _child(spec_path, out_path):
 
 
 def measure(spec, timeout=600):
-    """Run the training iterations of ``spec`` (see :func:`ooctrain.planner.build_training_graph`;
+    """Run the training iterations of ``spec`` (see :func:`ooctrain.graph.build_training_graph`;
     keys ``solver``, ``weight_decay``, ``iterations`` too) in a fresh CPU process; return
     ``{"history": [{"used": bytes, "free_small": bytes, "free_large": bytes}, ...],
     "used": bytes after the last iteration, "loss": float}``."""
@@ -153,7 +119,7 @@ def measure(spec, timeout=600):
     with tempfile.TemporaryDirectory() as tmp:
         spec_path, out_path = Path(tmp, "spec.json"), Path(tmp, "out.json")
         spec_path.write_text(json.dumps(spec))
-        proc = subprocess.run([sys.executable, "-m", "ooctrain.allocator", str(spec_path),
+        proc = subprocess.run([sys.executable, "-m", "ooctrain.measure", str(spec_path),
                                str(out_path)], env=env, capture_output=True, text=True,
                               timeout=timeout)
         if proc.returncode != 0 or not out_path.exists():
