@@ -18,3 +18,8 @@ Subpackages:
   evaluation, the separate/eval command lines and the training skeleton of X-UMX and D3Net);
 * ``common.dev``: helpers for tests and benchmarks.
 """
+import os as _os
+
+# Before nnabla is imported anywhere: its console log without INFO lines (see nnabla.conf).
+_os.environ.setdefault("NNABLA_CONFIG_FILE_PATH",
+                       _os.path.join(_os.path.dirname(__file__), "nnabla.conf"))

@@ -22,11 +22,14 @@ import sys
 
 from common.config import load_config
 from common.errors import ENVIRONMENT_ERRNOS, Interrupted, UserError, describe_os_error
-from common.terminal import interrupt_guard
+from common.terminal import interrupt_guard, set_verbosity
 
 __all__ = ["run_cli", "Parser", "Bounded", "PositiveInt", "NonNegativeInt", "AnyInt",
            "PositiveFloat", "NonNegativeFloat", "FiniteFloat", "Fraction", "numeric_actions"]
 
+# Options about the command itself, not about what it computes: not settable from a config file,
+# not saved with a run.
+TERMINAL_OPTIONS = ("config", "verbose", argparse.SUPPRESS)
 # Flags take YAML booleans; const/count actions take the YAML value as-is.
 _FLAG_ACTIONS = (argparse._StoreTrueAction, argparse._StoreFalseAction,
                  argparse.BooleanOptionalAction)
@@ -125,6 +128,8 @@ class Parser(argparse.ArgumentParser):
         self.add_argument("--config", metavar="PATH", default=None,
                           help="YAML file of option: value pairs used as defaults; "
                                "command-line flags override it")
+        self.add_argument("-v", "--verbose", action="count", default=0,
+                          help="show library info messages and full warnings (-vv: debug)")
 
     def add_alias(self, alias, dest):
         """Accept ``alias`` (e.g. an official script's spelling) for the option stored in
@@ -176,6 +181,8 @@ class Parser(argparse.ArgumentParser):
         finally:
             for action, default, required in saved:
                 action.default, action.required = default, required
+        if isinstance(ns.verbose, int):  # not when a caller parses into a namespace of markers
+            set_verbosity(ns.verbose)
         return ns
 
     def _report_unknown_first(self, argv):
@@ -215,7 +222,7 @@ class Parser(argparse.ArgumentParser):
         """dest -> action for every option a YAML file may set."""
         out = {}
         for action in self._actions:
-            if isinstance(action, _UNSETTABLE) or action.dest in ("config", argparse.SUPPRESS):
+            if isinstance(action, _UNSETTABLE) or action.dest in TERMINAL_OPTIONS:
                 continue
             out[action.dest] = action
         return out
@@ -301,6 +308,7 @@ def run_cli(main, argv=None):
     step and write a checkpoint, see :mod:`common.terminal`). Anything else is a bug and
     keeps its traceback.
     """
+    set_verbosity(0)
     try:
         with interrupt_guard():
             status = main(argv)

@@ -53,10 +53,11 @@ def _plain(value):
 
 def save_config(args, out_dir, name="config.yaml"):
     """Write the resolved options (Namespace or dict) to ``out_dir/name``
-    atomically and return the path. ``config`` itself is left out: the file
-    already holds every resolved value and can be passed back with --config."""
+    atomically and return the path. ``config`` itself is left out (the file already holds
+    every resolved value and can be passed back with --config), and so is ``verbose``,
+    which changes only what the terminal shows."""
     values = vars(args) if isinstance(args, argparse.Namespace) else dict(args)
-    values = {k: _plain(v) for k, v in values.items() if k != "config"}
+    values = {k: _plain(v) for k, v in values.items() if k not in ("config", "verbose")}
     text = yaml.safe_dump(values, sort_keys=True, default_flow_style=False)
     path = Path(out_dir) / name
     with atomic_write(path, "w") as f:

@@ -25,8 +25,11 @@ Guarantees of the cache (``$NNABLA_RESEARCH_CACHE/weights`` by default):
 Problems the user can fix (offline, HTTP errors, wrong checksum, bad archive) raise
 :class:`common.errors.UserError` with a one-line message.
 
-Run ``python -m common.pretrained list`` to see the registry and
-``python -m common.pretrained fetch NAME`` to download ahead of time.
+Run ``python -m common.pretrained list`` to see the registry (name, size, cached or not,
+what it is; :func:`list_models`, also ``--list-models`` on every inference command through
+:func:`add_list_models_flag`) and ``python -m common.pretrained fetch NAME`` to download ahead
+of time. :func:`pretrained_or_path` resolves the ``from_pretrained`` argument of the paper
+packages' Python API (a published name or a path).
 """
 import argparse
 import dataclasses
@@ -55,7 +58,8 @@ from common.paths import cache_dir
 
 __all__ = [
     "Weights", "REGISTRY", "weights_dir", "cached_path", "fetch", "get_weights",
-    "safe_extract", "sha256_file",
+    "safe_extract", "sha256_file", "list_models", "add_list_models_flag",
+    "pretrained_or_path",
 ]
 
 CHECKSUMS_FILE = "checksums.json"
@@ -69,6 +73,8 @@ _EXTRACT_MARKER = ".source-sha256"
 
 _UPSTREAM = "sony/ai-research-code@cfe96dfe"
 _MSS_TARGETS = ("bass.h5", "drums.h5", "vocals.h5", "other.h5")
+# The official separate_with_openvino.py reads <model dir>/<source>.onnx for these four.
+_MSS_ONNX = ("vocals.onnx", "bass.onnx", "drums.onnx", "other.onnx")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -120,13 +126,18 @@ REGISTRY: dict[str, Weights] = {
                "D3Net music source separation; zip with one .h5 per target "
                "(bass, drums, vocals, other)",
                f"{_UPSTREAM} d3net/music-source-separation/README.md", _MSS_TARGETS),
+        _entry("d3net-openvino", f"{_NNABLA}/ai-research-code/d3net/mss/d3net-openvino.zip",
+               None,
+               "D3Net music source separation as ONNX files for the official OpenVINO script "
+               "(separate_with_openvino.py); zip with one .onnx per target",
+               f"{_UPSTREAM} d3net/music-source-separation/README.md", _MSS_ONNX),
         _entry("d3net-s",
                f"{_NNABLA}/ai-research-code/d3net/semantic-segmentation/D3Net-S.h5", None,
-               "D3Net-S semantic segmentation on Cityscapes (79.9 mIoU in the paper)",
+               "D3Net-S semantic segmentation on Cityscapes (79.9 mIoU by the official README)",
                f"{_UPSTREAM} d3net/semantic-segmentation/README.md"),
         _entry("d3net-l",
                f"{_NNABLA}/ai-research-code/d3net/semantic-segmentation/D3Net-L.h5", None,
-               "D3Net-L semantic segmentation on Cityscapes (81.0 mIoU in the paper)",
+               "D3Net-L semantic segmentation on Cityscapes (81.0 mIoU by the official README)",
                f"{_UPSTREAM} d3net/semantic-segmentation/README.md"),
         _entry("d3net-s-backbone",
                f"{_NNABLA}/ai-research-code/d3net/semantic-segmentation/"
@@ -552,6 +563,103 @@ def get_weights(name, weights=None, *, cache_root=None, progress=True,
                  timeout=timeout, retries=retries)
 
 
+def pretrained_or_path(name_or_path, published):
+    """For the Python API's ``from_pretrained``: a name in ``published`` -> its cached (or
+    downloaded) weights; anything else must be an existing file or folder."""
+    if isinstance(name_or_path, str) and name_or_path in published:
+        return get_weights(name_or_path)
+    path = Path(name_or_path).expanduser()
+    if not path.exists():
+        raise UserError(f"{name_or_path}: no such file or folder, and not one of the published "
+                        f"names {', '.join(published)}")
+    return path
+
+
+def refuse_published_name(path, published, factory):
+    """A constructor given a published name instead of a path: one line pointing at
+    ``factory`` (e.g. ``Separator.from_pretrained``), instead of "file not found"."""
+    name = os.fspath(path)
+    if name in published and not Path(name).exists():
+        raise UserError(f"{name!r} is a published name, not a file: use "
+                        f"{factory}({name!r}) to load it by name")
+
+
+# ------------------------------------------------------------------ --list-models
+
+
+def _human_size(n_bytes):
+    size = float(n_bytes)
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if size < 1024 or unit == "GiB":
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1024
+
+
+def _size_on_disk(path):
+    if path.is_file():
+        return path.stat().st_size
+    return sum(f.stat().st_size for f in path.rglob("*")
+               if f.is_file() and f.name != _EXTRACT_MARKER)
+
+
+def _published_size(url, timeout):
+    """``Content-Length`` of ``url`` from a HEAD request, or ``None`` (offline, no header)."""
+    request = urllib.request.Request(url, method="HEAD", headers={"User-Agent": _USER_AGENT})
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as response:
+            length = response.headers.get("Content-Length", "")
+    except (OSError, http.client.HTTPException, ValueError):
+        return None
+    return int(length) if length.strip().isdigit() else None
+
+
+def list_models(names=None, cache_root=None, file=None, timeout=5.0):
+    """Print the published weights ``names`` (default: all): name, size, whether cached,
+    and what they are. A cached entry's size is its size on disk; for the others one HEAD
+    request asks the server for the download size (``unknown`` offline). Nothing is
+    downloaded."""
+    file = sys.stdout if file is None else file
+    entries = [REGISTRY[name] for name in (names if names is not None else REGISTRY)]
+    rows = []
+    for entry in entries:
+        path = cached_path(entry.name, cache_root)
+        if path.exists():
+            size, state = _human_size(_size_on_disk(path)), "cached"
+        else:
+            published = _published_size(entry.url, timeout)
+            size = "unknown" if published is None else _human_size(published) + " download"
+            state = "not cached"
+        rows.append((entry.name, size, state, entry.description))
+    header = ("name", "size", "state", "what it is")
+    widths = [max(len(row[i]) for row in rows + [header]) for i in range(3)]
+    print(f"published weights (cache: {weights_dir(cache_root)}):", file=file)
+    for row in [header] + rows:
+        print("  ".join(cell.ljust(width) for cell, width in zip(row, widths)) + "  " + row[3],
+              file=file)
+    if any(row[1] == "unknown" for row in rows):
+        print("(unknown: the server could not be asked for the download size, e.g. offline)",
+              file=file)
+
+
+class _ListModelsAction(argparse.Action):
+    def __init__(self, option_strings, dest, names, **kwargs):
+        super().__init__(option_strings, dest, nargs=0, default=argparse.SUPPRESS, **kwargs)
+        self.names = names
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        list_models(self.names)
+        parser.exit(0)
+
+
+def add_list_models_flag(parser, names):
+    """``--list-models``: print the published weights ``names`` (size, cached or not, what
+    they are; :func:`list_models`) and exit."""
+    parser.add_argument("--list-models", action=_ListModelsAction, names=tuple(names),
+                        help="list the published weights this command accepts as --model "
+                             "(size, whether cached, what they are) and exit")
+    return parser
+
+
 # ---------------------------------------------------------------------------- CLI
 
 
@@ -564,9 +672,7 @@ def main(argv=None):
     get.add_argument("names", nargs="+", metavar="NAME")
     args = parser.parse_args(argv)
     if args.command == "list":
-        for entry in REGISTRY.values():
-            here = "cached" if cached_path(entry.name).exists() else "-"
-            print(f"{entry.name:18} {here:7} {entry.url}\n{'':27}{entry.description}")
+        list_models()
         return 0
     for name in args.names:
         print(get_weights(name))

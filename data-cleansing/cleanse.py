@@ -1,8 +1,10 @@
-"""Find the harmful and helpful images of your own labelled image set:
-`python data-cleansing/cleanse.py --root DIR [--output OUT] [--model cnn|mlp|logreg]
-[--epochs N] [--image-size S] [--top K] [--resume]` with DIR holding one folder per class
-(`DIR/<class>/<image>`). Writes OUT/influence.csv (most harmful first) and OUT/report.html;
-OUT is the run folder, which --resume continues.
+"""Rank every image of your own labelled image set from the most harmful (likely
+mislabelled) to the most helpful: `python data-cleansing/cleanse.py --root DIR
+[--output OUT] [--method confident-learning|final|hara|influence-functions]
+[--model mlp|cnn|logreg] [--folds K] [--repeats R] [--top K] [--resume]` with DIR holding
+one folder per class (`DIR/<class>/<image>`). Writes OUT/cleanse.csv (most harmful first,
+given and predicted label of every image) and OUT/report.html; OUT is the run folder,
+which --resume continues.
 """
 from common.cli import run_cli
 from datacleansing.cleanse import main

@@ -2,7 +2,8 @@
 # One-time (and idempotent) setup shared by `make demo` and `make test`:
 #   1. find a CPython 3.10 that runs (nnabla 1.39 ships wheels only up to 3.10),
 #   2. build .venv/ and install the pinned requirements plus this repo (editable),
-#   3. make sure ffmpeg is there (musdb / stempeg / museval decode audio with it),
+#   3. make sure the system tools are there: ffmpeg (musdb / stempeg / museval decode audio
+#      with it) and Chromium (the tests render the HTML reports in it headless),
 #   4. prepare the bundled real data (MNIST 5k subset, one-track MUSDB18 root).
 # A second run with nothing changed only checks stamps and returns in seconds.
 set -euo pipefail
@@ -60,13 +61,17 @@ if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
     echo "$want" > "$stamp"
 fi
 
-if ! command -v ffmpeg >/dev/null 2>&1; then
+# System tools from Debian's packages (each command is also its package's name).
+missing=()
+command -v ffmpeg >/dev/null 2>&1 || missing+=(ffmpeg)
+command -v chromium >/dev/null 2>&1 || missing+=(chromium)
+if [ ${#missing[@]} -gt 0 ]; then
     if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
-        say "installing ffmpeg from Debian's packages"
+        say "installing ${missing[*]} from Debian's packages"
         DEBIAN_FRONTEND=noninteractive apt-get update -qq >/dev/null
-        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq ffmpeg >/dev/null
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
     else
-        die "ffmpeg is missing: install it (e.g. \`sudo apt-get install ffmpeg\` or \`brew install ffmpeg\`) and rerun"
+        die "missing ${missing[*]}: install it (e.g. \`sudo apt-get install ${missing[*]}\`) and rerun (ffmpeg decodes audio; chromium renders the HTML reports in the tests)"
     fi
 fi
 

@@ -7,7 +7,8 @@ import sys
 
 import numpy as np
 
-__all__ = ["FixtureFolder", "fixtures_root", "run_script", "synthetic_music", "write_audio",
+__all__ = ["FixtureFolder", "as_flags", "fixtures_root", "run_script", "synthetic_music",
+           "write_audio",
            "interrupt_script", "assert_one_line_error", "SmallDisk", "ReadOnlyDir",
            "FakeCommunicator", "fake_world", "files_under", "snapshot", "checkpoint_steps",
            "QUIET_ENV"]
@@ -29,6 +30,19 @@ def run_script(script, *args, check=True, timeout=600, env=None, preexec_fn=None
     if check and proc.returncode != 0:
         raise AssertionError(f"{script} failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
     return proc
+
+
+def as_flags(options):
+    """Command-line flags for an option dict: ``{"lr": 0.1, "crop_size": [64, 128], "synthetic":
+    True}`` -> ``--lr 0.1 --crop-size 64 128 --synthetic``."""
+    out = []
+    for key, value in options.items():
+        flag = "--" + key.replace("_", "-")
+        if value is True:
+            out.append(flag)
+        else:
+            out += [flag, *(map(str, value) if isinstance(value, list) else [str(value)])]
+    return out
 
 
 def synthetic_music(seconds, sr, channels, seed=0):

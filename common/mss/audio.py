@@ -4,10 +4,16 @@
   ``(samples, channels)`` array, optionally resampled with soxr;
   :func:`declared_frames` / :func:`truncation_note` tell a file cut short (its header
   promises more samples than it holds) from a complete one.
-* :func:`to_stereo` adapts channel counts for stereo models.
-* :func:`write_wav` writes a WAV file atomically (a full disk is one line, no partial file).
+* :func:`check_layout` refuses an array that is not clearly ``(samples, channels)``;
+  :func:`to_stereo` adapts channel counts for stereo models and :func:`match_channels` gives
+  estimates the channel count asked for; :func:`at_model_rate` lets a separator take audio at
+  any sample rate.
+* :func:`write_wav` writes a WAV file atomically (a full disk is one line, no partial file);
+  :class:`AudioFormat` writes WAV (float32, 16 or 24 bit), FLAC (16 or 24 bit) or MP3 (ffmpeg,
+  at a bitrate) the same way, and :func:`limit_peaks` applies its clipping choice.
 * :func:`chunked_apply` runs a model over a long signal in fixed-size,
-  cross-faded chunks.
+  cross-faded chunks, with a progress bar that :func:`common.terminal.ticking` keeps
+  updating during a long chunk (a short clip on the slow nnabla CPU path is one call of minutes).
 
 Every problem a user can cause (missing file, not audio, NaN samples...) raises
 :class:`common.errors.UserError` with a one-line message.
@@ -19,6 +25,8 @@ import os
 import shutil
 import struct
 import subprocess
+import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -27,6 +35,7 @@ import soxr
 
 from common.errors import UserError
 from common.fileio import atomic_write
+from common import terminal
 from common.terminal import progress as terminal_progress
 
 __all__ = [
@@ -34,9 +43,14 @@ __all__ = [
     "declared_frames",
     "truncation_note",
     "resample",
+    "check_layout",
     "to_stereo",
+    "match_channels",
+    "at_model_rate",
     "fix_length",
     "write_wav",
+    "AudioFormat",
+    "limit_peaks",
     "chunk_starts",
     "crossfade_window",
     "chunked_apply",
@@ -225,19 +239,33 @@ def resample(audio, sr_in, sr_out, quality="HQ"):
     return np.ascontiguousarray(out, dtype=np.float32)
 
 
+def check_layout(audio):
+    """``audio`` as a ``(samples, channels)`` array (1-D counts as mono).
+
+    Raises :class:`UserError` (one line) instead of guessing when the layout is not clear:
+    more channels than samples (e.g. ``(2, 44100)``, which is ``(channels, samples)``: pass
+    its transpose), no samples or channels, or more than two dimensions."""
+    audio = np.asarray(audio)
+    if audio.ndim == 1:
+        audio = audio[:, None]
+    if audio.ndim != 2 or 0 in audio.shape:
+        raise UserError(f"audio must be a (samples, channels) array, got shape {audio.shape}")
+    if audio.shape[1] > audio.shape[0]:
+        raise UserError(f"audio of shape {audio.shape} has more channels than samples; "
+                        "separation takes (samples, channels): pass audio.T if it is "
+                        "(channels, samples)")
+    return audio
+
+
 def to_stereo(audio):
     """Return ``(stereo_audio, warning)`` for a ``(samples, channels)`` (or 1-D mono) array.
 
     Mono is duplicated to two channels; stereo is returned unchanged; with more
     than two channels only the first two are kept and ``warning`` is a one-line
     message saying so (the caller decides how to show it). ``warning`` is
-    ``None`` otherwise.
+    ``None`` otherwise. An unclear layout is refused (:func:`check_layout`).
     """
-    audio = np.asarray(audio)
-    if audio.ndim == 1:
-        audio = audio[:, None]
-    if audio.ndim != 2 or audio.shape[1] == 0:
-        raise ValueError(f"expected a (samples, channels) array, got shape {audio.shape}")
+    audio = check_layout(audio)
     channels = audio.shape[1]
     if channels == 1:
         return np.repeat(audio, 2, axis=1), None
@@ -245,6 +273,44 @@ def to_stereo(audio):
         return audio, None
     return (np.ascontiguousarray(audio[:, :2]),
             f"input has {channels} channels; only the first two are used")
+
+
+def match_channels(audio, channels):
+    """``(samples, c)`` estimates with ``channels`` (1 or 2) channels: a mono result is the mean
+    of the channels (for a mono input, the mean of what a stereo model made of its two
+    copies), a stereo one repeats a mono estimate."""
+    if channels not in (1, 2):
+        raise ValueError(f"channels must be 1 or 2, got {channels!r}")
+    if audio.shape[1] == channels:
+        return audio
+    if channels == 1:
+        return audio.mean(axis=1, keepdims=True, dtype=np.float32)
+    return np.repeat(audio[:, :1], 2, axis=1)
+
+
+def at_model_rate(audio, sample_rate, model_rate):
+    """``(audio_at_model_rate, back)`` for a separator given ``audio`` at ``sample_rate``.
+
+    The layout is checked (:func:`check_layout`); ``sample_rate`` ``None`` means the model's
+    own rate. ``back(estimates)`` turns a dict of estimates at ``model_rate`` into estimates at
+    ``sample_rate`` with the input's exact length (the round trip may shift it by a sample);
+    at the model's rate it returns them unchanged."""
+    audio = check_layout(audio)
+    if sample_rate is None or int(sample_rate) == int(model_rate):
+        return audio, lambda estimates: estimates
+    if isinstance(sample_rate, bool) or int(sample_rate) != sample_rate or sample_rate <= 0:
+        raise UserError(f"sample_rate must be a positive whole number of Hz, got {sample_rate!r}")
+    length = audio.shape[0]
+    x = resample(audio, sample_rate, model_rate)
+    if x.shape[0] == 0:
+        raise UserError(f"audio too short ({length} samples) to resample from {sample_rate} Hz "
+                        f"to {model_rate} Hz")
+
+    def back(estimates):
+        return type(estimates)(
+            (name, fix_length(resample(est, model_rate, sample_rate), length))
+            for name, est in estimates.items())
+    return x, back
 
 
 def fix_length(audio, length):
@@ -280,6 +346,135 @@ def write_wav(path, audio, sr, subtype="float32"):
     with atomic_write(path, "wb") as fh:
         fh.write(encoded.getbuffer())
     return Path(path)
+
+
+# Sample formats each container stores (first: the default); MP3 is encoded by ffmpeg.
+CONTAINERS = {"wav": ("float32", "pcm16", "pcm24"), "flac": ("pcm24", "pcm16"), "mp3": ()}
+MP3_BITRATES = (32, 40, 48, 56, 64, 80, 96, 112, 128, 160, 192, 224, 256, 320)  # kbit/s
+# MPEG-1 layer III (32-48 kHz) goes up to 320 kbit/s, MPEG-2 (16-24 kHz) and 2.5 (8-12 kHz) to
+# 160: LAME silently lowers a higher bitrate, so it is refused instead.
+MP3_RATES = {8000: 160, 11025: 160, 12000: 160, 16000: 160, 22050: 160, 24000: 160,
+             32000: 320, 44100: 320, 48000: 320}
+CLIPPING = ("clip", "normalize")
+
+
+@dataclass(frozen=True)
+class AudioFormat:
+    """How estimates are written: ``container`` (``wav``, ``flac``, ``mp3``),
+    ``sample_format`` (``float32``, ``pcm16``, ``pcm24``; default: float32 for WAV, 24 bit for
+    FLAC; none for MP3), ``bitrate`` (MP3 kbit/s; default the highest the rate allows) and
+    ``clipping`` (what :func:`limit_peaks` does with peaks beyond +-1 where the format cannot
+    store them). Invalid combinations are one :class:`UserError` line."""
+    container: str = "wav"
+    sample_format: str = None
+    bitrate: int = None
+    clipping: str = "clip"
+
+    def __post_init__(self):
+        if self.container not in CONTAINERS:
+            raise UserError(f"unknown audio format {self.container!r}; choose from "
+                            f"{', '.join(CONTAINERS)}")
+        allowed = CONTAINERS[self.container]
+        if self.sample_format is None and allowed:
+            object.__setattr__(self, "sample_format", allowed[0])
+        elif self.sample_format is not None and self.sample_format not in allowed:
+            stores = f"stores {', '.join(allowed)}" if allowed else "has no sample format"
+            raise UserError(f"--sample-format {self.sample_format}: {self.container.upper()} "
+                            f"{stores}")
+        if self.bitrate is not None and self.container != "mp3":
+            raise UserError("--bitrate applies to --format mp3 only")
+        if self.bitrate is not None and int(self.bitrate) not in MP3_BITRATES:
+            raise UserError(f"--bitrate {self.bitrate}: MP3 bitrates are "
+                            f"{', '.join(map(str, MP3_BITRATES))} kbit/s")
+        if self.clipping not in CLIPPING:
+            raise UserError(f"unknown clipping {self.clipping!r}; choose from "
+                            f"{', '.join(CLIPPING)}")
+
+    @property
+    def extension(self):
+        return "." + self.container
+
+    @property
+    def clips(self):
+        """Whether the format cannot store samples beyond +-1 (all but float32 WAV)."""
+        return self.sample_format != "float32"
+
+    def check_rate(self, sample_rate, what):
+        """One :class:`UserError` line when ``what`` (an input) at ``sample_rate`` cannot be
+        written in this format (MP3 has fixed rates and bitrates per rate)."""
+        if self.container != "mp3":
+            return
+        top = MP3_RATES.get(int(sample_rate))
+        if top is None:
+            raise UserError(f"{what} is at {sample_rate} Hz, which MP3 cannot store (it takes "
+                            f"{', '.join(map(str, MP3_RATES))} Hz): use --format flac or wav")
+        if self.bitrate is not None and self.bitrate > top:
+            raise UserError(f"{what} is at {sample_rate} Hz, where MP3 goes up to {top} kbit/s; "
+                            f"--bitrate {self.bitrate} is too high")
+
+    def encode(self, audio, sample_rate):
+        """The file's bytes for ``(samples, channels)`` float ``audio``."""
+        data = check_layout(np.asarray(audio, dtype=np.float32))
+        if self.clips:
+            data = np.clip(data, -1.0, 1.0)
+        if self.container == "mp3":
+            self.check_rate(sample_rate, "the audio")
+            return _encode_mp3(data, sample_rate, self.bitrate or MP3_RATES[int(sample_rate)])
+        encoded = io.BytesIO()
+        sf.write(encoded, data, int(sample_rate), subtype=WAV_SUBTYPES[self.sample_format],
+                 format=self.container.upper())
+        return encoded.getvalue()
+
+    def write(self, path, audio, sample_rate):
+        """Write ``audio`` to ``path`` atomically (a full disk or an unwritable folder is one
+        :class:`common.fileio.OutputError` naming ``path``; no partial file)."""
+        data = self.encode(audio, sample_rate)
+        with atomic_write(path, "wb") as fh:
+            fh.write(data)
+        return Path(path)
+
+
+def _encode_mp3(audio, sample_rate, bitrate):
+    """MP3 bytes of float32 ``(samples, channels)`` ``audio`` at ``bitrate`` kbit/s. ffmpeg
+    writes a file, not a pipe: only then can it go back and fill in the LAME header whose
+    encoder delay and padding let decoders return exactly the samples encoded."""
+    ffmpeg = shutil.which("ffmpeg")
+    if ffmpeg is None:
+        raise UserError("writing MP3 needs ffmpeg; install it (tools/setup.sh does)")
+    with tempfile.TemporaryDirectory() as tmp:
+        out = os.path.join(tmp, "audio.mp3")
+        cmd = [ffmpeg, "-nostdin", "-v", "error", "-f", "f32le", "-ar", str(int(sample_rate)),
+               "-ac", str(audio.shape[1]), "-i", "pipe:0", "-b:a", f"{int(bitrate)}k", out]
+        proc = subprocess.run(cmd, input=np.ascontiguousarray(audio, "<f4").tobytes(),
+                              capture_output=True)
+        if proc.returncode != 0:
+            raise UserError(f"ffmpeg could not encode MP3: "
+                            f"{_one_line(proc.stderr.decode('utf-8', 'replace'))}")
+        with open(out, "rb") as fh:
+            return fh.read()
+
+
+def limit_peaks(estimates, audio_format):
+    """``(estimates, note)``: the estimates of one input made storable in ``audio_format``.
+
+    float32 WAV stores any value: nothing changes. Other formats hold +-1 at most; when a
+    peak goes beyond, ``clipping="clip"`` leaves the samples to be clipped where written
+    (``note`` counts them) and ``"normalize"`` scales every estimate by one common factor, so
+    that the peak is exactly 1 and the estimates still add up to the (scaled) mixture
+    (``note`` gives the gain). ``note`` is ``None`` when nothing was beyond +-1."""
+    if not audio_format.clips:
+        return estimates, None
+    peak = max(float(np.max(np.abs(est))) for est in estimates.values())
+    if peak <= 1.0:
+        return estimates, None
+    if audio_format.clipping == "normalize":
+        gain = np.float32(1.0 / peak)
+        scaled = {name: est * gain for name, est in estimates.items()}
+        return scaled, (f"estimates peaked at {peak:.3f}; all were scaled by "
+                        f"{20 * math.log10(1.0 / peak):.2f} dB to fit (--clipping normalize)")
+    beyond = sum(int(np.count_nonzero(np.abs(est) > 1.0)) for est in estimates.values())
+    return estimates, (f"{beyond} samples beyond +-1 (peak {peak:.3f}) were clipped; "
+                       "--clipping normalize scales the estimates instead")
 
 
 # --------------------------------------------------------------------------- chunking
@@ -362,17 +557,27 @@ def chunked_apply(fn, audio, chunk_len, overlap=0, pad_last=True, fade="cosine",
     * Model memory is bounded by the chunk size; the outputs (one array per
       name, full length) are accumulated in place.
     * ``progress``: ``True``/``False`` force the tqdm bar on/off; ``None`` shows
-      it when there are more than 3 chunks. Shown or not, Ctrl-C stops between chunks
-      (:func:`common.terminal.progress`).
+      it once the job has taken :data:`common.terminal.TICK_DELAY` seconds. A shown bar
+      keeps ticking during a long chunk (:func:`common.terminal.ticking`), a single one
+      included. Shown or not, Ctrl-C stops between chunks (:func:`common.terminal.progress`).
     """
     audio = np.asarray(audio)
     if audio.ndim != 2:
         raise ValueError(f"expected a (samples, channels) array, got shape {audio.shape}")
     total = audio.shape[0]
+    # Shown bars still obey the no-progress environment variable.
+    shown = {"disable": True} if progress is False else {
+        "delay": terminal.TICK_DELAY if progress is None else 0}
     if not chunk_len or total <= chunk_len:
         # One chunk or none: the unchunked path (padding a short signal to a long chunk
         # would only cost time and change the result).
-        out = _check_outputs(fn(audio), total, "chunked_apply")
+        bar = terminal_progress(total=1, desc=desc, unit="chunk", leave=False, **shown)
+        try:
+            with terminal.ticking(bar, shown.get("delay")):
+                out = _check_outputs(fn(audio), total, "chunked_apply")
+                bar.update(1)
+        finally:
+            bar.close()
         return {k: v.astype(np.float32, copy=False) for k, v in out.items()}
 
     chunk_len, overlap = int(chunk_len), int(overlap or 0)
@@ -383,30 +588,30 @@ def chunked_apply(fn, audio, chunk_len, overlap=0, pad_last=True, fade="cosine",
                          f"chunk_len {chunk_len}")
 
     starts = chunk_starts(total, chunk_len, overlap)
-    show = len(starts) > 3 if progress is None else bool(progress)
     results = {}
-    hidden = {} if show else {"disable": True}  # shown bars still obey the no-progress env
-    bar = terminal_progress(starts, desc=desc, unit="chunk", leave=False, **hidden)
+    bar = terminal_progress(starts, desc=desc, unit="chunk", leave=False, **shown)
     try:
-        for k, start in enumerate(bar):
-            stop = min(start + chunk_len, total)
-            n = stop - start
-            chunk = audio[start:stop]
-            if pad_last and n < chunk_len:
-                chunk = fix_length(chunk, chunk_len)
-            out = _check_outputs(fn(chunk), chunk.shape[0], f"chunk {k} of {len(starts)}")
-            if results and set(out) != set(results):
-                raise ValueError(f"chunk {k}: fn returned names {sorted(out)}, "
-                                 f"earlier chunks returned {sorted(results)}")
-            w = crossfade_window(n, overlap, fade_in=k > 0, fade_out=k < len(starts) - 1,
-                                 shape=fade)[:, None]
-            for name, value in out.items():
-                acc = results.get(name)
-                if acc is None:
-                    acc = results[name] = np.zeros((total, value.shape[1]), dtype=np.float32)
-                elif acc.shape[1] != value.shape[1]:
-                    raise ValueError(f"chunk {k}: output {name!r} changed channel count")
-                acc[start:stop] += (value[:n] * w).astype(np.float32)
+        with terminal.ticking(bar, shown.get("delay")):
+            for k, start in enumerate(bar):
+                stop = min(start + chunk_len, total)
+                n = stop - start
+                chunk = audio[start:stop]
+                if pad_last and n < chunk_len:
+                    chunk = fix_length(chunk, chunk_len)
+                out = _check_outputs(fn(chunk), chunk.shape[0], f"chunk {k} of {len(starts)}")
+                if results and set(out) != set(results):
+                    raise ValueError(f"chunk {k}: fn returned names {sorted(out)}, "
+                                     f"earlier chunks returned {sorted(results)}")
+                w = crossfade_window(n, overlap, fade_in=k > 0, fade_out=k < len(starts) - 1,
+                                     shape=fade)[:, None]
+                for name, value in out.items():
+                    acc = results.get(name)
+                    if acc is None:
+                        acc = results[name] = np.zeros((total, value.shape[1]),
+                                                       dtype=np.float32)
+                    elif acc.shape[1] != value.shape[1]:
+                        raise ValueError(f"chunk {k}: output {name!r} changed channel count")
+                    acc[start:stop] += (value[:n] * w).astype(np.float32)
     finally:
         bar.close()
     return results

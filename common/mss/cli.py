@@ -13,11 +13,16 @@ Everything else lives here:
   weights are fetched or loaded; ``separate.py`` also decodes every input first. ``eval.py``
   records the model's fingerprint (:func:`model_fingerprint`) and the options that change
   scores in its output folder, so a rerun with another model is refused, never reported
-  with the old scores.
+  with the old scores. ``eval.py`` with one ``--targets`` source and no ``--residual`` stops at
+  once with the hint to add ``--residual`` (:func:`scored_targets`).
 * :func:`add_model_flag` / :func:`add_backend_flag`: ``--model`` (a published name or a path;
-  the official ``-m`` / ``--model-dir`` spellings too) and ``--backend`` (``nnabla`` or
-  ``onnx``); :func:`resolve_model` turns ``--model`` into a local path (downloading
-  published weights once into the cache).
+  the official ``-m`` / ``--model-dir`` spellings too), ``--backend`` (``auto``, the default,
+  or a runtime the model runs on) and ``--threads`` (:mod:`common.runtime.backends`);
+  :func:`resolve_model` turns ``--model`` into a local path (downloading published weights
+  once into the cache); ``--list-models`` lists the published ones
+  (:func:`common.pretrained.add_list_models_flag`). Both entry points resolve ``--backend
+  auto`` once, in the main process, and print the choice on stderr (``backend: openvino
+  (auto)``); ``eval.py`` records the runtime that produced its scores.
 * :func:`separator_factory`: the picklable ``functools.partial`` of a paper's separator
   builder with the compute context from ``--context/--device-id/--type-config``; refuses
   ``--jobs > 1`` on a GPU context (one GPU, one process).
@@ -39,16 +44,16 @@ from common.cli import Parser
 from common.config import load_config
 from common.errors import UserError
 from common.fileio import check_output_location
-from common.mss.evaluation import add_eval_args, run_evaluation
+from common.mss.audio import check_layout
 from common.mss.separation import add_separation_args, run_separation
-from common.pretrained import get_weights
+from common.pretrained import add_list_models_flag, get_weights
 from common.results import fingerprint
+from common.runtime.backends import (RUNTIMES, add_backend_args, announce_on_stderr,
+                                     choose_backend)
 
 __all__ = ["Model", "add_model_flag", "add_backend_flag", "resolve_model", "model_fingerprint",
            "training_config", "separator_factory", "residual_name", "ResidualSeparator",
            "scored_targets", "separate_main", "eval_main"]
-
-BACKENDS = ("nnabla", "onnx")
 
 
 @dataclass(frozen=True)
@@ -60,7 +65,9 @@ class Model:
     for the local weights path; ``score_options``: the dests of the flags that change
     what the separator outputs (recorded with ``eval.py``'s scores); ``chunk_dur``: the
     default ``--chunk-dur``; ``separates``: what the model separates, for the scripts'
-    descriptions (e.g. "vocals / drums / bass / other with D3Net").
+    descriptions (e.g. "vocals / drums / bass / other with D3Net"); ``network``: its name in
+    messages; ``auto_order``: the CPU runtimes ``--backend auto`` tries, fastest first;
+    ``runtimes(weights_path)``: the runtimes that can run those weights.
 
     :meth:`separate_main` and :meth:`eval_main` are the paper's two entry points."""
     add_args: object
@@ -69,6 +76,15 @@ class Model:
     score_options: tuple
     chunk_dur: float
     separates: str
+    network: str
+    auto_order: tuple
+    runtimes: object = lambda weights_path: RUNTIMES
+
+    def choose_backend(self, args, weights_path):
+        """The runtime for ``--backend``; ``auto`` is announced on stderr."""
+        return choose_backend(args.backend, args.context, self.auto_order,
+                              self.runtimes(weights_path), what=self.network,
+                              announce=announce_on_stderr)
 
     def separate_main(self, argv=None):
         return separate_main(argv, self, f"Separate songs into {self.separates}.")
@@ -89,10 +105,10 @@ def add_model_flag(parser, pretrained, default, help):
     return parser
 
 
-def add_backend_flag(parser, help="network runtime: nnabla (reference) or onnxruntime "
-                                  "(same weights, faster on CPU)"):
-    parser.add_argument("--backend", choices=list(BACKENDS), default="nnabla", help=help)
-    return parser
+def add_backend_flag(parser, runtimes=RUNTIMES):
+    """``--backend`` (default ``auto``; choices: ``auto`` and ``runtimes``) and ``--threads``
+    (see :func:`common.runtime.backends.add_backend_args`)."""
+    return add_backend_args(parser, runtimes)
 
 
 def resolve_model(model, pretrained):
@@ -111,12 +127,13 @@ def model_fingerprint(path):
     """``{file name: "size:sha256"}`` of the files a model at ``path`` is read from: the
     weight file with the configs beside it that describe its network (``config.yaml`` of a
     training run, ``<name>.yaml``), or every ``.h5`` / ``.yaml`` / ``.zip`` of a folder and
-    of its sub-folders one level down (official archives add one level)."""
+    of its sub-folders one level down (official archives add one level), ``.onnx`` model
+    files included."""
     path = Path(path)
     if path.is_dir():
         folders = [path] + sorted(d for d in path.iterdir() if d.is_dir())
         files = [f for d in folders for f in sorted(d.iterdir())
-                 if f.is_file() and f.suffix.lower() in (".h5", ".yaml", ".zip")]
+                 if f.is_file() and f.suffix.lower() in (".h5", ".yaml", ".zip", ".onnx")]
     else:
         files = [path] + [f for f in (path.with_suffix(".yaml"), path.parent / "config.yaml")
                           if f.is_file()]
@@ -125,7 +142,7 @@ def model_fingerprint(path):
         name = str(f.relative_to(path)) if path.is_dir() else f.name
         (out[name],) = fingerprint(f).values()  # one file: one entry
     if not out:
-        raise UserError(f"--model {path}: no weight files (.h5, .zip) found")
+        raise UserError(f"--model {path}: no weight files (.h5, .onnx, .zip) found")
     return out
 
 
@@ -171,9 +188,9 @@ class ResidualSeparator:
             raise AttributeError(attr)
         return getattr(self.separator, attr)
 
-    def __call__(self, audio):
-        out = dict(self.separator(audio))
-        mix = np.asarray(audio, dtype=np.float32)
+    def __call__(self, audio, sample_rate=None):
+        out = dict(self.separator(audio, sample_rate=sample_rate))
+        mix = check_layout(np.asarray(audio, dtype=np.float32))
         total = np.zeros_like(mix)
         for name in self.separator.targets:
             total += out[name]
@@ -183,10 +200,16 @@ class ResidualSeparator:
 
 def scored_targets(args):
     """Targets ``eval.py`` scores: ``--targets`` (default: all the separator gives), plus the
-    residual when ``--residual`` adds one (``accompaniment`` has a MUSDB18 reference)."""
+    residual when ``--residual`` adds one (``accompaniment`` has a MUSDB18 reference). One
+    target alone is refused with the flag that makes it scorable: BSSEval needs two."""
     targets = getattr(args, "targets", None)
-    if targets and getattr(args, "residual", False):
+    residual = getattr(args, "residual", False)
+    if targets and residual:
         return list(targets) + [residual_name(len(targets))]
+    if targets and len(targets) == 1:
+        raise UserError(f"BSSEval scores at least two sources and --targets gives one "
+                        f"({targets[0]}); add --residual to score it together with its "
+                        f"accompaniment (the mixture minus {targets[0]})")
     return targets
 
 
@@ -194,6 +217,7 @@ def _parser(model, add_io_args, description):
     parser = Parser(description=description)
     add_io_args(parser, chunk_dur=model.chunk_dur)
     model.add_args(parser)
+    add_list_models_flag(parser, model.pretrained)
     return parser
 
 
@@ -202,9 +226,13 @@ def separate_main(argv, model, description):
     are fetched and the separator built only after the output folder was checked and every
     input decoded successfully."""
     args = _parser(model, add_separation_args, description).parse_args(argv)
-    outputs = run_separation(args, lambda: model.make_factory(
-        args, resolve_model(args.model, model.pretrained))())
-    for folder in outputs:
+
+    def make_separator():
+        weights = resolve_model(args.model, model.pretrained)
+        args.backend = model.choose_backend(args, weights)
+        return model.make_factory(args, weights)()
+
+    for folder in run_separation(args, make_separator):
         print(folder)
     return 0
 
@@ -213,12 +241,19 @@ def eval_main(argv, model, description):
     """An ``eval.py``: museval on a MUSDB18 subset with the shared flags of
     :func:`common.mss.evaluation.add_eval_args` plus ``model.add_args``. The output folder
     is checked before the weights are fetched; it records the model's fingerprint and
-    ``model.score_options``."""
+    ``model.score_options`` (``backend`` there is the runtime ``auto`` chose). Without
+    ``--threads`` a session uses every core its process may run on: each of the ``--jobs``
+    workers is pinned to its own share (:mod:`common.mss.evaluation`)."""
+    # Imported here: museval and pandas would add to every separate.py's start-up.
+    from common.mss.evaluation import add_eval_args, run_evaluation
+
     args = _parser(model, add_eval_args, description).parse_args(argv)
+    targets = scored_targets(args)
     check_output_location(args.out_dir, "--out-dir")
     weights = resolve_model(args.model, model.pretrained)
+    args.backend = model.choose_backend(args, weights)
     settings = {"model": model_fingerprint(weights),
                 **{name: getattr(args, name) for name in model.score_options}}
-    run_evaluation(args, model.make_factory(args, weights), targets=scored_targets(args),
+    run_evaluation(args, model.make_factory(args, weights), targets=targets,
                    settings=settings)  # prints the table
     return 0

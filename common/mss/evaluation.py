@@ -5,9 +5,17 @@
 ``museval.eval_mus_track`` (1 s windows and hops, as in SiSEC 2018).
 
 * ``jobs > 1`` evaluates tracks in parallel worker *processes* (``spawn``
-  start method). Each worker calls the picklable ``separator_factory`` once,
-  on its first track, and reuses that separator (one graph per worker). Workers
-  ignore Ctrl-C: the main process stops them and reports in one line (exit 130).
+  start method), started once for the whole run. Each worker calls the picklable
+  ``separator_factory`` once, on its first track, reuses that separator (one graph
+  per worker) and scores each track as soon as it has separated it. The workers
+  split the cores of this process between them (:func:`core_shares`): each is
+  pinned to its own share and its BLAS/OpenMP thread pools are sized to it, so
+  that every runtime inside (onnxruntime sizes its sessions by the CPU affinity,
+  numpy's and scipy's BLAS by ``OPENBLAS_NUM_THREADS``) runs one thread per core
+  instead of each worker starting one per core of the machine. Workers ignore
+  Ctrl-C: the main process stops them and reports in one line (exit 130).
+  museval always scores with one BLAS thread (``SCORING_THREADS``), so the scores are
+  the same, to the last digit, for any ``jobs`` and on any machine.
 * Each finished track's scores are written at once, in museval's own JSON
   format, to ``<out_dir>/<subset>/<track name>.json`` (atomically), so an
   interrupted run resumes: tracks whose JSON exists and parses are skipped.
@@ -26,7 +34,9 @@
   with per-track medians in ``tracks_<subset>.csv``, museval's frame-level
   DataFrame in ``museval_<subset>.pandas`` (loadable by
   ``museval.MethodStore``) and an SDR box plot over tracks, one box per
-  target, in ``sdr_<subset>.png``.
+  target, in ``sdr_<subset>.png`` (with up to ``FEW_TRACKS`` tracks, one named point per
+  track instead). Below the targets the tables add the ``mean`` and ``median`` over the
+  instruments (:func:`summary_rows`): the "Avg." of the published tables.
 """
 import json
 import multiprocessing
@@ -50,17 +60,29 @@ from common.terminal import progress as terminal_progress
 
 __all__ = [
     "METRICS",
+    "SCORING_THREADS",
+    "THREAD_VARIABLES",
+    "INSTRUMENTS",
     "MUSDB_TARGETS",
     "EvalResult",
     "add_eval_args",
     "aggregate_scores",
+    "core_shares",
     "evaluate_musdb",
     "run_evaluation",
+    "sdr_figure",
+    "summary_rows",
     "track_json_path",
 ]
 
 METRICS = ("SDR", "SIR", "ISR", "SAR")
 MUSDB_TARGETS = ("vocals", "drums", "bass", "other", "accompaniment")
+# What the published tables average over (their "Avg." leaves out accompaniment).
+INSTRUMENTS = ("vocals", "drums", "bass", "other")
+SUMMARY_NOTE = ("mean and median over the instrument targets above (accompaniment left out), "
+                "as the published MUSDB18 tables' average")
+# Up to this many tracks the SDR plot shows each track's points instead of boxes.
+FEW_TRACKS = 5
 DEFAULT_OUT_DIR = "evaluation"
 
 
@@ -78,7 +100,8 @@ def add_eval_args(parser, chunk_dur=0.0):
                              "instead of .stem.mp4 files")
     parser.add_argument("--jobs", "--cores", type=PositiveInt, default=1, metavar="N",
                         help="evaluate N tracks in parallel processes, each with its own "
-                             "model copy (default: 1)")
+                             "model copy and share of the cores; museval scores on one core "
+                             "per process (default: 1)")
     parser.add_argument("--out-dir", "-o", default=DEFAULT_OUT_DIR, metavar="DIR",
                         help="per-track JSON scores go to DIR/<subset>/, summary tables and "
                              f"plots to DIR/ (default: {DEFAULT_OUT_DIR}); finished tracks are "
@@ -169,6 +192,7 @@ def _release(track):
 def _process_track(state, track):
     """Separate and score one track; write its JSON. Runs in the main process or a worker."""
     import museval
+    from threadpoolctl import threadpool_limits
 
     cfg = state["config"]
     if "separator" not in state:
@@ -189,7 +213,8 @@ def _process_track(state, track):
                                       _track_files(track), "--out-dir")
             for t, est in estimates.items():
                 write_wav(est_dir / f"{t}.wav", est, int(track.rate))
-        scores = museval.eval_mus_track(track, estimates, output_dir=None)
+        with threadpool_limits(SCORING_THREADS, user_api="blas"):
+            scores = museval.eval_mus_track(track, estimates, output_dir=None)
     finally:
         _release(track)
     scores.validate()
@@ -197,13 +222,54 @@ def _process_track(state, track):
     return track.name
 
 
+# BLAS threads museval scores with, whatever --jobs and the machine: its linear solves round
+# differently with another thread count (2.6e-7 dB apart with 1 and 2 threads on a 6 s
+# track, enough to change the JSON's 5th decimal). The price: those solves (about half of
+# museval's CPU time) no longer use several cores in --jobs 1; --jobs N uses N cores.
+SCORING_THREADS = 1
 _WORKER_STATE = {}
+# The thread-pool sizes of OpenMP and the BLAS libraries numpy and scipy load. They are read
+# when a library is loaded, which in a worker happens while it imports the calling script,
+# before any initializer runs: so they are set in the environment the workers start with.
+THREAD_VARIABLES = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
 
 
-def _worker_init(factory, config):
+def core_shares(cores, workers):
+    """``workers`` lists of cores out of ``cores``: disjoint, contiguous and as even as
+    possible when there are enough cores, else one core each, in turn."""
+    cores = sorted(cores)
+    if workers >= len(cores):
+        return [[cores[i % len(cores)]] for i in range(workers)]
+    return [cores[i * len(cores) // workers:(i + 1) * len(cores) // workers]
+            for i in range(workers)]
+
+
+def _allowed_cores():
+    try:
+        return sorted(os.sched_getaffinity(0))
+    except (AttributeError, OSError):  # not Linux: no pinning
+        return None
+
+
+def _pin_process(cores):
+    """Restrict every thread of this process, and the threads it starts later, to
+    ``cores``."""
+    for task in os.listdir("/proc/self/task"):
+        try:
+            os.sched_setaffinity(int(task), cores)
+        except OSError:  # the thread has ended meanwhile
+            pass
+
+
+def _worker_init(factory, config, shares, counter):
     # Ctrl-C in a terminal reaches every process of the group: the main process stops the
     # workers itself, so they ignore it (no traceback from each of them).
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    if shares:
+        with counter.get_lock():  # this worker's number, in start order
+            number = counter.value
+            counter.value += 1
+        _pin_process(shares[number % len(shares)])
     # Only store; the separator is built lazily in the first task, so a failing
     # factory surfaces as a task error instead of endless worker restarts.
     _WORKER_STATE.clear()
@@ -214,14 +280,40 @@ def _worker_task(track):
     return _process_track(_WORKER_STATE, track)
 
 
+def _worker_environment(shares):
+    """``os.environ`` changes for the workers: each thread pool no larger than the smallest
+    share of cores (a smaller size the user set is kept)."""
+    threads = min(len(share) for share in shares)
+    changes = {}
+    for name in THREAD_VARIABLES:
+        current = os.environ.get(name, "")
+        if not (current.isdigit() and 0 < int(current) <= threads):
+            changes[name] = str(threads)
+    return changes
+
+
 def _start_pool(ctx, processes, factory, config):
-    """The worker pool, started with SIGINT ignored so that the workers inherit that from
-    their first instruction on (Python keeps an ignored SIGINT ignored at start-up)."""
+    """The worker pool, each worker pinned to its share of the cores (see
+    :func:`core_shares`). Started with SIGINT ignored, so that the workers inherit that
+    from their first instruction on (Python keeps an ignored SIGINT ignored at start-up),
+    and with the thread-pool sizes of their share in the environment (spawned workers copy
+    it when they start: all of them start here)."""
+    cores = _allowed_cores()
+    shares = core_shares(cores, processes) if cores else None
+    changes = _worker_environment(shares) if shares else {}
+    saved = {name: os.environ.get(name) for name in changes}
     previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
     try:
-        return ctx.Pool(processes, initializer=_worker_init, initargs=(factory, config))
+        os.environ.update(changes)
+        return ctx.Pool(processes, initializer=_worker_init,
+                        initargs=(factory, config, shares, ctx.Value("i", 0)))
     finally:
         signal.signal(signal.SIGINT, previous)
+        for name, value in saved.items():
+            if value is None:
+                del os.environ[name]
+            else:
+                os.environ[name] = value
 
 
 # --------------------------------------------------------------------------- aggregation
@@ -259,32 +351,76 @@ def aggregate_scores(json_paths):
     return table, per_track, store
 
 
-def _markdown(table, title):
+def summary_rows(table):
+    """The rows the published MUSDB18 tables add to the per-target scores: ``mean`` (their
+    "Avg.") and ``median`` over the instrument targets (vocals, drums, bass, other) of
+    ``table``, accompaniment left out as in those tables. Empty when fewer than two
+    instruments were scored (nothing to summarise)."""
+    instruments = [t for t in table.index if t in INSTRUMENTS]
+    scores = table.loc[instruments]
+    if len(instruments) < 2:
+        return scores.iloc[:0]
+    rows = scores.agg(["mean", "median"])
+    rows.index.name = table.index.name
+    return rows
+
+
+def _markdown(table, summary, title):
     cols = list(table.columns)
     lines = [f"**{title}**", "", "| target | " + " | ".join(cols) + " |",
              "|---|" + "---:|" * len(cols)]
     for target, row in table.iterrows():
         lines.append(f"| {target} | " + " | ".join(f"{row[c]:.3f}" for c in cols) + " |")
+    for name, row in summary.iterrows():
+        lines.append(f"| *{name}* | " + " | ".join(f"*{row[c]:.3f}*" for c in cols) + " |")
+    if not summary.empty:
+        lines += ["", f"*mean* / *median*: {SUMMARY_NOTE}."]
     return "\n".join(lines) + "\n"
 
 
-def _box_plot(per_track, order, path, title):
+def sdr_figure(per_track, order, title):
+    """The SDR plot (a matplotlib figure) of the per-track medians: one box per target over
+    the tracks, or, with at most ``FEW_TRACKS`` tracks (where a box is a flat line), one
+    point per track and target, each track in its own marker and colour, named in the
+    legend below the axes."""
     import matplotlib
     matplotlib.use("Agg", force=True)
     import matplotlib.pyplot as plt
 
-    sdr = per_track["SDR"].unstack("target")
-    data = [sdr[t].dropna().to_numpy() for t in order]
-    fig, ax = plt.subplots(figsize=(1.6 + 1.2 * len(order), 4))
-    ax.boxplot(data, showmeans=False)
-    ax.set_xticks(range(1, len(order) + 1), order)
+    sdr = per_track["SDR"].unstack("target").reindex(columns=order)
+    tracks = list(sdr.index)
+    few = len(tracks) <= FEW_TRACKS
+    # a legend row per track below the axes
+    fig, ax = plt.subplots(figsize=(max(4.5, 1.6 + 1.2 * len(order)),
+                                    4 + (0.25 * len(tracks) + 0.3 if few else 0)))
+    positions = np.arange(1, len(order) + 1)
+    if few:
+        # side by side within a target, so that equal scores stay visible
+        offsets = (np.arange(len(tracks)) - (len(tracks) - 1) / 2) * 0.12
+        for k, track in enumerate(tracks):
+            values = sdr.loc[track].to_numpy(dtype=float)
+            ax.plot(positions + offsets[k], values, linestyle="none", marker="osD^v<>"[k % 7],
+                    markersize=7, label=track)
+        ax.set_xlim(0.5, len(order) + 0.5)
+        ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.12), ncol=1, frameon=False,
+                  fontsize="small")
+    else:
+        ax.boxplot([sdr[t].dropna().to_numpy() for t in order], positions=positions)
+    ax.set_xticks(positions, order)
     ax.set_ylabel("SDR [dB] (median over frames, per track)")
     ax.set_title(title)
     ax.grid(axis="y", alpha=0.3)
     fig.tight_layout()
+    return fig
+
+
+def _save_sdr_plot(per_track, order, path, title):
+    import matplotlib.pyplot as plt
+
+    fig = sdr_figure(per_track, order, title)
     try:
         with atomic_path(path) as tmp:
-            fig.savefig(tmp, dpi=100)
+            fig.savefig(tmp, dpi=100, bbox_inches="tight")
     finally:
         plt.close(fig)
 
@@ -293,6 +429,7 @@ def _box_plot(per_track, order, path, title):
 class EvalResult:
     """What :func:`evaluate_musdb` returns."""
     table: object          # pandas DataFrame: target x (SDR, SIR, ISR, SAR)
+    summary: object        # pandas DataFrame: mean/median (see summary_rows) x metrics
     per_track: object      # pandas DataFrame: (track, target) x metrics
     store: object          # museval.EvalStore holding every frame score
     evaluated: list        # track names separated in this call
@@ -403,6 +540,8 @@ def evaluate_musdb(separator_factory, root, subset="test", is_wav=False,
     finally:
         bar.close()
 
+    import pandas as pd
+
     json_paths = [track_json_path(out_dir, t.subset, t.name) for t in selected]
     table, per_track, store = aggregate_scores(json_paths)
     order = list(table.index)
@@ -416,17 +555,20 @@ def evaluate_musdb(separator_factory, root, subset="test", is_wav=False,
         "sdr_plot": out_dir / f"sdr_{subset}.png",
     }
     out_dir.mkdir(parents=True, exist_ok=True)
-    _atomic_write_text(files["csv"], table.to_csv(float_format="%.5f"))
-    _atomic_write_text(files["markdown"], _markdown(table, title))
+    summary = summary_rows(table)
+    _atomic_write_text(files["csv"], pd.concat([table, summary]).to_csv(float_format="%.5f"))
+    _atomic_write_text(files["markdown"], _markdown(table, summary, title))
     _atomic_write_text(files["per_track"], per_track.to_csv(float_format="%.5f"))
     with atomic_path(files["pandas"]) as tmp:
         store.save(tmp)
-    _box_plot(per_track, order, files["sdr_plot"], f"MUSDB18 {subset}: SDR per track")
+    _save_sdr_plot(per_track, order, files["sdr_plot"], f"MUSDB18 {subset}: SDR per track")
     if not quiet:
         print(title)
-        print(table.to_string(float_format=lambda v: f"{v:8.3f}"))
-    return EvalResult(table=table, per_track=per_track, store=store, evaluated=evaluated,
-                      skipped=skipped, files=files)
+        print(pd.concat([table, summary]).to_string(float_format=lambda v: f"{v:8.3f}"))
+        if not summary.empty:
+            print(f"mean / median: {SUMMARY_NOTE}")
+    return EvalResult(table=table, summary=summary, per_track=per_track, store=store,
+                      evaluated=evaluated, skipped=skipped, files=files)
 
 
 def run_evaluation(args, separator_factory, targets=None, settings=None):

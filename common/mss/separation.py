@@ -18,8 +18,12 @@ and reused for every chunk of every file.
 Per input the driver: loads it (any format ffmpeg reads), makes it stereo,
 resamples to the model rate, separates (whole or in cross-faded chunks, see
 :func:`common.mss.audio.chunked_apply`), resamples each estimate back to the
-input's own rate, crops/pads to the input's exact length and writes
-``<out-dir>/<input stem>/<target>.wav`` at the input's rate.
+input's own rate, crops/pads to the input's exact length, gives it the input's channel
+count (mono stays mono; more than two channels give stereo) unless ``--channels`` says
+otherwise, and writes ``<out-dir>/<input stem>/<target>.<wav|flac|mp3>`` at the input's rate
+(:class:`common.mss.audio.AudioFormat`; peaks beyond +-1 in formats that cannot store them:
+:func:`common.mss.audio.limit_peaks`). ``--report`` adds ``report.html`` beside them
+(:mod:`common.mss.report`).
 
 Failure rules:
 
@@ -40,7 +44,7 @@ Failure rules:
   atomically, so a full disk is one line naming the file and leaves no partial
   file. Inputs finished earlier in the same run keep their (complete) results if a
   later one fails or Ctrl-C stops the run (it stops between chunks or inputs).
-* Existing ``<target>.wav`` files in an input's folder are replaced.
+* Existing ``<target>.<ext>`` files in an input's folder are replaced.
 """
 import os
 import shutil
@@ -52,12 +56,13 @@ from pathlib import Path
 
 import numpy as np
 
-from common.cli import NonNegativeFloat
+from common.cli import NonNegativeFloat, Parser
 from common.errors import UserError
 from common.fileio import (OutputError, check_output_location, default_mode,
                            refuse_overwriting_inputs)
-from common.mss.audio import (WAV_SUBTYPES, chunked_apply, fix_length, load_audio, resample,
-                              to_stereo, truncation_note, write_wav)
+from common.mss.audio import (CLIPPING, CONTAINERS, MP3_BITRATES, AudioFormat, chunked_apply,
+                              fix_length, limit_peaks, load_audio, match_channels, resample,
+                              to_stereo, truncation_note)
 from common.terminal import check_interrupt, interrupt_message
 
 __all__ = [
@@ -74,6 +79,7 @@ __all__ = [
 ]
 
 DEFAULT_OUT_DIR = "separated"
+REPORT_NAME = "report.html"
 
 
 @dataclass(frozen=True)
@@ -113,12 +119,33 @@ def add_separation_args(parser, chunk_dur=0.0):
     parser.add_argument("--inputs", "-i", dest="inputs", nargs="+", action="extend",
                         metavar="INPUT", help="more input files (the official scripts' flag)")
     parser.add_argument("--out-dir", "-o", default=DEFAULT_OUT_DIR, metavar="DIR",
-                        help="estimates go to DIR/<input name>/<target>.wav "
+                        help="estimates go to DIR/<input name>/<target>.<format> "
                              f"(default: {DEFAULT_OUT_DIR})")
     add_chunk_args(parser, chunk_dur)
-    parser.add_argument("--wav-format", choices=["float32", "pcm16"], default="float32",
-                        help="sample format of the written WAV files (default: float32, "
-                             "which never clips; pcm16 clips to [-1, 1])")
+    output = parser.add_argument_group("output files")
+    output.add_argument("--format", choices=list(CONTAINERS), default="wav",
+                        help="file format of the estimates (default: wav; mp3 is encoded by "
+                             "ffmpeg)")
+    output.add_argument("--sample-format", choices=["float32", "pcm16", "pcm24"], default=None,
+                        help="WAV: float32 (default), pcm16 or pcm24; FLAC: pcm24 (default) or "
+                             "pcm16")
+    output.add_argument("--bitrate", choices=[str(b) for b in MP3_BITRATES], default=None,
+                        metavar="KBPS", help="MP3 bitrate in kbit/s (default: 320, or 160 "
+                                             "below 32 kHz, the most MP3 allows there)")
+    output.add_argument("--channels", choices=["1", "2"], default=None,
+                        help="channels of the estimates (default: the input's; more than two "
+                             "give 2, as only the first two are separated)")
+    output.add_argument("--clipping", choices=list(CLIPPING), default="clip",
+                        help="estimates beyond +-1 in a format that cannot store them (all but "
+                             "float32 WAV): clip them (default; a warning counts the samples) "
+                             "or normalize: scale all estimates of that input by one factor so "
+                             "the peak fits (they still add up to the scaled mixture)")
+    output.add_argument("--report", action="store_true",
+                        help="also write report.html per input: a spectrogram and an audio "
+                             "player for the mixture and every estimate, in one self-contained "
+                             "page")
+    if isinstance(parser, Parser):
+        parser.add_alias("--wav-format", "sample_format")
     parser.add_argument("--no-progress", action="store_true",
                         help="do not show progress bars")
     return parser
@@ -281,21 +308,21 @@ def _commit(tmp_dir, final_dir, names):
 
 
 def separate_files(inputs, separator, out_dir=DEFAULT_OUT_DIR, chunk_dur=0.0,
-                   chunk_overlap=None, wav_format="float32", pad_last=True, fade="cosine",
-                   progress=True, log=_log):
-    """Separate audio files and write ``<out_dir>/<stem>/<target>.wav``; return the folders.
+                   chunk_overlap=None, audio_format=None, channels=None, report=False,
+                   pad_last=True, fade="cosine", progress=True, log=_log):
+    """Separate audio files and write ``<out_dir>/<stem>/<target><ext>``; return the folders.
 
     ``inputs`` are paths (all validated by :func:`validate_inputs` before any
     work) or :class:`AudioInput` items from an earlier ``validate_inputs`` call
     (not decoded twice for validation). Outputs have each input's own sample
-    rate and exact length. ``wav_format`` is ``"float32"`` or ``"pcm16"``.
-    ``log`` receives one-line status messages (default: stderr).
-    See the module docstring for the failure rules.
+    rate and exact length, and ``channels`` (1 or 2; ``None``: the input's, at most 2).
+    ``audio_format`` (:class:`common.mss.audio.AudioFormat`; default: float32 WAV) says how
+    they are written; ``report`` adds ``report.html``. ``log`` receives one-line status
+    messages (default: stderr). See the module docstring for the failure rules.
     """
     _, targets = check_separator(separator)
     chunk_dur, chunk_overlap = check_chunk_args(chunk_dur, chunk_overlap)
-    if wav_format not in WAV_SUBTYPES:
-        raise UserError(f"unknown WAV format {wav_format!r}")
+    audio_format = audio_format or AudioFormat()
     raw = [i for i in inputs if not isinstance(i, AudioInput)]
     validated = iter(validate_inputs(raw) if raw else ())
     items = [i if isinstance(i, AudioInput) else next(validated) for i in inputs]
@@ -310,7 +337,11 @@ def separate_files(inputs, separator, out_dir=DEFAULT_OUT_DIR, chunk_dur=0.0,
         if (out_dir / item.stem).exists() and not (out_dir / item.stem).is_dir():
             raise UserError(f"cannot write estimates: '{out_dir / item.stem}' exists and is "
                             "not a folder (nothing was written)")
-    refuse_overwriting_inputs([out_dir / i.stem / f"{t}.wav" for i in items for t in targets],
+    for item in items:  # e.g. a rate MP3 cannot store: refused before anything is written
+        audio_format.check_rate(item.sample_rate, f"'{item.path}'")
+    names = [f"{t}{audio_format.extension}" for t in targets] + (
+        [REPORT_NAME] if report else [])
+    refuse_overwriting_inputs([out_dir / i.stem / name for i in items for name in names],
                               [i.path for i in items], "--out-dir")
     created_out_dir = not out_dir.exists()
     written = []
@@ -335,11 +366,21 @@ def separate_files(inputs, separator, out_dir=DEFAULT_OUT_DIR, chunk_dur=0.0,
                 estimates, warning = separate_audio(
                     separator, audio, sr, chunk_dur=chunk_dur, chunk_overlap=chunk_overlap,
                     pad_last=pad_last, fade=fade, progress=None if progress else False)
-                del audio
-                if warning and log:
-                    log(f"warning: {item.path}: {warning}")
+                out_channels = channels or min(item.channels, 2)
+                estimates = {t: match_channels(est, out_channels) for t, est in estimates.items()}
+                estimates, clipped = limit_peaks(estimates, audio_format)
+                for note in (warning, clipped):
+                    if note and log:
+                        log(f"warning: {item.path}: {note}")
                 final_dir = out_dir / item.stem
-                _write_estimates(estimates, sr, out_dir, final_dir, wav_format)
+                page = None
+                if report:
+                    from common.mss.report import separation_report
+
+                    # the channels that were separated (MP3 players take two at most)
+                    page = separation_report(item.path.name, audio[:, :2], estimates, sr)
+                del audio
+                _write_estimates(estimates, sr, out_dir, final_dir, audio_format, page)
                 written.append(final_dir)
                 if log:
                     log(f"      -> {final_dir}/ ({', '.join(estimates)}) "
@@ -351,8 +392,10 @@ def separate_files(inputs, separator, out_dir=DEFAULT_OUT_DIR, chunk_dur=0.0,
     return written
 
 
-def _write_estimates(estimates, sr, out_dir, final_dir, wav_format):
-    """Write one input's estimates into a hidden folder, then move them to ``final_dir``."""
+def _write_estimates(estimates, sr, out_dir, final_dir, audio_format, page=None):
+    """Write one input's estimates (and its report ``page``, an
+    :class:`common.report.HtmlReport`) into a hidden folder, then move them to
+    ``final_dir``."""
     try:
         tmp_dir = Path(tempfile.mkdtemp(prefix=f".{final_dir.name}.partial-", dir=out_dir))
         os.chmod(tmp_dir, default_mode(directory=True))
@@ -361,10 +404,16 @@ def _write_estimates(estimates, sr, out_dir, final_dir, wav_format):
     try:
         names = []
         for target, est in estimates.items():
-            names.append(f"{target}.wav")
+            names.append(f"{target}{audio_format.extension}")
             try:
-                write_wav(tmp_dir / names[-1], est, sr, subtype=wav_format)
+                audio_format.write(tmp_dir / names[-1], est, sr)
             except OutputError as exc:  # name the file the user asked for, not the temp one
+                raise OutputError(str(exc).replace(str(tmp_dir), str(final_dir))) from None
+        if page is not None:
+            names.append(REPORT_NAME)
+            try:
+                page.write(tmp_dir / REPORT_NAME)
+            except OutputError as exc:
                 raise OutputError(str(exc).replace(str(tmp_dir), str(final_dir))) from None
         _commit(tmp_dir, final_dir, names)
     finally:
@@ -380,11 +429,15 @@ def run_separation(args, make_separator, log=_log):
     loads) and separates. Returns the list of output folders.
     """
     check_chunk_args(args.chunk_dur, args.chunk_overlap)
+    audio_format = AudioFormat(args.format, args.sample_format,
+                               args.bitrate and int(args.bitrate), args.clipping)
     check_output_location(args.out_dir, "--out-dir")
     items = validate_inputs(args.inputs)
+    for item in items:
+        audio_format.check_rate(item.sample_rate, f"'{item.path}'")
     separator = make_separator()
     return separate_files(items, separator, out_dir=args.out_dir, chunk_dur=args.chunk_dur,
-                          chunk_overlap=args.chunk_overlap,
-                          wav_format=getattr(args, "wav_format", "float32"),
+                          chunk_overlap=args.chunk_overlap, audio_format=audio_format,
+                          channels=args.channels and int(args.channels), report=args.report,
                           progress=not getattr(args, "no_progress", False), log=log)
 

@@ -77,9 +77,10 @@ class GraphRunner:
         return ys if len(ys) > 1 else ys[0]
 
 
-def import_backend(package, module="onnx_backend", attr="build_onnx_runner"):
+def import_backend(package, module="onnx_backend", attr="build_onnx_runner", backend=None):
     """``package.module.attr`` for an optional inference backend, or a one-line
-    :class:`UserError` saying it is unavailable and to use the nnabla backend."""
+    :class:`UserError` saying it (``backend``, default the module's name) is unavailable and
+    to use the nnabla backend."""
     import importlib
 
     from common.errors import UserError
@@ -87,5 +88,6 @@ def import_backend(package, module="onnx_backend", attr="build_onnx_runner"):
     try:
         return getattr(importlib.import_module(f"{package}.{module}"), attr)
     except ImportError as exc:
-        raise UserError(f"backend '{module.replace('_backend', '')}' is not available: "
-                        f"{exc} (use the nnabla backend)") from None
+        name = backend or module.replace("_backend", "")
+        raise UserError(f"backend '{name}' is not available: {exc} (use the nnabla "
+                        "backend)") from None

@@ -1,27 +1,40 @@
-"""Run nnabla networks on onnxruntime, exported with nnabla's own ONNX converter.
+"""Run nnabla networks on onnxruntime or OpenVINO, exported with nnabla's own ONNX converter.
 
 Pipeline (:func:`export_graph`): an nnabla graph (input variables -> output variables) is
-saved as an ``.nnp`` file (:func:`nnabla.utils.save.save`, parameters included), converted
-by ``nnabla-converter``'s ``NnpImporter`` + ``OnnxExporter`` (opset 13 by default) to an
-``.onnx`` file, checked with ``onnx.checker`` and run with an onnxruntime CPU session
-(:func:`make_session`).
+described as the network protobuf nnabla's ``.nnp`` writer produces
+(:func:`nnabla.utils.save.create_proto`) and converted by ``nnabla-converter``'s
+``OnnxExporter`` (opset 13 by default), in memory; the parameter values are then written
+straight into the ONNX initializers, the model is checked with ``onnx.checker`` and run by a
+session of :mod:`common.runtime.backends` (onnxruntime or OpenVINO). The converter's own route
+(an ``.nnp`` file written, parsed back by ``NnpImporter``, every value copied through Python
+lists, then its ``NnpExpander``) took 6.1-7.5 s per full D3Net-MSS target and 7.0 s for
+D3Net-S at 1024 x 2048, and failed on D3Net-L; in memory it takes 1.9-2.1 s, 1.5 s and 2.7 s
+(one run, both routes side by side, on the shared 2-core machine). The expander only unrolls
+``.nnp`` repeat / recurrent blocks, which a traced graph never has, and its recursive
+topological sort overflowed Python's recursion limit on D3Net-L; ``create_proto`` already
+lists the functions in forward order (the exported models compute bit-identical outputs with
+and without it).
 
 **Shapes are fixed.** nnabla's exporter writes every shape into the model (input and
 output dimensions, Reshape targets, Slice bounds, Resize scales, ...), so an exported model
 accepts exactly one input shape. :class:`OnnxFunction` therefore exports once *per input
 shape* and keeps the files in an on-disk cache (:func:`export_cached`); the first call with
-a new shape pays for the export (seconds), later calls and later runs reuse the file. Up to
-``max_sessions`` onnxruntime sessions (one per shape) stay open.
+a new shape pays for the export (about 2 s for a full D3Net network), later calls and later
+runs reuse the file. Up to ``max_sessions`` sessions (one per shape) stay open.
 
 Cache key (sha256, :func:`cache_key`): the export format version of this module, the
 nnabla / nnabla-converter / onnx versions, the opset, the caller's ``code_version``, the
 input and output names and shapes, a fingerprint of the graph itself (every function's type,
 arguments and connections, so a code or config change that alters the network changes the
 key even if nobody bumps a version), and the values of every parameter the graph uses
-(names, shapes, dtypes, bytes). Files are written atomically
-(``<cache>/<name>-<shape>-<key>.onnx`` plus a ``.json`` note), so concurrent processes at
-worst both export. The default cache folder is ``common.paths.cache_dir('onnx')``
-(``$NNABLA_RESEARCH_CACHE/onnx``, default ``~/.cache/nnabla-research/onnx``).
+(names, shapes, dtypes, bytes). Files: ``<cache>/<name>-<shape>-<key>.onnx`` plus a
+``.json`` note recording the key, the format and the size and sha256 of the ``.onnx``; both
+are written atomically, under a lock file so that concurrent processes (``eval.py --jobs``)
+export once. A cached file is used only when its note exists, names the same key and format
+and its size and sha256 match: a truncated or overwritten ``.onnx``, a missing or foreign
+note is logged and exported again, never run. The default cache folder is
+``common.paths.cache_dir('onnx')`` (``$NNABLA_RESEARCH_CACHE/onnx``, default
+``~/.cache/nnabla-research/onnx``).
 
 Before exporting, the graph's function types are checked against the converter's table for
 the opset (:func:`check_supported`); unsupported ones raise :class:`UserError` naming them
@@ -35,13 +48,16 @@ Public API
 ``graph_function_types(outputs) -> Counter``; ``check_supported(outputs, opset=OPSET, what=...)``
 ``trace_graph(inputs, outputs, parameters=None) -> TracedGraph``
 ``export_graph(inputs, outputs, onnx_path, parameters=None, opset=OPSET, check=True)``
-``cache_key(traced, opset=OPSET, code_version='')``
+``cache_key(traced, opset=OPSET, code_version='')``;
+``cached_export_problem(onnx_path, note_path, key) -> str | None``
 ``export_cached(build, input_shapes, name=..., cache_dir=None, ...) -> ExportResult``
 ``make_session(model, threads=None, low_memory=False) -> onnxruntime.InferenceSession``
-``OnnxFunction(build, name=..., ...)``: ``fn(*arrays) -> array(s)``, one export per shape
+``OnnxFunction(build, name=..., runtime='onnx', ...)``: ``fn(*arrays) -> array(s)``, one
+export per shape; ``OnnxModelRunner`` (base of the D3Net runners)
 ``default_cache_dir()``, ``available_cores()``
 """
 import contextlib
+import fcntl
 import hashlib
 import io
 import json
@@ -49,7 +65,6 @@ import logging
 import os
 import re
 import shutil
-import tempfile
 import time
 from collections import Counter, OrderedDict, namedtuple
 from collections.abc import Mapping
@@ -57,10 +72,17 @@ from collections.abc import Mapping
 import numpy as np
 
 from common.errors import UserError
+from common.runtime.backends import available_cores, open_session
+
+__all__ = ["OPSET", "EXPORT_FORMAT", "ExportResult", "available_cores", "default_cache_dir",
+           "supported_functions", "graph_function_types", "unsupported_functions",
+           "check_supported", "TracedGraph", "trace_graph", "export_graph", "cache_key",
+           "cached_export_problem", "export_cached", "make_session", "OnnxFunction",
+           "OnnxModelRunner"]
 
 OPSET = "13"
 # Bump when the export procedure changes in a way that alters the produced files.
-EXPORT_FORMAT = 1
+EXPORT_FORMAT = 2
 
 _log = logging.getLogger(__name__)
 
@@ -71,14 +93,6 @@ export, or graph build + lookup), ``meta`` (dict of the ``.json`` note)."""
 
 
 # --------------------------------------------------------------------------- environment
-
-def available_cores():
-    """CPU cores this process may run on."""
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except (AttributeError, OSError):  # pragma: no cover - non-Linux
-        return max(1, os.cpu_count() or 1)
-
 
 def default_cache_dir():
     """``common.paths.cache_dir('onnx')`` (created on demand)."""
@@ -92,13 +106,12 @@ def _converter():
         import importlib
 
         importlib.import_module("onnx")  # without it the exporter silently disables itself
-        from nnabla.utils.converter.nnabla import NnpImporter
         from nnabla.utils.converter.onnx import OnnxExporter
     except ImportError as exc:
         raise UserError("the ONNX backend needs nnabla's converter and the 'onnx' package "
                         "(run `make setup`, which installs nnabla-converter without its "
                         f"TensorFlow dependencies): {exc}") from None
-    return NnpImporter, OnnxExporter
+    return OnnxExporter
 
 
 def _versions():
@@ -124,8 +137,7 @@ def supported_functions(opset=OPSET):
     """nnabla function types nnabla's ONNX exporter converts at ``opset`` (its own table)."""
     opset = str(opset)
     if opset not in _SUPPORTED:
-        _, OnnxExporter = _converter()
-        exporter = OnnxExporter(_DummyNnp(), 1, -1, opset)
+        exporter = _converter()(_DummyNnp(), 1, -1, opset)
         _SUPPORTED[opset] = frozenset(exporter.nnabla_function_type_to_onnx_optype)
     return _SUPPORTED[opset]
 
@@ -293,6 +305,7 @@ def trace_graph(inputs, outputs, parameters=None):
     return TracedGraph(inputs, outputs, functions, params)
 
 
+
 # --------------------------------------------------------------------------- export
 
 @contextlib.contextmanager
@@ -309,10 +322,16 @@ def _quiet():
         nnabla_logger.setLevel(level)
 
 
-def _save_nnp(path, traced, network_name):
-    """Write ``traced`` as an .nnp (fixed shapes, only the used parameters)."""
+def _batch_size(traced):
+    first = next(iter(traced.inputs.values()))
+    return int(first.shape[0]) if len(first.shape) else 1
+
+
+def _network_proto(traced, network_name):
+    """The protobuf an ``.nnp`` of ``traced`` holds (fixed shapes), with every parameter
+    declared (name, shape, ``need_grad``) but without its values."""
     import nnabla as nn
-    from nnabla.utils.save import save
+    from nnabla.utils.save import create_proto
 
     scope = OrderedDict()
     with nn.parameter_scope("", scope):
@@ -324,22 +343,27 @@ def _save_nnp(path, traced, network_name):
             "executors": [{"name": "runtime", "network": network_name,
                            "data": list(traced.inputs), "output": list(traced.outputs)}],
         }
-        save(path, contents, variable_batch_size=False)
+        proto = create_proto(contents, include_params=False, variable_batch_size=False)
+    for name, var in traced.parameters.items():
+        entry = proto.parameter.add()
+        entry.variable_name = name
+        entry.shape.dim.extend(var.shape)
+        entry.need_grad = bool(var.need_grad)
+    return proto
 
 
-def _batch_size(traced):
-    first = next(iter(traced.inputs.values()))
-    return int(first.shape[0]) if len(first.shape) else 1
-
-
-def _onnx_io(model):
-    def dims(v):
-        return [d.dim_value if d.HasField("dim_value") else d.dim_param
-                for d in v.type.tensor_type.shape.dim]
-
-    init = {i.name for i in model.graph.initializer}
-    return (OrderedDict((v.name, dims(v)) for v in model.graph.input if v.name not in init),
-            OrderedDict((v.name, dims(v)) for v in model.graph.output))
+def _fill_initializers(model, traced, network_name):
+    """Write the traced parameter values into the (empty) initializers of ``model``."""
+    for init in model.graph.initializer:
+        var = traced.parameters.get(init.name)
+        if var is None:
+            continue
+        data = np.ascontiguousarray(var.d, dtype=np.float32)
+        if int(np.prod(init.dims, dtype=np.int64)) != data.size:
+            raise UserError(f"nnabla's ONNX converter gave parameter {init.name!r} of "
+                            f"{network_name!r} the shape {list(init.dims)}, which does not "
+                            f"hold its {data.size} values")
+        init.raw_data = data.tobytes()
 
 
 def export_graph(inputs, outputs, onnx_path, parameters=None, opset=OPSET, check=True,
@@ -349,46 +373,41 @@ def export_graph(inputs, outputs, onnx_path, parameters=None, opset=OPSET, check
     variables now. Raises :class:`UserError` for functions the converter does not support.
     Returns a dict describing the export (shapes, function counts, versions, seconds).
     The file is written atomically."""
-    NnpImporter, OnnxExporter = _converter()
+    OnnxExporter = _converter()
     t0 = time.perf_counter()
     if traced is None:
         traced = trace_graph(inputs, outputs, parameters)
     missing = unsupported_functions(traced.function_types, opset)
     if missing:
         _raise_unsupported(missing, opset, f"network {network_name!r}")
-    onnx_path = os.fspath(onnx_path)
-    folder = os.path.dirname(os.path.abspath(onnx_path))
-    os.makedirs(folder, exist_ok=True)
-    work = tempfile.mkdtemp(prefix=".onnx-export-", dir=folder)
-    try:
-        nnp_path = os.path.join(work, "network.nnp")
-        tmp_onnx = os.path.join(work, "network.onnx")
-        with _quiet():
-            _save_nnp(nnp_path, traced, network_name)
-            try:
-                nnp = NnpImporter(nnp_path, expand_network=True, executor_index=None).execute()
-                OnnxExporter(nnp, _batch_size(traced), -1, str(opset)).execute(tmp_onnx)
-            except (ValueError, KeyError, TypeError, AttributeError, NotImplementedError) as exc:
-                raise UserError(f"nnabla's ONNX converter failed on network {network_name!r} "
-                                f"(opset {opset}): {type(exc).__name__}: {exc}") from None
-        import onnx
+    import onnx
 
-        model = onnx.load(tmp_onnx)
-        if check:
-            try:
-                onnx.checker.check_model(model)
-            except onnx.checker.ValidationError as exc:
-                raise UserError(f"nnabla's ONNX converter produced an invalid model for "
-                                f"{network_name!r}: {exc}") from None
-        in_io, out_io = _onnx_io(model)
-        expect_in = OrderedDict((k, list(v.shape)) for k, v in traced.inputs.items())
-        expect_out = OrderedDict((k, list(v.shape)) for k, v in traced.outputs.items())
-        if in_io != expect_in or out_io != expect_out:
-            raise UserError(f"the exported ONNX model of {network_name!r} has inputs {in_io} "
-                            f"and outputs {out_io}; expected {expect_in} and {expect_out}")
-        os.replace(tmp_onnx, onnx_path)
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
+    with _quiet():
+        try:
+            nnp = _DummyNnp()
+            nnp.protobuf = _network_proto(traced, network_name)
+            nnp.other_files = []
+            model = OnnxExporter(nnp, _batch_size(traced), -1, str(opset)).export_model_proto()
+        except (ValueError, KeyError, TypeError, AttributeError, NotImplementedError) as exc:
+            raise UserError(f"nnabla's ONNX converter failed on network {network_name!r} "
+                            f"(opset {opset}): {type(exc).__name__}: {exc}") from None
+    _fill_initializers(model, traced, network_name)
+    if check:
+        try:
+            onnx.checker.check_model(model)
+        except onnx.checker.ValidationError as exc:
+            raise UserError(f"nnabla's ONNX converter produced an invalid model for "
+                            f"{network_name!r}: {exc}") from None
+    in_io, out_io = _onnx_io(model)
+    expect_in = OrderedDict((k, list(v.shape)) for k, v in traced.inputs.items())
+    expect_out = OrderedDict((k, list(v.shape)) for k, v in traced.outputs.items())
+    if in_io != expect_in or out_io != expect_out:
+        raise UserError(f"the exported ONNX model of {network_name!r} has inputs {in_io} "
+                        f"and outputs {out_io}; expected {expect_in} and {expect_out}")
+    from common.fileio import atomic_write
+
+    with atomic_write(os.fspath(onnx_path), "wb") as fh:
+        fh.write(model.SerializeToString())
     return {
         "network": network_name,
         "opset": str(opset),
@@ -400,6 +419,16 @@ def export_graph(inputs, outputs, onnx_path, parameters=None, opset=OPSET, check
         "versions": _versions(),
         "export_seconds": round(time.perf_counter() - t0, 3),
     }
+
+
+def _onnx_io(model):
+    def dims(v):
+        return [d.dim_value if d.HasField("dim_value") else d.dim_param
+                for d in v.type.tensor_type.shape.dim]
+
+    init = {i.name for i in model.graph.initializer}
+    return (OrderedDict((v.name, dims(v)) for v in model.graph.input if v.name not in init),
+            OrderedDict((v.name, dims(v)) for v in model.graph.output))
 
 
 def cache_key(traced, opset=OPSET, code_version=""):
@@ -445,6 +474,49 @@ def _safe_name(name):
     return re.sub(r"[^A-Za-z0-9_.-]+", "_", str(name)).strip("._") or "network"
 
 
+def _sha256_file(path):
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def cached_export_problem(path, note, key):
+    """Why the cached export ``path`` with its ``note`` cannot be trusted for ``key``, or
+    ``None`` when it is intact: the note must exist, parse, name ``key`` and this module's
+    format, and give the file's exact size and sha256."""
+    if not os.path.isfile(note):
+        return "its note is missing"
+    try:
+        with open(note) as fh:
+            meta = json.load(fh)
+        if not isinstance(meta, dict):
+            raise ValueError("not a JSON object")
+    except (OSError, ValueError) as exc:
+        return f"its note is unreadable ({exc})"
+    if meta.get("key") != key or meta.get("format") != EXPORT_FORMAT:
+        return "its note belongs to another export"
+    size = os.path.getsize(path)
+    if size != meta.get("onnx_bytes"):
+        return f"it has {size} bytes, its note says {meta.get('onnx_bytes')}"
+    if _sha256_file(path) != meta.get("onnx_sha256"):
+        return "its sha256 differs from its note's"
+    return None
+
+
+@contextlib.contextmanager
+def _export_lock(lock_path):
+    """An exclusive lock on ``lock_path``, so that processes exporting the same key wait for
+    each other instead of exporting twice."""
+    with open(lock_path, "a") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
 def export_cached(build, input_shapes, name="network", cache_dir=None, code_version="",
                   opset=OPSET, parameters=None, input_names=None, check=True):
     """Export ``build`` for fixed ``input_shapes`` through the on-disk cache.
@@ -452,8 +524,9 @@ def export_cached(build, input_shapes, name="network", cache_dir=None, code_vers
     ``build(*input_variables)`` builds the nnabla graph (static mode) and returns an output
     Variable, a tuple of them (named ``y0``, ``y1``, ...) or a Mapping name -> Variable; the
     inputs are named ``x`` (one) or ``x0``, ``x1``, ... unless ``input_names`` says otherwise.
-    The graph is built every time (cheap; it gives the cache key), the export only when the
-    key is not cached yet. ``cache_dir``: folder (default :func:`default_cache_dir`).
+    The graph is built every time (cheap; it gives the cache key), the export only when no
+    intact file for the key is cached (see :func:`cached_export_problem`; a damaged one is
+    exported again). ``cache_dir``: folder (default :func:`default_cache_dir`).
     Returns :class:`ExportResult`."""
     t0 = time.perf_counter()
     input_shapes = [tuple(int(d) for d in s) for s in input_shapes]
@@ -468,24 +541,39 @@ def export_cached(build, input_shapes, name="network", cache_dir=None, code_vers
         _raise_unsupported(missing, opset, f"network {name!r}")
     key = cache_key(traced, opset, code_version)
     folder = os.fspath(cache_dir) if cache_dir is not None else os.fspath(default_cache_dir())
+    os.makedirs(folder, exist_ok=True)
     stem = f"{_safe_name(name)}-{_shape_tag(input_shapes)}-{key[:24]}"
     path = os.path.join(folder, stem + ".onnx")
     note = os.path.join(folder, stem + ".json")
-    if os.path.isfile(path):
-        meta = {}
-        with contextlib.suppress(OSError, ValueError):
-            with open(note) as fh:
-                meta = json.load(fh)
-        return ExportResult(path, key, False, time.perf_counter() - t0, meta)
-    _log.info("exporting %s for input shape(s) %s to ONNX (once; cached in %s)", name,
-              input_shapes, folder)
-    meta = export_graph(inputs, outputs, path, opset=opset, check=check, network_name=name,
-                        traced=traced)
-    meta.update({"key": key, "code_version": str(code_version), "format": EXPORT_FORMAT,
-                 "created": time.strftime("%Y-%m-%dT%H:%M:%S")})
     from common.fileio import atomic_write
 
-    with contextlib.suppress(OSError):
+    with _export_lock(os.path.join(folder, stem + ".lock")):
+        if os.path.isfile(path):
+            problem = cached_export_problem(path, note, key)
+            if problem is None:
+                with open(note) as fh:
+                    meta = json.load(fh)
+                return ExportResult(path, key, False, time.perf_counter() - t0, meta)
+            _log.warning("cached ONNX export %s is damaged (%s); exporting it again", path,
+                         problem)
+        _log.info("exporting %s for input shape(s) %s to ONNX (once; cached in %s)", name,
+                  input_shapes, folder)
+        # A bar after a few seconds (an export may take them): ticking keeps it moving.
+        from common.terminal import TICK_DELAY, ticking
+        from common.terminal import progress
+
+        bar = progress(total=1, desc=f"exporting {name} to ONNX (once)", leave=False,
+                       delay=TICK_DELAY)
+        try:
+            with ticking(bar):
+                meta = export_graph(inputs, outputs, path, opset=opset, check=check,
+                                    network_name=name, traced=traced)
+                bar.update(1)
+        finally:
+            bar.close()
+        meta.update({"key": key, "code_version": str(code_version), "format": EXPORT_FORMAT,
+                     "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
+                     "onnx_bytes": os.path.getsize(path), "onnx_sha256": _sha256_file(path)})
         with atomic_write(note, "w") as fh:
             json.dump(meta, fh, indent=1)
     return ExportResult(path, key, True, time.perf_counter() - t0, meta)
@@ -521,17 +609,18 @@ def make_session(model, threads=None, low_memory=False):
 
 
 class OnnxFunction:
-    """An nnabla network as a callable on onnxruntime, exported per input shape.
+    """An nnabla network as a callable on onnxruntime or OpenVINO, exported per input shape.
 
     ``OnnxFunction(build, name='network', cache_dir=None, code_version='', opset=OPSET,
-    threads=None, max_sessions=2, parameters=None, input_names=None, low_memory=False)``;
-    ``build`` as in
-    :func:`export_cached` (it must build the *same* network every time; parameter values
-    are read when a shape is first seen). ``fn(*arrays)`` (float32, one per input) returns
-    the output array (a tuple for several outputs). The first call with a new input shape
-    exports (or finds the cached file) and opens a session; at most ``max_sessions`` sessions
-    stay open (least recently used closed first). ``threads`` / ``low_memory``: see
-    :func:`make_session`.
+    threads=None, max_sessions=2, parameters=None, input_names=None, low_memory=False,
+    runtime='onnx')``; ``build`` as in :func:`export_cached` (it must build the *same*
+    network every time; parameter values are read when a shape is first seen). ``fn(*arrays)``
+    (float32, one per input) returns the output array (a tuple for several outputs). The first
+    call with a new input shape exports (or finds the cached file) and opens a session on
+    ``runtime`` (``'onnx'``: onnxruntime, ``'openvino'``; see
+    :func:`common.runtime.backends.open_session`); at most ``max_sessions`` sessions stay open
+    (least recently used closed first). ``threads``: intra-op threads (default: all available
+    cores); ``low_memory``: see :func:`make_session` (onnxruntime only).
 
     Attributes: ``exports`` (conversions actually run), ``sessions_opened``,
     ``last_export`` (:class:`ExportResult` of the latest new shape), ``output_names``.
@@ -539,9 +628,10 @@ class OnnxFunction:
 
     def __init__(self, build, name="network", cache_dir=None, code_version="", opset=OPSET,
                  threads=None, max_sessions=2, parameters=None, input_names=None,
-                 low_memory=False):
+                 low_memory=False, runtime="onnx"):
         self.build = build
         self.low_memory = bool(low_memory)
+        self.runtime = runtime
         self.name = name
         self.cache_dir = cache_dir
         self.code_version = code_version
@@ -557,54 +647,37 @@ class OnnxFunction:
         self._sessions = OrderedDict()
 
     def session(self, *shapes):
-        """The onnxruntime session for these input shapes (exported / opened on demand)."""
+        """The session for these input shapes (exported / opened on demand)."""
         key = tuple(tuple(int(d) for d in s) for s in shapes)
         sess = self._sessions.get(key)
         if sess is not None:
             self._sessions.move_to_end(key)
             return sess
+        p = self.parameters
         result = export_cached(self.build, key, name=self.name, cache_dir=self.cache_dir,
                                code_version=self.code_version, opset=self.opset,
-                               parameters=self._parameters(), input_names=self.input_names)
+                               parameters=p() if callable(p) else p,
+                               input_names=self.input_names)
         self.exports += int(result.exported)
-        try:
-            sess = make_session(result.path, self.threads, self.low_memory)
-        except Exception as exc:
-            if result.exported:
-                raise
-            # a damaged cache file: export again once
-            _log.warning("cached ONNX file %s unusable (%s); exporting again", result.path, exc)
-            with contextlib.suppress(OSError):
-                os.unlink(result.path)
-            result = export_cached(self.build, key, name=self.name, cache_dir=self.cache_dir,
-                                   code_version=self.code_version, opset=self.opset,
-                                   parameters=self._parameters(),
-                                   input_names=self.input_names)
-            self.exports += int(result.exported)
-            sess = make_session(result.path, self.threads, self.low_memory)
+        sess = open_session(self.runtime, result.path, self.threads, self.low_memory)
+        sess.export = result
         self.last_export = result
         self.sessions_opened += 1
+        self.output_names = list(sess.output_names)
         self._sessions[key] = sess
         while len(self._sessions) > self.max_sessions:
             self._sessions.popitem(last=False)
         return sess
 
-    def _parameters(self):
-        p = self.parameters
-        return p() if callable(p) else p
-
     def __call__(self, *arrays):
         arrays = [np.ascontiguousarray(a, dtype=np.float32) for a in arrays]
-        sess = self.session(*[a.shape for a in arrays])
-        feed = {i.name: a for i, a in zip(sess.get_inputs(), arrays)}
-        outs = sess.run(None, feed)
-        self.output_names = [o.name for o in sess.get_outputs()]
+        outs = self.session(*[a.shape for a in arrays]).run(arrays)
         return outs[0] if len(outs) == 1 else tuple(outs)
 
 
 class OnnxModelRunner:
     """``runner(x) -> y`` for a model whose test-mode graph is ``network(x_var)``, exported once
-    per input shape through :class:`OnnxFunction` (see there for the cache).
+    per input shape through :class:`OnnxFunction` (see there for the cache and ``runtime``).
 
     Subclasses call ``super().__init__(network, name, model_parameters, code_version, ...)`` and
     implement :meth:`check_shape` (validate an input shape, return it as a tuple) and may
@@ -612,15 +685,19 @@ class OnnxModelRunner:
     """
 
     def __init__(self, network, name, parameters, code_version, cache_dir=None, threads=None,
-                 max_sessions=2, low_memory=False):
+                 max_sessions=2, low_memory=False, runtime="onnx"):
         self._fn = OnnxFunction(network, name=name, cache_dir=cache_dir,
                                 code_version=code_version, threads=threads,
                                 max_sessions=max_sessions, low_memory=low_memory,
-                                parameters=parameters)
+                                parameters=parameters, runtime=runtime)
+
+    @property
+    def runtime(self):
+        return self._fn.runtime
 
     @property
     def graph_builds(self):
-        """onnxruntime sessions opened (one per new input shape)."""
+        """Sessions opened (one per new input shape)."""
         return self._fn.sessions_opened
 
     @property
@@ -639,15 +716,18 @@ class OnnxModelRunner:
     def empty_output(self, shape):
         return np.zeros(shape, dtype=np.float32)
 
+    def session_for(self, shape):
+        """The session (see :mod:`common.runtime.backends`) for inputs of ``shape``."""
+        return self._fn.session(self.check_shape(shape))
+
     def prepare_shape(self, shape):
         """Export (or find in the cache) and open the session for inputs of ``shape`` ahead of
         the first call; returns the ``.onnx`` path."""
-        self._fn.session(self.check_shape(shape))
-        return self._fn.last_export.path
+        return self.session_for(shape).export.path
 
     def save_shape(self, path, shape):
-        """Copy the exported ONNX model for inputs of ``shape`` to ``path`` (e.g. for other
-        ONNX runtimes such as OpenVINO)."""
+        """Copy the exported ONNX model for inputs of ``shape`` to ``path`` (e.g. a model file
+        for another runtime)."""
         src = self.prepare_shape(shape)
         os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
         shutil.copyfile(src, path)

@@ -160,12 +160,12 @@ def test_atomic_write_keeps_old_file_on_failure(tmp_path):
 def test_boolean_optional_and_count_actions(tmp_path):
     p = Parser(prog="x")
     p.add_argument("--ema", action=argparse.BooleanOptionalAction, default=True)
-    p.add_argument("-v", "--verbose", action="count", default=0)
-    cfg = write(tmp_path / "c.yaml", "ema: false\nverbose: 2\n")
+    p.add_argument("-r", "--repeat", action="count", default=0)
+    cfg = write(tmp_path / "c.yaml", "ema: false\nrepeat: 2\n")
     args = p.parse_args(["--config", str(cfg)])
-    assert args.ema is False and args.verbose == 2
-    args = p.parse_args(["--config", str(cfg), "--ema", "-v"])
-    assert args.ema is True and args.verbose == 3
+    assert args.ema is False and args.repeat == 2
+    args = p.parse_args(["--config", str(cfg), "--ema", "-r"])
+    assert args.ema is True and args.repeat == 3
 
 
 @pytest.mark.parametrize("flag, value, fragment", [

@@ -12,7 +12,9 @@ import pytest
 import soundfile as sf
 
 from common.errors import UserError
-from common.mss.evaluation import aggregate_scores, evaluate_musdb, track_json_path
+from common.mss.evaluation import (FEW_TRACKS, SCORING_THREADS, THREAD_VARIABLES,
+                                   aggregate_scores, core_shares, evaluate_musdb, sdr_figure,
+                                   summary_rows, track_json_path)
 
 SR = 44100
 SOURCES = ["drums", "bass", "other", "vocals"]
@@ -48,8 +50,12 @@ HELPER = textwrap.dedent('''
             self._write("init")
 
         def _write(self, what):
+            # pid, then what the runtimes inside see: the cores this process may use
+            # and the BLAS thread-pool size
+            cores = ",".join(map(str, sorted(os.sched_getaffinity(0))))
             with open(self.log, "a") as fh:
-                fh.write(f"{what} {os.getpid()}\\n")
+                fh.write(f"{what} {os.getpid()} {cores} "
+                         f"{os.environ.get('OPENBLAS_NUM_THREADS', '-')}\\n")
 
         def __call__(self, audio):
             self._write("call")
@@ -188,17 +194,54 @@ def test_aggregation_of_frames_with_nan(tmp_path):
     assert list(table.index) == ["vocals", "bass"]
 
 
-def test_two_jobs_give_the_same_table(serial_run, musdb_root, helper, tmp_path):
-    res1, _, _ = serial_run
+def test_two_jobs_give_the_same_scores(serial_run, musdb_root, helper, tmp_path, monkeypatch):
+    res1, out1, log1 = serial_run
+    blas_threads = os.environ.get("OPENBLAS_NUM_THREADS", "-")  # the serial run's
+    for name in THREAD_VARIABLES:  # the workers' sizes are then those of their shares
+        monkeypatch.delenv(name, raising=False)
     log = tmp_path / "calls.log"
     res2 = evaluate_musdb(helper.OracleFactory(musdb_root, log), musdb_root, is_wav=True,
                           out_dir=tmp_path / "eval", jobs=2, progress=False, quiet=True)
     assert sorted(res2.evaluated) == sorted(TRACKS)
-    pd.testing.assert_frame_equal(res2.table, res1.table, rtol=0, atol=1e-9)
+    for name in TRACKS:  # every number of every track, as museval wrote it
+        assert (track_json_path(tmp_path / "eval", "test", name).read_bytes()
+                == track_json_path(out1, "test", name).read_bytes())
+    pd.testing.assert_frame_equal(res2.table, res1.table, rtol=0, atol=0)
     inits, calls = log_lines(log, "init"), log_lines(log, "call")
     # Work happened in worker processes, each building its separator once.
-    assert len(calls) == 3 and all(pid != str(os.getpid()) for _, pid in calls)
-    assert sorted(pid for _, pid in inits) == sorted(set(pid for _, pid in calls))
+    assert len(calls) == 3 and all(pid != str(os.getpid()) for _, pid, *_ in calls)
+    assert sorted(pid for _, pid, *_ in inits) == sorted(set(pid for _, pid, *_ in calls))
+    # Each worker runs on its own share of this process's cores, with BLAS thread pools of
+    # that size; the serial run kept the cores and the environment of this process.
+    cores = sorted(os.sched_getaffinity(0))
+    seen = {pid: (tuple(map(int, shown.split(","))), threads) for _, pid, shown, threads in inits}
+    assert sorted(seen.values()) == sorted((tuple(share), str(len(share)))
+                                           for share in core_shares(cores, 2))
+    assert {tuple(line[2:]) for line in log_lines(log1, "")} == {
+        (",".join(map(str, cores)), blas_threads)}
+    assert all(os.environ.get(name) is None for name in THREAD_VARIABLES)  # restored
+
+
+@pytest.mark.parametrize("cores,workers,shares", [
+    ([0, 1], 2, [[0], [1]]),
+    ([0, 1, 2, 3], 2, [[0, 1], [2, 3]]),
+    ([4, 5, 6], 2, [[4], [5, 6]]),
+    ([1, 0], 3, [[0], [1], [0]]),
+    ([3], 2, [[3], [3]]),
+    ([0, 1, 2, 3, 4, 5, 6, 7], 3, [[0, 1], [2, 3, 4], [5, 6, 7]]),
+])
+def test_core_shares(cores, workers, shares):
+    assert core_shares(cores, workers) == shares
+
+
+def test_worker_thread_pools_fit_the_smallest_share(monkeypatch):
+    from common.mss.evaluation import _worker_environment
+
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")  # smaller than a share: kept
+    monkeypatch.setenv("OPENBLAS_NUM_THREADS", "8")  # larger: lowered
+    monkeypatch.delenv("MKL_NUM_THREADS", raising=False)
+    assert _worker_environment([[0, 1], [2, 3, 4]]) == {"OPENBLAS_NUM_THREADS": "2",
+                                                         "MKL_NUM_THREADS": "2"}
 
 
 def test_rerun_skips_finished_tracks(serial_run, musdb_root, helper, tmp_path):
@@ -301,3 +344,143 @@ def test_broken_dataset_leaves_no_results_folder(musdb_root, helper, tmp_path):
                        out_dir=tmp_path / "eval", progress=False, quiet=True,
                        settings={"model": {"file": "1:a"}})
     assert not (tmp_path / "eval").exists()
+
+
+def write_track_scores(folder, name, sdr_frames, other_metrics=(1.0, 2.0, 3.0)):
+    """A museval JSON file of a track: ``sdr_frames`` maps target -> its frames' SDRs; SIR,
+    ISR and SAR are the SDR plus ``other_metrics``."""
+    targets = [{"name": target, "frames": [
+        {"time": i, "duration": 1, "metrics": dict(
+            SDR=v, **{m: v + d for m, d in zip(("SIR", "ISR", "SAR"), other_metrics)})}
+        for i, v in enumerate(frames)]} for target, frames in sdr_frames.items()]
+    path = folder / f"{name}.json"
+    path.write_text(json.dumps({"targets": targets}))
+    return path
+
+
+def test_summary_rows_are_the_mean_and_median_over_instruments(tmp_path):
+    rng = np.random.default_rng(3)
+    frames = {name: {t: list(rng.normal(5 + k, 3, 6)) for k, t in enumerate(
+        ["vocals", "drums", "bass", "other", "accompaniment"])} for name in "abc"}
+    for per_target in frames.values():
+        per_target["accompaniment"] = [v + 20 for v in per_target["accompaniment"]]
+    paths = [write_track_scores(tmp_path, name, f) for name, f in frames.items()]
+    table, _, _ = aggregate_scores(paths)
+    rows = summary_rows(table)
+    assert list(rows.index) == ["mean", "median"] and list(rows.columns) == list(table.columns)
+    # recomputed from the JSON: median over frames, over tracks, then across the instruments
+    per_target = {t: np.median([np.median(frames[n][t]) for n in frames])
+                  for t in ["vocals", "drums", "bass", "other"]}
+    assert rows.loc["mean", "SDR"] == pytest.approx(np.mean(list(per_target.values())))
+    assert rows.loc["median", "SDR"] == pytest.approx(np.median(list(per_target.values())))
+    assert rows.loc["mean", "SAR"] == pytest.approx(rows.loc["mean", "SDR"] + 3.0)
+    # accompaniment (about 20 dB higher) is not in the average, as in the published tables
+    assert rows.loc["mean", "SDR"] < table.loc["accompaniment", "SDR"] - 10
+
+    one = aggregate_scores([write_track_scores(tmp_path, "d", {
+        "vocals": [1.0, 2.0], "accompaniment": [3.0, 4.0]})])[0]
+    assert summary_rows(one).empty  # one instrument: nothing to summarise
+
+
+def test_tables_and_printout_carry_the_summary_rows(serial_run, musdb_root, helper, tmp_path,
+                                                    capsys):
+    res, out, _ = serial_run
+    expected = res.table.loc[["vocals", "drums"]].agg(["mean", "median"])
+    pd.testing.assert_frame_equal(res.summary, expected, check_names=False)
+    csv = pd.read_csv(res.files["csv"], index_col=0)
+    assert list(csv.index) == ["vocals", "drums", "mean", "median"]
+    np.testing.assert_allclose(csv.loc[["mean", "median"]].to_numpy(), expected.to_numpy(),
+                               atol=1e-5)
+    md = res.files["markdown"].read_text()
+    assert f"| *mean* | *{expected.loc['mean', 'SDR']:.3f}* |" in md
+    assert f"| *median* | *{expected.loc['median', 'SDR']:.3f}* |" in md
+    # the printed table too, from the same per-track JSON files
+    shutil.copytree(out / "test", tmp_path / "eval" / "test")
+    log = tmp_path / "calls.log"
+    evaluate_musdb(helper.OracleFactory(musdb_root, log), musdb_root, is_wav=True,
+                   out_dir=tmp_path / "eval", progress=False)
+    assert not log.exists()  # every track reused
+    printed = capsys.readouterr().out.splitlines()
+    assert [ln.split()[0] for ln in printed[-5:-1]] == ["vocals", "drums", "mean", "median"]
+    assert printed[-3].split()[1:] == [f"{v:.3f}" for v in expected.loc["mean"]]
+    assert printed[-1].startswith("mean / median: mean and median over the instrument")
+
+
+def sdr_points(ax):
+    """(x, y) of every plotted point of the SDR figure's axes."""
+    return [xy for line in ax.lines for xy in zip(*line.get_data())]
+
+
+@pytest.mark.parametrize("tracks", [1, 2])
+def test_sdr_plot_of_few_tracks_shows_named_points(tmp_path, tracks):
+    import matplotlib.pyplot as plt
+
+    names = [f"Artist {k} - A Rather Long Song Title Number {k}" for k in range(tracks)]
+    targets = ["vocals", "drums", "bass", "other"]
+    paths = [write_track_scores(tmp_path, name, {t: [4.0 + k, 6.0 + k] for t in targets})
+             for k, name in enumerate(names)]
+    table, per_track, _ = aggregate_scores(paths)
+    fig = sdr_figure(per_track, list(table.index), "MUSDB18 test: SDR per track")
+    try:
+        ax = fig.axes[0]
+        assert [t.get_text() for t in ax.get_xticklabels()] == targets
+        # one point per track and target, at that track's score, and no (flat) boxes
+        assert all(line.get_linestyle() == "None" for line in ax.lines)
+        points = sdr_points(ax)
+        assert len(points) == tracks * len(targets)
+        assert sorted(y for _, y in points) == sorted(
+            per_track["SDR"].tolist())
+        assert len({round(x, 6) for x, _ in points}) == tracks * len(targets)  # side by side
+        assert [t.get_text() for t in ax.get_legend().get_texts()] == names
+        low, high = ax.get_ylim()
+        assert low < min(y for _, y in points) and high > max(y for _, y in points)
+        # everything (the legend with the long names too) is inside the figure
+        fig.canvas.draw()
+        renderer = fig.canvas.get_renderer()
+        inside = fig.bbox.padded(1)
+        for artist in (ax.get_legend(), ax.title, ax.yaxis.label, *ax.get_xticklabels()):
+            box = artist.get_window_extent(renderer)
+            assert inside.contains(box.x0, box.y0) and inside.contains(box.x1, box.y1), artist
+    finally:
+        plt.close(fig)
+
+
+def test_sdr_plot_of_many_tracks_has_boxes(tmp_path):
+    import matplotlib.pyplot as plt
+
+    paths = [write_track_scores(tmp_path, f"t{k}", {"vocals": [float(k)], "bass": [k + 1.0]})
+             for k in range(FEW_TRACKS + 1)]
+    table, per_track, _ = aggregate_scores(paths)
+    fig = sdr_figure(per_track, list(table.index), "many")
+    try:
+        ax = fig.axes[0]
+        assert ax.get_legend() is None
+        # a box per target, drawn with lines, among them each target's median over tracks
+        drawn = {round(float(y), 9) for line in ax.lines for y in line.get_ydata()}
+        assert {np.median(range(FEW_TRACKS + 1)), np.median(range(1, FEW_TRACKS + 2))} <= drawn
+    finally:
+        plt.close(fig)
+
+
+def test_museval_scores_with_one_blas_thread(musdb_root, helper, tmp_path, monkeypatch):
+    """museval's last digits depend on the BLAS thread count, so it always scores with
+    SCORING_THREADS, whatever --jobs and the machine give (the same JSON everywhere)."""
+    import museval
+    from threadpoolctl import threadpool_info, threadpool_limits
+
+    seen = []
+    real = museval.eval_mus_track
+
+    def recording(*args, **kwargs):
+        seen.append({pool["num_threads"] for pool in threadpool_info()
+                     if pool["user_api"] == "blas"})
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(museval, "eval_mus_track", recording)
+    with threadpool_limits(2, user_api="blas"):  # as on a machine with more cores
+        evaluate_musdb(helper.OracleFactory(musdb_root, tmp_path / "log"), musdb_root,
+                       is_wav=True, out_dir=tmp_path / "eval", tracks=[TRACKS[0]],
+                       progress=False, quiet=True)
+        after = {pool["num_threads"] for pool in threadpool_info() if pool["user_api"] == "blas"}
+    assert seen == [{SCORING_THREADS}]
+    assert after == {min(2, os.cpu_count())}  # restored for the rest of the process

@@ -201,3 +201,114 @@ def test_converter_argument_errors_become_user_errors(tmp_path):
     with pytest.raises(UserError, match="converter failed.*onehot dimension"):
         export_cached(build, [(2, 3, 1)], name="onehot", cache_dir=tmp_path)
     assert not list(tmp_path.glob("*.onnx"))
+
+
+# --------------------------------------------------------------------------- damaged cache
+def _damage_garbage(path, note):
+    path.write_bytes(os.urandom(path.stat().st_size))  # same size, other bytes
+
+
+def _damage_truncate(path, note):
+    path.write_bytes(path.read_bytes()[:100])
+
+
+def _damage_empty(path, note):
+    path.write_bytes(b"")
+
+
+def _damage_no_note(path, note):
+    note.unlink()
+
+
+def _damage_garbled_note(path, note):
+    note.write_text("{not json")
+
+
+def _damage_foreign_note(path, note):
+    meta = json.loads(note.read_text())
+    meta["key"] = "0" * 64  # the note of another export
+    note.write_text(json.dumps(meta))
+
+
+@pytest.mark.parametrize("damage", [_damage_garbage, _damage_truncate, _damage_empty,
+                                    _damage_no_note, _damage_garbled_note,
+                                    _damage_foreign_note], ids=lambda f: f.__name__[8:])
+def test_a_damaged_cached_export_is_rebuilt_never_run(tmp_path, damage, caplog):
+    scope = _params()
+    build = _builder(scope)
+    first = export_cached(build, [(1, 3, 8, 8)], name="tiny", cache_dir=tmp_path)
+    path = tmp_path / os.path.basename(first.path)
+    note = path.with_suffix(".json")
+    assert first.exported and first.meta["onnx_bytes"] == path.stat().st_size
+    damage(path, note)
+    with caplog.at_level("WARNING", logger="common.runtime.onnx_export"):
+        again = export_cached(build, [(1, 3, 8, 8)], name="tiny", cache_dir=tmp_path)
+    assert again.exported and again.path == first.path
+    assert any("is damaged" in r.getMessage() for r in caplog.records)
+    # rebuilt, intact, and a later lookup trusts it again
+    later = export_cached(build, [(1, 3, 8, 8)], name="tiny", cache_dir=tmp_path)
+    assert not later.exported
+    x = np.random.RandomState(3).randn(1, 3, 8, 8).astype(np.float32)
+    fn = OnnxFunction(build, name="tiny", cache_dir=tmp_path)
+    assert _rel(fn(x), _nnabla_forward(build, x)) <= 1e-5 and fn.exports == 0
+
+
+def test_damaged_file_with_intact_note_fails_before_any_session(tmp_path):
+    scope = _params()
+    build = _builder(scope)
+    fn = OnnxFunction(build, name="tiny", cache_dir=tmp_path, runtime="openvino")
+    x = np.random.RandomState(4).randn(1, 3, 8, 8).astype(np.float32)
+    fn(x)
+    path = next(tmp_path.glob("*.onnx"))
+    path.write_bytes(os.urandom(path.stat().st_size))
+    fresh = OnnxFunction(build, name="tiny", cache_dir=tmp_path, runtime="openvino")
+    assert _rel(fresh(x), _nnabla_forward(build, x)) <= 1e-5 and fresh.exports == 1
+
+
+@pytest.mark.parametrize("runtime", ["onnx", "openvino"])
+def test_runtimes_and_threads(tmp_path, runtime):
+    scope = _params()
+    build = _builder(scope)
+    fn = OnnxFunction(build, name="tiny", cache_dir=tmp_path, runtime=runtime, threads=1)
+    x = np.random.RandomState(5).randn(2, 3, 12, 16).astype(np.float32)
+    assert _rel(fn(x), _nnabla_forward(build, x)) <= 1e-5
+    assert fn.session(x.shape).threads == 1 and fn.session(x.shape).runtime == runtime
+
+
+def test_export_in_memory_matches_the_nnp_file_route(tmp_path):
+    """The in-memory export equals the converter's own .nnp route (nnabla.utils.save +
+    NnpImporter with expand_network): the same operators and initializers, the same outputs
+    bit for bit; only generated names (with the converter's counters) differ."""
+    from nnabla.utils.converter.nnabla import NnpImporter
+    from nnabla.utils.converter.onnx import OnnxExporter
+    from nnabla.utils.save import save
+
+    import onnx
+    from common.runtime.backends import open_session
+
+    scope = _params()
+    with nn.auto_forward(False):
+        x = nn.Variable((1, 3, 8, 8))
+        y = _builder(scope)(x)
+    export_graph({"x": x}, {"y": y}, tmp_path / "memory.onnx", parameters=_named(scope))
+    with nn.parameter_scope("", scope):
+        save(str(tmp_path / "net.nnp"), {
+            "networks": [{"name": "network", "batch_size": 1, "outputs": {"y": y},
+                          "names": {"x": x}}],
+            "executors": [{"name": "runtime", "network": "network", "data": ["x"],
+                           "output": ["y"]}]}, variable_batch_size=False)
+        nnp = NnpImporter(str(tmp_path / "net.nnp"), expand_network=True,
+                          executor_index=None).execute()
+    OnnxExporter(nnp, 1, -1, "13").execute(str(tmp_path / "file.onnx"))
+    memory, file = (onnx.load(str(tmp_path / n)) for n in ("memory.onnx", "file.onnx"))
+    assert [n.op_type for n in memory.graph.node] == [n.op_type for n in file.graph.node]
+    params = {i.name: i.raw_data for i in file.graph.initializer if not i.name.startswith("@")}
+    assert len(params) == len(_named(scope))
+    assert {i.name: i.raw_data for i in memory.graph.initializer
+            if not i.name.startswith("@")} == params
+    assert sorted(i.raw_data for i in memory.graph.initializer) == \
+        sorted(i.raw_data for i in file.graph.initializer)
+    data = np.random.RandomState(6).randn(1, 3, 8, 8).astype(np.float32)
+    a, b = (open_session("onnx", str(tmp_path / n), threads=1).run([data])[0]
+            for n in ("memory.onnx", "file.onnx"))
+    np.testing.assert_array_equal(a, b)

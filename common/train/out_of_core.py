@@ -9,7 +9,7 @@ and without the scheduler bit for bit.
 
 A script uses it in three steps::
 
-    add_ooc_args(parser)                        # --ooc-budget
+    add_ooc_args(parser)                        # --ooc-budget, --ooc-window
     ooc = out_of_core_from_args(args, ctx)      # before the graph is built; sets the context
     for batch in ...:
         with ooc.step() as hooks:               # data set-up, zero-grad, forward, backward,
@@ -17,8 +17,15 @@ A script uses it in three steps::
             loss.forward(clear_no_need_grad=True, **hooks)
             ...
 
-Without ``--ooc-budget``, :meth:`OutOfCore.step` does nothing. What the scheduler needs,
-done here once:
+Without ``--ooc-budget``, :meth:`OutOfCore.step` does nothing. ``--ooc-window SIZE`` is the
+scheduler's prefetch window (nnabla's ``prefetch_size``, in bytes; nnabla's default is 1.5x
+the budget): while planning, the scheduler keeps queueing the arrays of upcoming functions for
+prefetching until the bytes queued ahead of the running function would exceed the window (or
+the device bytes the budget). A wider window overlaps more transfers with computation, a
+narrower one swaps out earlier; neither changes a result, and the device never holds more
+than the budget. A window smaller than what one function touches cannot be scheduled (the
+same figure as the smallest budget, which ``out-of-core-training/plan.py`` prints). What the
+scheduler needs, done here once:
 
 * two contexts, host and device. On CUDA the host side uses pinned memory
   (``prefer_cpu_pinned_array``) for fast transfers and the device side the virtual-memory
@@ -33,25 +40,32 @@ done here once:
   scheduler (``step(key)``): a schedule is made from the first iteration it sees;
 * nnabla's failures when the budget cannot hold what one function needs ("A function is
   out of memory", "Some arrays were not prefetched") become one :class:`UserError` line
-  naming the budget.
+  naming the budget (and the window, when one was given).
 """
+import argparse
 import contextlib
 import re
 
 from common.errors import UserError
 
-__all__ = ["parse_size", "format_size", "add_ooc_args", "OutOfCore", "out_of_core_from_args",
-           "scheduler_contexts"]
+__all__ = ["parse_size", "format_size", "MemorySize", "add_ooc_args", "check_ooc_args",
+           "OutOfCore", "out_of_core_from_args", "scheduler_contexts", "MAX_SIZE"]
 
 _UNITS = {"": 1, "b": 1,
           "k": 10 ** 3, "kb": 10 ** 3, "m": 10 ** 6, "mb": 10 ** 6, "g": 10 ** 9, "gb": 10 ** 9,
           "t": 10 ** 12, "tb": 10 ** 12,
           "kib": 2 ** 10, "mib": 2 ** 20, "gib": 2 ** 30, "tib": 2 ** 40}
+# nnabla takes sizes as C size_t and multiplies the budget by 1.5 for its default window:
+# anything near 2**64 would overflow there, and no memory is anywhere near 2**60 bytes.
+MAX_SIZE = 2 ** 60
 _SIZE = re.compile(r"^\s*([0-9]*\.?[0-9]+(?:[eE][+-]?[0-9]+)?)\s*([a-zA-Z]*)\s*$")
 
-# Substrings of nnabla's scheduler errors that mean "the budget is too small".
-_BUDGET_ERRORS = ("A function is out of memory", "Some arrays were not prefetched",
-                  "out of GPU memory")
+# Substrings of nnabla's scheduler errors that mean "the budget is too small"; the second
+# is also what a prefetch window smaller than one function's arrays causes.
+_WINDOW_ERROR = "Some arrays were not prefetched"
+_BUDGET_ERRORS = ("A function is out of memory", _WINDOW_ERROR, "out of GPU memory")
+_WINDOW_NEEDS_BUDGET = ("--ooc-window sets the out-of-core scheduler's prefetch window: it "
+                        "needs --ooc-budget")
 _HOOK_KEY = "common.train.out_of_core"
 # CUDA allocation failures inside a scheduled step (the budget plus what runs outside the
 # scheduler exceeds the device).
@@ -72,11 +86,14 @@ def parse_size(text):
     size = int(value * _UNITS[unit])
     if size <= 0:
         raise UserError(f"memory size {text!r} must be positive")
+    if size > MAX_SIZE:
+        raise UserError(f"memory size {text!r} is larger than the {format_size(MAX_SIZE)} "
+                        f"(2**60 bytes) nnabla can handle")
     return size
 
 
 def format_size(size):
-    """``1536 -> '1.50 KiB'``: binary units, three significant digits."""
+    """``1536 -> '1.50 KiB'``: binary units, two decimals."""
     size = float(size)
     for unit in ("B", "KiB", "MiB", "GiB"):
         if abs(size) < 1024 or unit == "GiB":
@@ -85,14 +102,40 @@ def format_size(size):
     return f"{size:.2f} GiB"
 
 
+class MemorySize:
+    """A flag type for memory sizes (``6GiB``, ``1.5GB``, ``2e9``, bytes), positive and at
+    most :data:`MAX_SIZE`. It returns the text as written, so that ``config.yaml`` keeps the
+    user's units; :func:`parse_size` turns it into bytes."""
+
+    __name__ = "memory size"  # argparse names the type in its messages
+
+    def __call__(self, text):
+        try:
+            parse_size(text)
+        except UserError as exc:
+            raise argparse.ArgumentTypeError(str(exc)) from None
+        return str(text).strip()
+
+    def __repr__(self):
+        return "MemorySize()"
+
+
 def add_ooc_args(parser):
-    """Add ``--ooc-budget`` to ``parser`` (or an argument group) and return it."""
+    """Add ``--ooc-budget`` and ``--ooc-window`` to ``parser`` (or an argument group) and
+    return it."""
     parser.add_argument(
-        "--ooc-budget", default=None, metavar="SIZE",
+        "--ooc-budget", type=MemorySize(), default=None, metavar="SIZE",
         help="train out of core: device memory the swap scheduler may use, e.g. 6GiB "
              "(nnabla.lms, Hayakawa & Narihira 2020); results are identical, arrays that do "
              "not fit live in host memory. Only saves memory on a GPU (--context cudnn). "
              "out-of-core-training/plan.py estimates what a network needs (default: off)")
+    parser.add_argument(
+        "--ooc-window", type=MemorySize(), default=None, metavar="SIZE",
+        help="with --ooc-budget: the scheduler's prefetch window, the bytes of upcoming "
+             "functions' arrays it may queue for prefetching (nnabla's prefetch_size). Wider "
+             "overlaps more transfers with computation; results are identical with any "
+             "window; it must hold what one function touches (plan.py prints that) "
+             "(default: nnabla's, 1.5x the budget)")
     return parser
 
 
@@ -136,10 +179,14 @@ def scheduler_contexts(device_ctx):
 
 
 class OutOfCore:
-    """The swap scheduler around training steps, or a no-op when ``budget`` is None."""
+    """The swap scheduler around training steps, or a no-op when ``budget`` is None.
+    ``window``: the prefetch window (None: nnabla's default, 1.5x the budget)."""
 
-    def __init__(self, budget=None, device_ctx=None):
+    def __init__(self, budget=None, device_ctx=None, window=None):
         self.budget = None if budget is None else parse_size(budget)
+        if window is not None and self.budget is None:
+            raise UserError(_WINDOW_NEEDS_BUDGET)
+        self.window = None if window is None else parse_size(window)
         self.host_ctx = self.device_ctx = None
         self.virtual_memory = False
         self._schedulers = {}
@@ -158,13 +205,22 @@ class OutOfCore:
             return "out-of-core: off"
         where = "GPU" if _is_cuda(self.device_ctx) else "CPU (exercises the path, saves nothing)"
         extra = ", virtual-memory allocator" if self.virtual_memory else ""
-        return f"out-of-core: budget {format_size(self.budget)} on {where}{extra}"
+        return (f"out-of-core: budget {format_size(self.budget)} on {where}{extra}, "
+                f"prefetch window {format_size(self.effective_window)}"
+                f"{'' if self.window else ' (default: 1.5x the budget)'}")
+
+    @property
+    def effective_window(self):
+        """The prefetch window in bytes the scheduler uses (nnabla's default when unset)."""
+        if self.budget is None:
+            return None
+        return self.window if self.window is not None else int(self.budget * 1.5)
 
     def _scheduler(self, key):
         if key not in self._schedulers:
             from nnabla.lms import SwapInOutScheduler
             self._schedulers[key] = SwapInOutScheduler(self.host_ctx, self.device_ctx,
-                                                       self.budget)
+                                                       self.budget, self.window)
         return self._schedulers[key]
 
     @contextlib.contextmanager
@@ -209,6 +265,16 @@ class OutOfCore:
     def _translate(self, exc):
         text = str(exc)
         budget = format_size(self.budget)
+        if self.window is not None and self.window < self.budget \
+                and _WINDOW_ERROR in text:
+            # The scheduler could not queue the running function's own arrays: with a
+            # window below the budget, the window is what ran out.
+            return UserError(f"--ooc-window {format_size(self.window)} is too small for this "
+                             f"network and batch: the arrays one function needs do not fit "
+                             f"in the prefetch window (nnabla: "
+                             f"{_first_line(text, (_WINDOW_ERROR,))}); raise --ooc-window to "
+                             f"at least the smallest budget out-of-core-training/plan.py "
+                             f"prints, or leave it out (1.5x the budget)")
         if any(s in text for s in _BUDGET_ERRORS):
             what = ("one function's inputs and outputs do not fit" if "A function is out"
                     in text else "the arrays the next functions need cannot be prefetched")
@@ -230,10 +296,23 @@ def _first_line(text, needles):
     return text.strip().splitlines()[0] if text.strip() else "unknown error"
 
 
+def check_ooc_args(args):
+    """One-line errors for ``--ooc-budget``/``--ooc-window`` (a window without a budget, a
+    size nnabla cannot take) without creating any context: for scripts that check their
+    inputs before reading data."""
+    budget, window = getattr(args, "ooc_budget", None), getattr(args, "ooc_window", None)
+    if budget is not None:
+        parse_size(budget)
+    if window is not None:
+        if budget is None:
+            raise UserError(_WINDOW_NEEDS_BUDGET)
+        parse_size(window)
+
+
 def out_of_core_from_args(args, ctx=None):
-    """An :class:`OutOfCore` from ``args.ooc_budget``; when enabled, its device context
-    becomes nnabla's default (call it before building the graph)."""
-    ooc = OutOfCore(getattr(args, "ooc_budget", None), ctx)
+    """An :class:`OutOfCore` from ``args.ooc_budget`` and ``args.ooc_window``; when enabled,
+    its device context becomes nnabla's default (call it before building the graph)."""
+    ooc = OutOfCore(getattr(args, "ooc_budget", None), ctx, getattr(args, "ooc_window", None))
     if ooc.enabled:
         import nnabla as nn
         nn.set_default_context(ooc.device_ctx)

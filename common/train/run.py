@@ -30,9 +30,10 @@ CONFIG_NAME = "config.yaml"
 CHECKPOINT_DIR = "checkpoints"
 # Options that never change what a run computes: where it runs, how it reports and how
 # often it saves. A paper adds its own with ``free=``.
-ALWAYS_FREE = frozenset({"output", "resume", "config", "context", "device_id", "type_config",
-                         "ooc_budget", "loader_threads", "checkpoint_interval", "keep_last",
-                         "stop_at_iter", "stop_at_epoch", "log_interval", "jobs"})
+ALWAYS_FREE = frozenset({"output", "resume", "config", "verbose", "context", "device_id",
+                         "type_config", "ooc_budget", "ooc_window", "loader_threads",
+                         "checkpoint_interval", "keep_last", "stop_at_iter", "stop_at_epoch",
+                         "log_interval", "jobs"})
 
 
 def add_checkpoint_args(group, *, interval, keep_last=3, zero_means="only when the run ends"):

@@ -1,5 +1,5 @@
-"""D3Net semantic segmentation benchmark: images per second on the CPU with the nnabla and
-the ONNX backend (network exported with nnabla's own ONNX converter, run by onnxruntime).
+"""D3Net semantic segmentation benchmark: images per second on the CPU of ``infer.py``'s
+defaults (``--backend auto``), of the nnabla path and of the official ``infer.py`` flow.
 
 Run (from the repository root)::
 
@@ -9,17 +9,27 @@ Run (from the repository root)::
 Weights: the parity fixture ``$FIXTURES_DIR/d3net-seg/D3Net_S.h5`` if present (random
 values, official names and shapes), else random weights of the official D3Net-S shapes
 (``--weights random``), or a ``.h5`` given with ``--weights PATH`` (``--network-config``
-names its network config, default ``D3Net_S``). Inputs: synthetic street-like images (fixed
-seed).
+names its network config, default ``D3Net_S``; ``infer.py``'s default model is D3Net-L, for
+which no fixture exists: ``--network-config D3Net_L --weights random``). Inputs: synthetic
+street-like images (fixed seed).
 
-Each backend runs in its own child process (``bench_seg.py --variant NAME --workdir DIR``,
-peak RSS per variant, the harness of :mod:`common.dev.bench`): ``Segmenter(weights,
-backend=...)`` is built
-(``setup``; for ONNX this includes the one-time export of the 1024x2048 graph into a fresh
-cache folder), one warm-up image is segmented (``first image``: nnabla builds its graph,
-onnxruntime allocates its buffers), then ``--images`` images are timed; images per second
-= images / their total time (logits, softmax and labels, as ``Segmenter.segment``).
-The logits of every timed image are compared between the backends.
+Each variant runs in its own child process (``bench_seg.py --variant NAME --workdir DIR``,
+peak RSS per variant, the harness of :mod:`common.dev.bench`):
+
+``official``  the official ``infer.py`` flow, which segments one image per run: for every
+              image the parameters are loaded and a new nnabla graph of the image's size is
+              built and run (written with this repository's nnabla network; the process
+              start and imports of each official run are not counted).
+``nnabla``    ``Segmenter(weights, backend='nnabla')``: parameters loaded and the graph built
+              once; one warm-up image, then the timed images.
+``auto``      ``Segmenter(weights)`` with ``infer.py``'s default ``--backend auto`` (a fresh
+              ONNX cache, so the one-time export and compile are in ``setup``); one warm-up
+              image, then the timed images.
+``onnx``, ``openvino``  the same with that backend.
+
+Images per second = timed images / their total time (logits, softmax and labels, as
+``Segmenter.segment``; for ``official`` also the loading and graph building of each image).
+The logits of every timed image are compared with ``nnabla``'s (or ``official``'s).
 """
 import functools
 import os
@@ -34,7 +44,8 @@ from common.cli import run_cli
 
 README = "d3net/bench/README.md"
 WORKDIR_PREFIX = "d3net-seg-bench-"
-VARIANTS = ("nnabla", "onnx")
+VARIANTS = ("official", "nnabla", "auto", "onnx", "openvino")
+DEFAULT_VARIANTS = ("official", "nnabla", "auto")
 
 
 def synth_image(height, width, seed):
@@ -88,25 +99,45 @@ def child_prepare(args):
     return {"weights": source, "nb_params": int(sum(v.size for v in params.values()))}
 
 
+def _weights(args):
+    with open(bench.work_path(args, "weights.txt")) as fh:
+        return fh.read().strip()
+
+
+def _save(args, variant, i, out):
+    np.save(bench.work_path(args, f"logits_{variant}_{i}.npy"), out.logits)
+    np.save(bench.work_path(args, f"labels_{variant}_{i}.npy"), out.labels)
+
+
+def child_official(args):
+    """One image at a time as the official ``infer.py``: load the parameters, build the
+    graph of the image, segment."""
+    from d3net_seg.inference import Segmenter
+
+    times = []
+    for i in range(1, args.images + 1):
+        image = np.load(bench.work_path(args, f"image{i}.npy"))
+        ta = time.perf_counter()
+        seg = Segmenter(_weights(args), args.network_config, backend="nnabla")
+        out = seg.segment(image)
+        times.append(time.perf_counter() - ta)
+        _save(args, "official", i, out)
+        del seg
+    return {"setup_s": 0.0, "first_image_s": None, "image_s": times,
+            "images_per_s": len(times) / sum(times), "backend": "nnabla"}
+
+
 def child_run(args, backend):
     from d3net_seg.inference import Segmenter
     from d3net_seg.weights import load_weights
 
-    if backend == "onnx":  # a fresh cache: the one-time export is part of the setup time
-        os.environ["NNABLA_RESEARCH_CACHE"] = bench.work_path(args, "cache")
-    with open(bench.work_path(args, "weights.txt")) as fh:
-        weights = fh.read().strip()
+    os.environ["NNABLA_RESEARCH_CACHE"] = bench.work_path(args, f"cache-{backend}")
     t0 = time.perf_counter()
-    params, config = load_weights(weights, args.network_config)
+    params, config = load_weights(_weights(args), args.network_config)
     seg = Segmenter(params, config, backend=backend)
-    export_s = None
-    if backend == "onnx":
-        te = time.perf_counter()
+    if hasattr(seg._runner, "prepare"):  # export + compile now, not in the warm-up image
         seg._runner.prepare(1, args.height, args.width)
-        export_s = time.perf_counter() - te
     t_setup = time.perf_counter() - t0
-    rss_ready = bench.rss_mb()
-
     t1 = time.perf_counter()
     seg.segment(np.load(bench.work_path(args, "image0.npy")))
     t_first = time.perf_counter() - t1
@@ -116,20 +147,14 @@ def child_run(args, backend):
         ta = time.perf_counter()
         out = seg.segment(image)
         times.append(time.perf_counter() - ta)
-        np.save(bench.work_path(args, f"logits_{backend}_{i}.npy"), out.logits)
-        np.save(bench.work_path(args, f"labels_{backend}_{i}.npy"), out.labels)
-    result = {"setup_s": t_setup, "first_image_s": t_first, "image_s": times,
-              "images_per_s": len(times) / sum(times), "rss_ready_mb": rss_ready,
-              "graph_builds": seg.graph_builds}
-    if backend == "onnx":
-        runner = seg._runner
-        result.update(export_s=export_s, exports=runner.exports,
-                      onnx_bytes=os.path.getsize(runner.last_export.path))
-    return result
+        _save(args, backend, i, out)
+    return {"setup_s": t_setup, "first_image_s": t_first, "image_s": times,
+            "images_per_s": len(times) / sum(times), "backend": seg.backend}
 
 
-CHILDREN = {"prepare": child_prepare,
-            **{backend: functools.partial(child_run, backend=backend) for backend in VARIANTS}}
+CHILDREN = {"prepare": child_prepare, "official": child_official,
+            **{backend: functools.partial(child_run, backend=backend)
+               for backend in ("nnabla", "auto", "onnx", "openvino")}}
 
 
 # ----------------------------------------------------------------------------- parent
@@ -141,58 +166,66 @@ def child_args(args):
 
 
 def describe(r):
-    return (f"setup {r['setup_s']:.1f} s, first image {r['first_image_s']:.1f} s, "
-            f"{r['images_per_s']:.4f} images/s, peak RSS {r['peak_rss_mb']:.0f} MB")
+    return f"{r['images_per_s']:.4f} images/s, peak RSS {r['peak_rss_mb']:.0f} MB"
 
 
 def report(args, prep, results):
-    """The markdown report and (no) extra JSON entries."""
+    """The markdown report and the throughput ratios for the JSON file."""
     out = []
     p = out.append
     p("# D3Net segmentation benchmark\n")
     p(f"- model: {args.network_config}, {prep['nb_params'] / 1e6:.2f} M parameters; weights: "
       f"{prep['weights']}")
-    p(f"- input: {args.images} synthetic RGB images of {args.height}x{args.width} (+1 warm-up), "
-      f"batch 1, CPU")
+    p(f"- input: {args.images} synthetic RGB images of {args.height}x{args.width} timed per "
+      "variant (after one warm-up image, except official: every image is a fresh run), "
+      "batch 1, CPU")
     p(bench.machine_line(args))
-    p("| backend | setup s | first image s | s / image (timed) | images / s | process s "
-      "| RSS after setup MB | peak RSS MB |")
-    p("|---|---:|---:|---|---:|---:|---:|---:|")
+    p("| variant | runtime | setup s | warm-up image s | s / image (timed) | images / s "
+      "| x official | peak RSS MB |")
+    p("|---|---|---:|---:|---|---:|---:|---:|")
+    base = results.get("official")
     for v, r in bench.in_order(results, VARIANTS):
-        p(f"| {v} | {r['setup_s']:.2f} | {r['first_image_s']:.2f} "
+        first = "-" if r["first_image_s"] is None else f"{r['first_image_s']:.2f}"
+        ratio = "-" if base is None or v == "official" else \
+            f"{r['images_per_s'] / base['images_per_s']:.2f}"
+        p(f"| {v} | {r['backend']} | {r['setup_s']:.2f} | {first} "
           f"| {', '.join(f'{t:.2f}' for t in r['image_s'])} | {r['images_per_s']:.4f} "
-          f"| {r['process_s']:.1f} | {r['rss_ready_mb']:.0f} | {r['peak_rss_mb']:.0f} |")
-    o = results.get("onnx")
-    if o:
-        p(f"\nonnx setup includes the one-time export of the {args.height}x{args.width} graph "
-          f"(.nnp -> nnabla-converter -> .onnx, {o['onnx_bytes'] / 1e6:.1f} MB, then the "
-          f"onnxruntime session): {o['export_s']:.2f} s; later runs (and images of the same "
-          f"size) reuse the cached file (exports this run: {o['exports']}).")
-    if all(v in results for v in VARIANTS):
-        diffs, rels, agree = [], [], []
+          f"| {ratio} | {r['peak_rss_mb']:.0f} |")
+    ref = "nnabla" if "nnabla" in results else "official"
+    extra = {"agreement": {}}
+    lines = []
+    for v, _ in bench.in_order(results, VARIANTS):
+        if v == ref or ref not in results:
+            continue
+        rels, agree = [], []
         for i in range(1, args.images + 1):
-            a = np.load(bench.work_path(args, f"logits_onnx_{i}.npy"))
-            b = np.load(bench.work_path(args, f"logits_nnabla_{i}.npy"))
-            d = float(np.abs(a.astype(np.float64) - b).max())
-            diffs.append(d)
-            rels.append(d / float(np.abs(b).max()))
-            la = np.load(bench.work_path(args, f"labels_onnx_{i}.npy"))
-            lb = np.load(bench.work_path(args, f"labels_nnabla_{i}.npy"))
+            a = np.load(bench.work_path(args, f"logits_{v}_{i}.npy"))
+            b = np.load(bench.work_path(args, f"logits_{ref}_{i}.npy"))
+            rels.append(float(np.abs(a.astype(np.float64) - b).max() / np.abs(b).max()))
+            la = np.load(bench.work_path(args, f"labels_{v}_{i}.npy"))
+            lb = np.load(bench.work_path(args, f"labels_{ref}_{i}.npy"))
             agree.append(float((la == lb).mean()))
-        speed = o["images_per_s"] / results["nnabla"]["images_per_s"]
-        p("\n## Summary\n")
-        p(f"- throughput: onnx {o['images_per_s']:.4f} images/s vs nnabla "
-          f"{results['nnabla']['images_per_s']:.4f} images/s -> {speed:.2f}x")
-        p(f"- logits max abs diff onnx vs nnabla: {max(diffs):.3g} "
-          f"({max(rels):.3g} x max|logits|; goal <= 1e-3: "
-          f"{'OK' if max(rels) <= 1e-3 else 'FAIL'}); labels equal on "
-          f"{100 * min(agree):.4f} % of the pixels (worst image)")
-    return "\n".join(out), {}
+        extra["agreement"][v] = {"logits_rel": max(rels), "labels_equal": min(agree)}
+        lines.append(f"- logits {v} vs {ref}: max abs diff {max(rels):.3g} x max|logits| "
+                     f"(fixture tolerance 1e-4: {'OK' if max(rels) <= 1e-4 else 'FAIL'}); "
+                     f"labels equal on {100 * min(agree):.4f} % of the pixels (worst image)")
+    p("\n## Summary\n")
+    for v in ("auto", "nnabla"):
+        if v in results and base:
+            r = results[v]
+            p(f"- throughput: {v} ({r['backend']}) {r['images_per_s']:.4f} images/s vs the "
+              f"official infer.py flow {base['images_per_s']:.4f} images/s -> "
+              f"{r['images_per_s'] / base['images_per_s']:.2f}x")
+    if "auto" in results and "nnabla" in results:
+        p(f"- throughput: auto vs nnabla path -> "
+          f"{results['auto']['images_per_s'] / results['nnabla']['images_per_s']:.2f}x")
+    out.extend(lines)
+    return "\n".join(out), extra
 
 
 def add_arguments(ap):
     ap.add_argument("--images", type=PositiveInt, default=2,
-                    help="timed images per backend (2)")
+                    help="timed images per variant (2)")
     ap.add_argument("--height", type=PositiveInt, default=1024)
     ap.add_argument("--width", type=PositiveInt, default=2048)
     ap.add_argument("--network-config", default="D3Net_S",

@@ -1,72 +1,100 @@
 """Data cleansing of a user's own class-folder image set.
 
-``python data-cleansing/cleanse.py --root DIR [--output OUT]`` trains a classifier on
-``DIR/<class>/<image>`` (with the trace and only the final parameters cached), scores
-every training image with the storage-efficient influence (every traced step evaluated
-at the final parameters) and writes, into the run folder OUT:
+``python data-cleansing/cleanse.py --root DIR [--output OUT]`` scores *every* image of
+``DIR/<class>/<image>`` by cross-validation: the images are dealt into ``--folds``
+class-stratified folds, one model is trained per fold with that fold held out, and this is
+repeated ``--repeats`` times with new folds and initializations. Each image thus gets
+out-of-fold predictions (from models that never saw it) and, for the influence methods,
+scores from the models that trained on it (with the held-out fold as validation set).
 
-* ``influence.csv``: ``rank, path, label, influence``, most harmful first;
-* ``report.html``: one self-contained page with the most harmful and the most helpful
-  images as embedded thumbnails, what the score means, the split sizes and the accuracy
-  of the trained model;
-* the run itself: ``config.yaml`` (the options and a digest of the image list),
-  ``checkpoints/``, the trace and parameters, ``summary.json`` and ``scores.npy``.
+``--method`` (lower score = more harmful in every case):
+
+* ``confident-learning`` (default): confident learning's label quality (cleanlab,
+  self-confidence) of the out-of-fold predicted probabilities, averaged over the repeats;
+* ``final``: the paper's storage-efficient SGD-influence (every traced step at the final
+  parameters) on the held-out fold's loss; ``hara``: SGD-influence with the parameters of
+  every traced step (Hara et al.); ``influence-functions``: Koh & Liang's influence
+  functions. Influence scores become percentile ranks per fold, then are averaged.
+
+Written into the run folder OUT:
+
+* ``cleanse.csv``: ``rank, path, given_label, predicted_label, score, flagged_by`` for
+  every image, most harmful first (``flagged_by``: how many repeats put the image in
+  their own most harmful 10 %);
+* ``report.html``: one self-contained page with the most harmful and most helpful images
+  as embedded thumbnails beside their given and predicted labels, what the score means,
+  the out-of-fold accuracy and how well the repeats agree;
+* the run itself: ``config.yaml`` (the options and a digest of the image list), and one
+  training run per repeat and fold under ``folds/`` (its checkpoints and parameters while it
+  trains and is scored, then only its ``result.npz``: held-out probabilities and scores).
 
 OUT is a run folder (:class:`common.train.run.TrainingRun`): one that holds a run is never
-replaced; ``--resume`` continues it with the same options and images: the training from
-its last checkpoint (every epoch end, and the step in progress at Ctrl-C), then the
-scoring (from its start, unless ``scores.npy`` was written), then the CSV and the report.
-Nothing is written into DIR, and nothing is written at all before DIR was read.
-
-A score estimates how the validation loss would change if the image were left out of
-training: negative means removing it lowers the loss (the image is harmful, often
-mislabelled or atypical), positive means the image helps.
+replaced; ``--resume`` continues it with the same options and images: finished folds are
+reused, the fold in progress continues from its last checkpoint (every epoch end, and the
+step in progress at Ctrl-C). Nothing is written into DIR, and nothing at all before DIR
+was read.
 """
 import base64
 import csv
 import hashlib
 import html
 import io
-import json
 import os
+import shutil
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
 
-from common.cli import NonNegativeInt, Parser, PositiveFloat, PositiveInt
+from common.cli import Bounded, NonNegativeInt, Parser, PositiveFloat, PositiveInt
 from common.context import add_context_args, context_from_args
 from common.errors import UserError
-from common.fileio import atomic_write
+from common.fileio import atomic_write, write_npz
 from common.terminal import interrupt_message
-from common.train.run import TrainingRun
+from common.train.run import TrainingRun, holds_run
+from datacleansing import ranking
+from datacleansing.data import folder_images
 from datacleansing.options import IMAGE_SIZE, MODEL_NAMES, refuse_multi_process
 
+METHODS = ("confident-learning", "final", "hara", "influence-functions")
+DEFAULT_METHOD = "confident-learning"
 THUMB_SIZE = 96
-CSV_NAME = "influence.csv"
+CSV_NAME = "cleanse.csv"
 HTML_NAME = "report.html"
-SCORES_NAME = "scores.npy"
+FOLDS_DIR = "folds"
+RESULT_NAME = "result.npz"
 # Options that only change the report, and the image digest (checked after reading DIR).
 RESUME_FREE = {"top", "images"}
+FOLDS = Bounded(int, 2, 20)
 
 
 def build_parser():
     p = Parser(
-        prog="cleanse.py",
-        description="Find the training images that hurt (or help) a classifier trained on "
-                    "a class-folder image set DIR/<class>/<image>.")
+        description="Rank every image of a class-folder image set DIR/<class>/<image> from "
+                    "the most harmful (likely mislabelled) to the most helpful, by "
+                    "cross-validation.")
     p.add_argument("--root", "--data", required=True, metavar="DIR",
                    help="image folder with one sub-folder per class")
     p.add_argument("--output", default=None, metavar="OUT",
-                   help="run folder for the run, influence.csv and report.html (default "
+                   help="run folder for the run, cleanse.csv and report.html (default "
                         "runs/data-cleansing/<name of DIR>)")
     p.add_argument("--resume", action="store_true",
-                   help="continue the run in OUT (same options and images): training from "
-                        "its last checkpoint, then scoring, CSV and report")
-    p.add_argument("--model", default="cnn", choices=MODEL_NAMES,
-                   help="classifier to train (default cnn)")
-    p.add_argument("--epochs", type=PositiveInt, default=10, help="training epochs (default 10)")
+                   help="continue the run in OUT (same options and images): finished folds "
+                        "are kept, the fold in progress continues from its last checkpoint")
+    p.add_argument("--method", default=DEFAULT_METHOD, choices=METHODS,
+                   help="how images are scored (default confident-learning: cleanlab's label "
+                        "quality of the out-of-fold predictions; final, hara: the paper's "
+                        "SGD-influence on the held-out fold; influence-functions)")
+    p.add_argument("--model", default="mlp", choices=MODEL_NAMES,
+                   help="classifier trained per fold (default mlp)")
+    p.add_argument("--folds", type=FOLDS, default=5,
+                   help="cross-validation folds: each model trains on all but one (default 5)")
+    p.add_argument("--repeats", type=PositiveInt, default=3,
+                   help="cross-validations with new folds and initializations, averaged "
+                        "(default 3)")
+    p.add_argument("--epochs", type=PositiveInt, default=20, help="training epochs (default 20)")
     p.add_argument("--trace-epochs", type=PositiveInt, default=1,
-                   help="last epochs whose steps the influence walks back (default 1)")
+                   help="last epochs whose steps SGD-influence walks back (default 1)")
     p.add_argument("--batch-size", type=PositiveInt, default=32,
                    help="SGD batch size (default 32)")
     p.add_argument("--lr", type=PositiveFloat, default=0.05,
@@ -76,7 +104,7 @@ def build_parser():
     p.add_argument("--top", type=PositiveInt, default=10, metavar="K",
                    help="harmful and helpful images shown in the report (default 10)")
     p.add_argument("--seed", type=NonNegativeInt, default=0,
-                   help="seed of split, initialization, order")
+                   help="seed of the first repeat's folds, initialization and order")
     add_context_args(p)
     p.add_alias("--data-dir", "root")
     # the official NNC plugin's spellings (sgd_influence_utils/args.py)
@@ -106,21 +134,26 @@ def check_args(args):
     return data, out
 
 
-# ---------------------------------------------------------------- ranking and files
+def load_folder(root, image_size):
+    """(images float32 NCHW in [-1, 1], labels, absolute paths, class names) of every image
+    of the class folders, resized to ``image_size`` squares (RGB)."""
+    images, labels, paths, classes = folder_images(
+        root, image_size, 2, "one is held out while the others train")
+    x = images.astype(np.float32) * (2.0 / 255.0) - 1.0
+    return x, labels, [os.path.abspath(p) for p in paths], classes
 
 
-def rank(scores):
-    """Training indices ordered from the most harmful (lowest score) to the most helpful;
-    ties keep the training order."""
-    return np.argsort(np.asarray(scores), kind="stable")
+# ---------------------------------------------------------------- files
 
 
-def write_csv(path, order, scores, paths, labels, class_names):
+def write_csv(path, order, table, class_names, repeats):
     with atomic_write(path, "w") as f:
         w = csv.writer(f, lineterminator="\n")
-        w.writerow(["rank", "path", "label", "influence"])
+        w.writerow(["rank", "path", "given_label", "predicted_label", "score", "flagged_by"])
         for r, i in enumerate(order, 1):
-            w.writerow([r, paths[i], class_names[labels[i]], f"{scores[i]:.8g}"])
+            w.writerow([r, table["paths"][i], class_names[table["labels"][i]],
+                        class_names[table["predicted"][i]], f"{table['scores'][i]:.8g}",
+                        f"{table['votes'][i]}/{repeats}"])
 
 
 def thumbnail_uri(path, fallback=None, size=THUMB_SIZE):
@@ -159,34 +192,52 @@ padding:.25em .6em;text-align:left}
 overflow-wrap:anywhere}
 .card img{display:block;margin:0 auto .4em;image-rendering:pixelated;max-width:96px}
 .harmful .card{border-color:#c33}.helpful .card{border-color:#3a3}
+.differs{color:#c33}
 .score{font-family:monospace}.path{color:#666}
 """
+
+SCORE_MEANING = {
+    "confident-learning": (
+        "the probability that models which never saw the image give to its <b>given</b> "
+        "label (confident learning's label quality, cleanlab), averaged over the repeats: "
+        "near 0 means models trained on the rest of the folder are sure it belongs to "
+        "another class"),
+    "influence": (
+        "how much removing the image from training would change the loss on the held-out "
+        "fold ({method}), as a percentile rank within each fold (0 = the most harmful of "
+        "that fold, 1 = the most helpful), averaged over the folds that trained on it and "
+        "the repeats"),
+}
 
 
 def _cards(entries):
     cards = []
     for e in entries:
         name = os.path.basename(e["path"])
+        differs = e["predicted"] != e["given"]
         cards.append(
             '<div class="card">'
             f'<img src="{e["uri"]}" alt="{html.escape(name)}">'
-            f'<div><b>#{e["rank"]}</b> &middot; class <b>{html.escape(e["label"])}</b></div>'
-            f'<div>influence <span class="score">{e["influence"]:+.3e}</span></div>'
+            f'<div><b>#{e["rank"]}</b> &middot; score <span class="score">'
+            f'{e["score"]:.3g}</span></div>'
+            f'<div>given <b>{html.escape(e["given"])}</b></div>'
+            f'<div{" class=differs" if differs else ""}>predicted '
+            f'<b>{html.escape(e["predicted"])}</b></div>'
+            f'<div>flagged by {e["flagged_by"]}</div>'
             f'<div class="path" title="{html.escape(e["path"])}">{html.escape(name)}</div>'
             '</div>')
     return "\n".join(cards)
 
 
-def render_html(harmful, helpful, info, class_rows):
-    """The report page. ``harmful`` / ``helpful``: dicts with rank, path, label, influence,
-    uri; ``info``: (label, value) pairs of the run; ``class_rows``: (class, train, val,
-    test) per class."""
+def render_html(harmful, helpful, info, class_rows, meaning):
+    """The report page. ``harmful`` / ``helpful``: dicts with rank, path, given, predicted,
+    score, flagged_by, uri; ``info``: (label, value) pairs of the run; ``class_rows``:
+    (class, images, flagged) per class; ``meaning``: what the score is (HTML)."""
     esc = html.escape
     info_rows = "\n".join(f"<tr><th>{esc(str(k))}</th><td>{esc(str(v))}</td></tr>"
                           for k, v in info)
-    class_table = "\n".join(
-        f"<tr><td>{esc(c)}</td><td>{a}</td><td>{b}</td><td>{t}</td></tr>"
-        for c, a, b, t in class_rows)
+    class_table = "\n".join(f"<tr><td>{esc(c)}</td><td>{a}</td><td>{b}</td></tr>"
+                            for c, a, b in class_rows)
     return f"""<!DOCTYPE html>
 <html lang="en">
 <head>
@@ -196,35 +247,34 @@ def render_html(harmful, helpful, info, class_rows):
 </head>
 <body>
 <h1>Data cleansing report</h1>
-<p>Every training image has an <b>influence</b> score: an estimate of how much the
-validation loss would change if that image were removed from the training set and the
-model trained again. It follows the image's effect through the recorded SGD steps of the
-last training epoch(s) (SGD-influence), evaluated at the final parameters only, so just one
-copy of the parameters needs to be stored.</p>
+<p>Every image of the folder was held out once per repeat while a model trained on the
+others, so every image is scored. Its <b>score</b> is {meaning}.</p>
 <ul>
-<li><b>Negative</b> score: removing the image would <i>lower</i> the validation loss, i.e.
-the image is <b>harmful</b>. Look at these first: they are often mislabelled, ambiguous,
-corrupted or unlike the rest of their class.</li>
-<li><b>Positive</b> score: the image <b>helps</b> the model; these are typical, clean
-examples of their class.</li>
+<li><b>Low</b> score: the image is <b>harmful</b>. Look at these first: they are often
+mislabelled, ambiguous, corrupted or unlike the rest of their class. <i>Predicted</i> is
+the class that models which never saw the image chose; red when it is not the given
+label.</li>
+<li><b>High</b> score: the image <b>helps</b>; these are typical, clean examples of their
+class.</li>
 </ul>
-<p>Scores are comparable within one run only. They are estimates from one training run
-and a small validation split, so treat them as a ranking of what to inspect, not as a
-verdict; the full list is in <code>influence.csv</code>.</p>
+<p><i>Flagged by</i> says how many repeats (new folds and initializations) put the image in
+their own most harmful 10 %: an image flagged by every repeat does not depend on the seed.
+Treat the ranking as a list of what to inspect, not as a verdict; the full list is in
+<code>{CSV_NAME}</code>.</p>
 <h2>Run</h2>
 <table class="info">
 {info_rows}
 </table>
 <h2>Classes</h2>
 <table class="info">
-<tr><th>class</th><th>train</th><th>validation</th><th>test</th></tr>
+<tr><th>class</th><th>images</th><th>flagged (most harmful 10 %)</th></tr>
 {class_table}
 </table>
-<h2>Most harmful training images ({len(harmful)})</h2>
+<h2>Most harmful images ({len(harmful)})</h2>
 <div class="grid harmful">
 {_cards(harmful)}
 </div>
-<h2>Most helpful training images ({len(helpful)})</h2>
+<h2>Most helpful images ({len(helpful)})</h2>
 <div class="grid helpful">
 {_cards(helpful)}
 </div>
@@ -233,36 +283,27 @@ verdict; the full list is in <code>influence.csv</code>.</p>
 """
 
 
-def write_report(path, order, scores, splits, paths, summary, setup, k):
+def write_report(path, order, table, x, class_names, info, k, meaning, repeats):
     n = len(order)
     k_harm, k_help = split_top(n, k)
-    labels, names = splits.y_train, splits.class_names
 
     def entry(position):
         i = order[position]
-        return {"rank": position + 1, "path": paths[i], "label": names[labels[i]],
-                "influence": float(scores[i]),
-                "uri": thumbnail_uri(paths[i], splits.x_train[i])}
+        return {"rank": position + 1, "path": table["paths"][i],
+                "given": class_names[table["labels"][i]],
+                "predicted": class_names[table["predicted"][i]],
+                "score": float(table["scores"][i]), "flagged_by": f"{table['votes'][i]}/{repeats}",
+                "uri": thumbnail_uri(table["paths"][i], x[i])}
 
     harmful = [entry(p) for p in range(k_harm)]
     helpful = [entry(p) for p in range(n - 1, n - 1 - k_help, -1)]
-    n_val, n_test = len(splits.y_val), len(splits.y_test)
-    info = [
-        ("image folder", setup["root"]),
-        ("images", f"{n + n_val + n_test} in {splits.n_classes} classes"),
-        ("split", f"{n} train / {n_val} validation / {n_test} test"),
-        ("model", f"{setup['model']}, {setup['epochs']} epochs, batch {setup['batch_size']}, "
-                  f"lr {setup['lr']}, images {setup['image_size']}x{setup['image_size']}"),
-        ("validation accuracy", f"{summary['val_accuracy']:.1%}"),
-        ("test accuracy", f"{summary['test_accuracy']:.1%}"),
-        ("harmful (negative score)", f"{int(np.sum(np.asarray(scores) < 0))} of {n}"),
-    ]
-    counts = [np.bincount(y, minlength=splits.n_classes)
-              for y in (splits.y_train, splits.y_val, splits.y_test)]
-    class_rows = [(c, int(counts[0][j]), int(counts[1][j]), int(counts[2][j]))
-                  for j, c in enumerate(names)]
+    flagged = np.zeros(n, bool)
+    flagged[order[:ranking.flagged_count(n)]] = True
+    class_rows = [(c, int(np.sum(table["labels"] == j)),
+                   int(np.sum(flagged & (table["labels"] == j))))
+                  for j, c in enumerate(class_names)]
     with atomic_write(path, "w") as f:
-        f.write(render_html(harmful, helpful, info, class_rows))
+        f.write(render_html(harmful, helpful, info, class_rows, meaning))
 
 
 # ---------------------------------------------------------------- the run
@@ -275,52 +316,149 @@ def _fingerprint(paths, labels):
     return h.hexdigest()
 
 
-def run(args):
-    """Train, score, write the CSV and the report; returns a dict of what was written."""
-    from datacleansing import data as D
+def predict_proba(run_dir, model, x, n_classes, batch=256):
+    """Softmax probabilities of the test-mode network with the run's final parameters."""
+    import nnabla as nn
 
+    from datacleansing.models import build
+    from datacleansing.trace import load_snapshot, read_params
+    nn.clear_parameters()
+    out = np.empty((len(x), n_classes))
+    graphs = {}
+    for start in range(0, len(x), batch):
+        xb = x[start:start + batch]
+        if len(xb) not in graphs:
+            xv = nn.Variable(xb.shape)
+            graphs[len(xb)] = (xv, build(model, xv, n_classes, bn="test"))
+            if len(graphs) == 1:
+                load_snapshot(read_params(Path(run_dir) / "params" / "final.h5"))
+        xv, logits = graphs[len(xb)]
+        xv.d = xb
+        logits.forward(clear_buffer=True)
+        z = logits.d - logits.d.max(axis=1, keepdims=True)
+        e = np.exp(z)
+        out[start:start + len(xb)] = e / e.sum(axis=1, keepdims=True)
+    return out
+
+
+def run_fold(args, fold_dir, splits, x_held, seed):
+    """Train one fold's model (resumable), then (held-out probabilities, influence scores of
+    its training images or None), cached in ``fold_dir/result.npz``."""
+    from datacleansing import influence, trace
+
+    result = fold_dir / RESULT_NAME
+    if result.is_file():
+        with np.load(result) as z:
+            return z["probs"], (z["scores"] if "scores" in z.files else None)
+    cfg = trace.TrainConfig(model=args.model, epochs=args.epochs, batch_size=args.batch_size,
+                            lr=args.lr, trace_epochs=args.trace_epochs,
+                            cache="all" if args.method == "hara" else "final", seed=seed)
+    if not (fold_dir / "summary.json").is_file():
+        fold_run = TrainingRun(fold_dir, asdict(cfg), resume=holds_run(fold_dir), keep_last=1,
+                               hint=trace.OTHER_RUN_HINT).open()
+        fold_run.begin()
+        trace.train(cfg, splits, fold_dir, run=fold_run)
+    probs = predict_proba(fold_dir, args.model, x_held, splits.n_classes)
+    arrays = {"probs": probs}
+    if args.method != "confident-learning":
+        with interrupt_message(lambda: f"interrupted while scoring {fold_dir}; continue with "
+                                       "--resume (finished folds are kept)"):
+            arrays["scores"] = influence.compute_influence(
+                fold_dir, splits, args.model, method=args.method, cfg=cfg, quiet=True)
+    with atomic_write(result, "wb") as f:
+        write_npz(f, arrays)
+    # a scored fold is never trained or scored again: its model files only took disk space
+    for name in ("checkpoints", "params"):
+        shutil.rmtree(fold_dir / name, ignore_errors=True)
+    (fold_dir / "trace.npz").unlink(missing_ok=True)
+    return probs, arrays.get("scores")
+
+
+def cross_validate(args, out, x, labels, paths, class_names):
+    """Every repeat's out-of-fold probabilities (R, N, C) and, for the influence methods,
+    per-image scores (R, N) averaged over the folds that trained on each image."""
+    from datacleansing.data import Splits
+
+    n, n_classes = len(labels), len(class_names)
+    all_probs, all_scores = [], []
+    done = sum((out / FOLDS_DIR / f"r{r}-f{f}" / RESULT_NAME).is_file()
+               for r in range(args.repeats) for f in range(args.folds))
+    if done:
+        print(f"resuming: {done} of {args.repeats * args.folds} folds already scored",
+              flush=True)
+    for r in range(args.repeats):
+        seed = args.seed + r
+        fold = ranking.fold_assignment(labels, args.folds, seed)
+        probs = np.zeros((n, n_classes))
+        score_sum, score_count = np.zeros(n), np.zeros(n)
+        for f in range(args.folds):
+            held, train = np.flatnonzero(fold == f), np.flatnonzero(fold != f)
+            splits = Splits(x[train], labels[train], x[held], labels[held], x[held],
+                            labels[held], n_classes, [paths[i] for i in train], class_names)
+            print(f"repeat {r + 1}/{args.repeats}, fold {f + 1}/{args.folds}: "
+                  f"{len(train)} training, {len(held)} held out", flush=True)
+            p, s = run_fold(args, out / FOLDS_DIR / f"r{r}-f{f}", splits, x[held],
+                            seed * args.folds + f)
+            probs[held] = p
+            if s is not None:
+                score_sum[train] += ranking.percentiles(s)
+                score_count[train] += 1
+        all_probs.append(probs)
+        if args.method != "confident-learning":
+            all_scores.append(score_sum / np.maximum(score_count, 1))
+    return np.stack(all_probs), (np.stack(all_scores) if all_scores else None)
+
+
+def run(args):
+    """Cross-validate, score, write the CSV and the report; returns what was written."""
     data_dir, out = check_args(args)
     options = dict(vars(args), root=os.path.abspath(data_dir), output=str(out))
     options.pop("config", None)
     lifecycle = TrainingRun(out, options, resume=args.resume, free=RESUME_FREE, keep_last=1,
                             hint="use the same options, or drop --resume and choose a new "
                                  "--output").open()
-    splits = D.load("folder", str(data_dir), seed=args.seed, image_size=args.image_size)
-    paths = [os.path.abspath(p) for p in splits.paths]
-    images = _fingerprint(paths, splits.y_train)
+    x, labels, paths, class_names = load_folder(str(data_dir), args.image_size)
+    ranking.fold_assignment(labels, args.folds, args.seed)     # enough images for the folds
+    images = _fingerprint(paths, labels)
     saved = lifecycle.saved_options() if lifecycle.resuming else None
     if saved is not None and saved.get("images") != images:
         raise UserError(f"cannot --resume {out}: the images in {data_dir} changed since the "
                         "run started; drop --resume and choose a new --output")
     lifecycle.options["images"] = images
-    from datacleansing import influence, trace  # nnabla once the input is known good
-    context_from_args(args)
-    cfg = trace.TrainConfig(model=args.model, epochs=args.epochs, batch_size=args.batch_size,
-                            lr=args.lr, trace_epochs=args.trace_epochs, cache="final",
-                            seed=args.seed)
-    trained = lifecycle.resuming and (out / "summary.json").is_file()
+    context_from_args(args)    # nnabla once the input is known good
     lifecycle.begin()
-    scores_path = out / SCORES_NAME
-    if trained:
-        summary = json.loads((out / "summary.json").read_text(encoding="utf-8"))
-        print(f"resuming: training in {out} already finished", flush=True)
+    probs, influence_scores = cross_validate(args, out, x, labels, paths, class_names)
+    mean_probs = probs.mean(axis=0)
+    if influence_scores is None:
+        per_repeat = np.stack([ranking.label_quality(labels, p) for p in probs])
+        scores = ranking.label_quality(labels, mean_probs)
+        meaning = SCORE_MEANING["confident-learning"]
     else:
-        summary = trace.train(cfg, splits, out, run=lifecycle)
-    if trained and scores_path.is_file():
-        scores = np.load(scores_path)
-        print("resuming: influence scores already computed", flush=True)
-    else:
-        with interrupt_message(lambda: f"interrupted while scoring; the trained run in {out} "
-                                       "is kept: continue with --resume (scoring starts "
-                                       "again)"):
-            scores = influence.compute_influence(out, splits, args.model, method="final",
-                                                 impl="batched", cfg=cfg)
-        with atomic_write(scores_path, "wb") as f:
-            np.save(f, scores)
-    order = rank(scores)
+        per_repeat, scores = influence_scores, influence_scores.mean(axis=0)
+        meaning = SCORE_MEANING["influence"].format(method=args.method)
+    predicted = np.argmax(mean_probs, axis=1)
+    table = {"paths": paths, "labels": labels, "predicted": predicted, "scores": scores,
+             "votes": ranking.seed_votes(per_repeat)}
+    order = ranking.rank(scores)
+    summary = {"images": len(labels), "accuracy": float(np.mean(predicted == labels)),
+               "agreement": ranking.agreement(per_repeat),
+               "disagree": int(np.sum(predicted != labels))}
+    info = [
+        ("image folder", options["root"]),
+        ("images", f"{len(labels)} in {len(class_names)} classes, all scored"),
+        ("method", args.method),
+        ("model", f"{args.model}, {args.epochs} epochs, batch {args.batch_size}, lr {args.lr}, "
+                  f"images {args.image_size}x{args.image_size}"),
+        ("cross-validation", f"{args.folds} folds x {args.repeats} repeats "
+                             f"(seeds {args.seed}..{args.seed + args.repeats - 1})"),
+        ("out-of-fold accuracy (given labels)", f"{summary['accuracy']:.1%}"),
+        ("predicted label differs from the given one", f"{summary['disagree']} images"),
+        ("repeat agreement (most harmful 10 % flagged by every repeat)",
+         f"{summary['agreement']:.0%}"),
+    ]
     csv_path, html_path = out / CSV_NAME, out / HTML_NAME
-    write_csv(csv_path, order, scores, paths, splits.y_train, splits.class_names)
-    write_report(html_path, order, scores, splits, paths, summary, options, args.top)
+    write_csv(csv_path, order, table, class_names, args.repeats)
+    write_report(html_path, order, table, x, class_names, info, args.top, meaning, args.repeats)
     return {"csv": csv_path, "html": html_path, "summary": summary, "order": order,
             "scores": scores, "paths": paths}
 
@@ -330,8 +468,9 @@ def main(argv=None):
     refuse_multi_process()
     result = run(args)
     s = result["summary"]
-    print(f"validation accuracy {s['val_accuracy']:.1%}, test accuracy {s['test_accuracy']:.1%}")
+    print(f"out-of-fold accuracy {s['accuracy']:.1%}; {s['disagree']} of {s['images']} images "
+          f"predicted as another class; repeat agreement {s['agreement']:.0%}")
     first = result["order"][0]
-    print(f"most harmful: {result['paths'][first]} (influence {result['scores'][first]:+.3e})")
+    print(f"most harmful: {result['paths'][first]} (score {result['scores'][first]:.3g})")
     print(f"wrote {result['csv']} and {result['html']}")
     return 0

@@ -1,5 +1,5 @@
 """The command lines of the data-cleansing pipeline: ``train.py``, ``score.py``, ``sweep.py``
-(and what ``cleanse.py`` and the tools share with them).
+(and what ``eval.py``, ``cleanse.py`` and the tools share with them).
 
 A *run directory* is what ``train.py`` writes and the other two read:
 
@@ -45,7 +45,8 @@ from common.train.run import TrainingRun, holds_run
 from datacleansing import data as D
 from datacleansing import retrain as R
 from datacleansing import trace as T
-from datacleansing.influence import HESSIANS, IMPLS, METHODS
+from datacleansing.influence import DEFAULT_IMPL, HESSIANS, IMPLS, METHODS, SGD_METHODS
+from datacleansing.influence_functions import default_damping
 from datacleansing.options import IMAGE_SIZE, MODEL_NAMES, hidden_switch, refuse_multi_process
 
 PACKAGE_DIR = Path(__file__).resolve().parent.parent
@@ -69,24 +70,36 @@ def _mb(n_bytes):
 # ----------------------------------------------------------------------------- train.py
 
 def build_train_parser():
-    p = Parser(description="Train a classifier and record what the influence methods need "
-                           "(the paper's recipe, configs/paper.yaml; with neither --root nor "
-                           "--config: the CPU smoke run of configs/smoke.yaml on the bundled "
-                           "real MNIST subset).",
-               default_config=str(PAPER_CONFIG), smoke_config=str(SMOKE_CONFIG),
-               smoke_unless=("root",))
-    p.add_argument("--output", default=str(DEFAULT_OUTPUT), help="run folder")
+    p = training_parser("Train a classifier and record what the influence methods need "
+                         "(the paper's recipe, configs/paper.yaml; with neither --root nor "
+                         "--config: the CPU smoke run of configs/smoke.yaml on the bundled "
+                         "real MNIST subset).")
     p.add_argument("--resume", action="store_true",
                    help="continue the run in --output from its last checkpoint")
     p.add_argument("--stop-at-epoch", type=NonNegativeInt, default=0,
                    help="end after that many epochs (continue with --resume); 0 = all")
+    return add_training_args(p)
+
+
+def training_parser(description):
+    """A parser with the configs of train.py (paper recipe with --root, else the smoke run)
+    and ``--output`` (train.py and eval.py)."""
+    p = Parser(description=description, default_config=str(PAPER_CONFIG),
+               smoke_config=str(SMOKE_CONFIG), smoke_unless=("root",))
+    p.add_argument("--output", default=str(DEFAULT_OUTPUT), help="run folder")
+    return p
+
+
+def add_training_args(p):
+    """The options of a training run (dataset, model, schedule, seed, device, official
+    aliases), as train.py records them in config.yaml."""
     g = p.add_argument_group("data")
     g.add_argument("--dataset", default="mnist5k",
                    help=f"one of {', '.join(D.DATASETS)} (default: mnist5k, the bundled real "
                         f"MNIST subset; cifar10 with --root)")
     g.add_argument("--root", default=None,
-                   help="dataset folder: MNIST IDX files, CIFAR-10 (cifar-10-batches-py) or, "
-                        "for 'folder', a DIR/<class>/<image> tree")
+                   help="dataset folder: MNIST IDX files, CIFAR-10 (cifar-10-batches-py), "
+                        "STL-10 (stl10_binary) or, for 'folder', a DIR/<class>/<image> tree")
     g.add_argument("--image-size", type=IMAGE_SIZE, default=32,
                    help="side the 'folder' images are resized to")
     g.add_argument("--train-samples", type=NonNegativeInt, default=0,
@@ -129,7 +142,8 @@ def check_train_options(opts):
         raise UserError(f"unknown dataset {opts['dataset']!r}; use one of "
                         f"{', '.join(D.DATASETS)}")
     if opts["dataset"] == "mnist5k" and opts.get("root"):
-        raise UserError("--root is for --dataset mnist, cifar10 or folder; mnist5k is bundled")
+        raise UserError("--root is for --dataset mnist, cifar10, stl10 or folder; mnist5k is "
+                        "bundled")
     if opts["trace_epochs"] > opts["epochs"]:
         raise UserError(f"--trace-epochs {opts['trace_epochs']} exceeds --epochs "
                         f"{opts['epochs']}")
@@ -257,6 +271,16 @@ class Run:
     def n_train(self):
         return len(self.labels)
 
+    def influence(self, method="final", **options):
+        """A score per training sample of this run (negative = harmful), by ``method`` (one
+        of :data:`datacleansing.influence.METHODS`); ``options`` go to
+        :func:`datacleansing.influence.compute_influence` (``impl``, ``hessian``, ``seed``)."""
+        from datacleansing.influence import compute_influence  # nnabla: only when scoring
+
+        return compute_influence(self.path, self.splits, self.cfg.model, method=method,
+                                 labels=self.labels, cfg=self.cfg,
+                                 dataset=self.opts["dataset"], **options)
+
     @cached_property
     def fingerprint(self):
         """Digest of what every score of this run depends on: the final parameters, the
@@ -334,19 +358,20 @@ def _read_record(path):
     return record if isinstance(record, dict) else None
 
 
-def score_run(run, method, impl="batched", hessian="reference", seed=None, quiet=None,
+def score_run(run, method, impl=DEFAULT_IMPL, hessian="reference", seed=None, quiet=None,
               out_dir=None):
     """Scores of ``method`` for the Run ``run`` and how they were obtained: ``"reused"`` from
     ``influence_<method>.csv`` in ``out_dir`` (default: the run folder) when its sidecar
     records the same settings, the same run and the CSV's digest; otherwise computed and
     written (``"computed"``, or ``"replaced"`` when other scores were there). Returns
     (scores, record, how)."""
-    from datacleansing.influence import compute_influence
     quiet = _quiet() if quiet is None else quiet
     seed = run.cfg.seed if seed is None else seed
     settings = {"method": method, "impl": impl, "hessian": hessian}
-    if method == "random":
+    if method in ("random", "confident-learning"):      # seeded: the order, the folds
         settings = {"method": method, "seed": seed}
+    elif method == "influence-functions":
+        settings = {"method": method, "damping": default_damping(run.opts["dataset"])}
     settings["run"] = run.fingerprint
     path = scores_path(run.path if out_dir is None else out_dir, method)
     record_path = path.with_suffix(".json")
@@ -359,9 +384,7 @@ def score_run(run, method, impl="batched", hessian="reference", seed=None, quiet
         print(f"{path}: replacing scores that do not belong to this call ({why})", flush=True)
         how = "replaced"
     start = time.time()
-    scores = compute_influence(run.path, run.splits, run.cfg.model, method=method, impl=impl,
-                               hessian=hessian, labels=run.labels, cfg=run.cfg, seed=seed,
-                               quiet=quiet)
+    scores = run.influence(method, impl=impl, hessian=hessian, seed=seed, quiet=quiet)
     record = dict(settings, seconds=round(time.time() - start, 3), samples=run.n_train)
     if len(run.flipped):
         found, top = flipped_in_top(scores, run.flipped)
@@ -385,14 +408,21 @@ def build_score_parser():
     p.add_argument("--method", choices=METHODS, default="final",
                    help="final = the storage-efficient method (final parameters only); "
                         "hara = SGD-influence (needs a run trained with --cache all); "
+                        "influence-functions = Koh & Liang at the final parameters, as the "
+                        "reference's eval_influence_functions.py; confident-learning = "
+                        "cleanlab on cross-validated logistic regression of the pixels; "
                         "random = a random baseline")
-    p.add_argument("--impl", choices=IMPLS, default="batched",
-                   help="per-sample gradients in one pass (batched) or one sample at a time")
+    p.add_argument("--impl", choices=IMPLS, default=DEFAULT_IMPL,
+                   help="how the per-sample gradient products are computed (the same scores "
+                        "to float rounding): reverse = one pass per step, the fastest; loop = "
+                        "one sample at a time, as the reference; batched, double = "
+                        "forward-mode tangents, double backprop")
     p.add_argument("--hessian", choices=HESSIANS, default="reference",
                    help="reference = the reference code's extra 1/batch in the Hessian term; "
                         "textbook = the linearized SGD update")
     p.add_argument("--seed", type=NonNegativeInt, default=None,
-                   help="seed of --method random (default: the run's seed)")
+                   help="seed of --method random and of confident-learning's folds "
+                        "(default: the run's seed)")
     add_context_args(p)
     p.add_alias("-di", "device_id")
     return p
@@ -426,8 +456,18 @@ def build_sweep_parser():
                            "and record the test accuracy (RUN/summary.csv, RUN/summary.png); "
                            "run it again to continue.")
     p.add_argument("run", help="run folder written by train.py (trial 0)")
-    p.add_argument("--methods", nargs="+", choices=METHODS, default=list(METHODS))
-    p.add_argument("--counts", nargs="+", type=NonNegativeInt, default=[0, 10, 30, 100, 300],
+    add_sweep_args(p, methods=[*SGD_METHODS, "random"], counts=[0, 10, 30, 100, 300])
+    add_context_args(p)
+    add_ooc_args(p)
+    p.add_alias("-di", "device_id")
+    return p
+
+
+def add_sweep_args(p, methods, counts):
+    """--methods, --counts, --trials, --mode, --impl, --hessian and their official aliases
+    (sweep.py and eval.py)."""
+    p.add_argument("--methods", nargs="+", choices=METHODS, default=list(methods))
+    p.add_argument("--counts", nargs="+", type=NonNegativeInt, default=list(counts),
                    help="numbers of samples removed")
     p.add_argument("--trials", type=PositiveInt, default=1,
                    help="trial t > 0 trains a fresh run with seed t into RUN/trials/<t>/")
@@ -435,14 +475,11 @@ def build_sweep_parser():
     p.add_argument("--mode", choices=R.MODES, default="replay",
                    help="replay = redo the traced epochs without the removed samples (the "
                         "reference); full = retrain from the initial parameters")
-    p.add_argument("--impl", choices=IMPLS, default="batched")
+    p.add_argument("--impl", choices=IMPLS, default=DEFAULT_IMPL)
     p.add_argument("--hessian", choices=HESSIANS, default="reference")
-    add_context_args(p)
-    add_ooc_args(p)
     for alias, dest in (("-nt", "trials"), ("--n_trials", "trials"), ("-r", "counts"),
-                        ("--remove_n_list", "counts"), ("-di", "device_id")):
+                        ("--remove_n_list", "counts")):
         p.add_alias(alias, dest)
-    return p
 
 
 def _sweep_state(run_dir, state):
@@ -459,7 +496,7 @@ def _sweep_state(run_dir, state):
     return []
 
 
-def trial_run(base, trial, quiet=None, ooc=None):
+def trial_run(base, trial, quiet=None, ooc=None, command="sweep.py"):
     """The Run of ``trial``: the base run itself, or a run with seed ``trial`` trained (or
     continued) into base/trials/<trial>/ with the base run's options."""
     if trial == 0:
@@ -474,7 +511,7 @@ def trial_run(base, trial, quiet=None, ooc=None):
             train_run(opts, quiet=quiet, ooc=ooc)
         except Interrupted:
             raise Interrupted(f"interrupted while training trial {trial} (its last checkpoint "
-                              f"in {out} is kept); run the same sweep.py command again to "
+                              f"in {out} is kept); run the same {command} command again to "
                               "continue") from None
     return Run(out)
 
@@ -492,7 +529,6 @@ def mean_table(rows, methods, counts):
 
 
 def sweep_main(argv=None):
-    from common.report import markdown_table
     args = build_sweep_parser().parse_args(argv)
     refuse_multi_process()
     check_output_location(args.run, "RUN")
@@ -505,32 +541,42 @@ def sweep_main(argv=None):
         raise UserError(f"--methods hara needs the parameters of every traced step: train "
                         f"{base.path} with --cache all, or leave hara out")
     ooc = out_of_core_from_args(args, context_from_args(args))
+    run_sweep(base, methods, counts, args, ooc)
+    return 0
+
+
+def run_sweep(base, methods, counts, args, ooc, command="sweep.py"):
+    """For every trial (``args.trials``), score with every method and retrain without the k
+    most harmful for every k (``args.mode``, ``args.impl``, ``args.hessian``), appending each
+    finished row to ``summary.csv`` (rows found there are skipped); then the plot and the
+    table of mean accuracies."""
+    from common.report import markdown_table
     state = {"mode": args.mode, "impl": args.impl, "hessian": args.hessian}
     csv_path = base.path / SWEEP_CSV
     done = {(r["method"], r["trial"], r["removed"]) for r in _sweep_state(base.path, state)}
     quiet = _quiet()
     start = time.time()
     with interrupt_message(lambda: f"interrupted; the rows finished so far are kept in "
-                                   f"{csv_path}: run the same sweep.py command again to "
+                                   f"{csv_path}: run the same {command} command again to "
                                    "continue"):
         for t in range(args.trials):
-            _sweep_trial(base, t, methods, counts, done, args, csv_path, quiet, ooc)
+            _sweep_trial(base, t, methods, counts, done, args, csv_path, quiet, ooc, command)
     rows = R.read_summary(csv_path)
     R.plot_summary(rows, base.path / SWEEP_PLOT)
     print(markdown_table(["removed"] + [f"{m} acc. %" for m in methods],
                          mean_table(rows, methods, counts)))
     print(f"done in {time.time() - start:.1f} s; {csv_path} and {base.path / SWEEP_PLOT}")
-    return 0
+    return rows
 
 
-def _sweep_trial(base, t, methods, counts, done, args, csv_path, quiet, ooc):
+def _sweep_trial(base, t, methods, counts, done, args, csv_path, quiet, ooc, command):
     """Score trial ``t``'s run and retrain it for every (method, count) not ``done``; every
     finished row is appended to ``csv_path`` at once."""
     todo = [(m, k) for m in methods for k in counts if (m, t, k) not in done]
     if not todo:
         print(f"trial {t}: all {len(methods) * len(counts)} rows done, skipped")
         return
-    run = trial_run(base, t, quiet, ooc)
+    run = trial_run(base, t, quiet, ooc, command)
     scores = {}
     for m in sorted({m for m, _ in todo}, key=methods.index):
         scores[m], meta, how = score_run(run, m, args.impl, args.hessian, quiet=quiet)

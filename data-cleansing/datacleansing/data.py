@@ -8,6 +8,10 @@ test split is only used to measure the accuracy after removal and retraining.
 * ``mnist``: the IDX files (``--root``); validation = the last 10 % of the
   training files' images, test = t10k.
 * ``cifar10``: the python pickles; validation = the last 5,000 training images.
+* ``stl10``: the official binary files (``stl10_binary/{train,test}_{X,y}.bin``, read by
+  ``common.data.stl10``), 96x96 colour; validation = 1,000 of the 5,000 labelled training
+  images chosen at random (seeded), as the reference's ``create_stl10_csv.py`` splits them;
+  test = the 8,000 test images.
 * ``folder``: a user's class-folder image set (``DIR/<class>/<image>``); images are
   resized to ``--image-size`` and split per class 80 / 10 / 10 (seeded).
 
@@ -21,7 +25,7 @@ import numpy as np
 
 from common.errors import UserError
 
-DATASETS = ("mnist5k", "mnist", "cifar10", "folder")
+DATASETS = ("mnist5k", "mnist", "cifar10", "stl10", "folder")
 
 
 @dataclass
@@ -102,45 +106,62 @@ def cifar10(root):
                   list(CIFAR10_CLASSES))
 
 
-def folder(root, image_size=32, seed=0):
-    """A class-folder image set, resized to ``image_size`` squares (RGB)."""
+def stl10(root, seed=0):
+    from common.data.stl10 import label_names, load_stl10
+    xtr, ytr = load_stl10(root, "train")
+    xte, yte = load_stl10(root, "test")
+    n_val = min(1000, len(ytr) // 5)
+    order = np.random.default_rng(seed).permutation(len(ytr))
+    tr, va = np.sort(order[n_val:]), np.sort(order[:n_val])
+    x = _scale(xtr)
+    return Splits(x[tr], ytr[tr], x[va], ytr[va], _scale(xte), yte, 10,
+                  [f"stl10-train:{i}" for i in tr], label_names(root))
+
+
+def folder_images(root, image_size, min_per_class, why):
+    """(uint8 images NCHW, labels, paths, class names) of every image of the class folders
+    under ``root``, resized to ``image_size`` squares (RGB). Fewer than two classes, or a
+    class with fewer than ``min_per_class`` images (``why`` says what they are needed for),
+    is one :class:`UserError`; so is an image that does not decode (naming the file)."""
     from PIL import Image
 
-    from common.data.imagenet import ImageFolder
+    from common.data.imagenet import ImageFolder, load_rgb
     try:
         ds = ImageFolder(root, channels_first=True)
     except (FileNotFoundError, ValueError) as exc:
         raise UserError(f"{root}: {exc}") from None
     if len(ds.classes) < 2:
         raise UserError(f"{root}: need at least two class folders, found {len(ds.classes)}")
-    images, labels, paths = [], [], []
-    from common.data.imagenet import load_rgb
-    for path, label in ds.samples:
-        # an undecodable image is one UserError naming the file (load_rgb)
-        img = load_rgb(path).resize((image_size, image_size), Image.BILINEAR)
-        images.append(np.asarray(img, np.uint8).transpose(2, 0, 1))
-        labels.append(label)
-        paths.append(str(path))
-    labels = np.asarray(labels, np.int64)
+    images = [np.asarray(load_rgb(path).resize((image_size, image_size), Image.BILINEAR),
+                         np.uint8).transpose(2, 0, 1) for path, _ in ds.samples]
+    labels = np.asarray([label for _, label in ds.samples], np.int64)
     counts = np.bincount(labels, minlength=len(ds.classes))
-    if counts.min() < 3:
-        raise UserError(f"{root}: every class needs at least 3 images (train/val/test); "
+    if counts.min() < min_per_class:
+        raise UserError(f"{root}: every class needs at least {min_per_class} images ({why}); "
                         f"{ds.classes[int(np.argmin(counts))]!r} has {counts.min()}")
+    return np.stack(images), labels, [str(path) for path, _ in ds.samples], list(ds.classes)
+
+
+def folder(root, image_size=32, seed=0):
+    """A class-folder image set, resized to ``image_size`` squares (RGB)."""
+    images, labels, paths, classes = folder_images(root, image_size, 3, "train/val/test")
     tr, va, te = _per_class_split(labels, (0.8, 0.1, 0.1), seed, min_each=1)
-    x = _scale(np.stack(images))
-    return Splits(x[tr], labels[tr], x[va], labels[va], x[te], labels[te], len(ds.classes),
-                  [paths[i] for i in tr], list(ds.classes))
+    x = _scale(images)
+    return Splits(x[tr], labels[tr], x[va], labels[va], x[te], labels[te], len(classes),
+                  [paths[i] for i in tr], classes)
 
 
 def load(name, data_dir=None, seed=0, image_size=32):
     if name == "mnist5k":
         return mnist5k(seed)
-    if name in ("mnist", "cifar10", "folder") and data_dir is None:
+    if name in ("mnist", "cifar10", "stl10", "folder") and data_dir is None:
         raise UserError(f"dataset {name} needs --root (its folder)")
     if name == "mnist":
         return mnist(data_dir)
     if name == "cifar10":
         return cifar10(data_dir)
+    if name == "stl10":
+        return stl10(data_dir, seed)
     if name == "folder":
         return folder(data_dir, image_size, seed)
     raise UserError(f"unknown dataset {name!r}; use one of {', '.join(DATASETS)}")

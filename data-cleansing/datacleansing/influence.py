@@ -22,17 +22,26 @@ reference implementation does (a second division by the batch size);
 ``hessian="textbook"`` uses c_t = 1, the linearization of the SGD update itself.
 
 Per-sample gradients are those of the sample *alone* through the training-mode network
-(the reference runs a minibatch of one). ``impl="loop"`` does exactly that, one sample
-at a time. ``impl="batched"`` gets every <u, grad l_j> of a step from one forward and
-one backward pass of the whole batch: every layer adds e_j times its derivative in the
-direction u (``models.Tangent``), and d(sum_j l_j)/de_j = <grad l_j, u> (forward-mode
-differentiation; ``impl="double"`` computes the same numbers by double backprop,
-d/dv_j <grad_theta sum_j v_j l_j, u>, and is kept as a cross-check). Both need samples
-that do not interact; batch normalization with batch statistics
-couples them, so the batched pass normalizes every sample with its own statistics,
-which is exactly the minibatch-of-one computation (``models.batch_norm``, mode
-"sample"). The Hessian-vector product keeps the coupled whole-batch statistics, as
-in training.
+(the reference runs a minibatch of one). Four implementations compute the per-sample dot
+products <u, grad l_j> of a step, all to float rounding the same numbers:
+
+* ``impl="reverse"`` (the default, the fastest for every model here): one forward and one
+  backward pass of the whole batch without weight gradients; every layer's output
+  gradient is contracted per sample with the layer's output derivative along u
+  (``models.LayerProbe``). At most the arithmetic of the loop (a forward pass of every
+  layer along u replaces its weight gradient), without its per-sample calls;
+* ``impl="loop"``: one sample at a time, as the reference;
+* ``impl="batched"``: forward-mode tangents: every layer adds e_j times its derivative along
+  u (``models.Tangent``) and d(sum_j l_j)/de_j = <grad l_j, u>;
+* ``impl="double"``: double backprop, d/dv_j <grad_theta sum_j v_j l_j, u>, a cross-check.
+
+The batched implementations need samples that do not interact; batch normalization with
+batch statistics couples them, so they normalize every sample with its own statistics,
+which is exactly the minibatch-of-one computation (``models.batch_norm``, mode "sample";
+``reverse`` with nnabla's fused layer as the loop, ``batched`` and ``double`` with a
+composite of elementary functions, whose float32 variance differs from the fused layer's
+E[x^2] - E[x]^2 by rounding). The Hessian-vector product keeps the coupled whole-batch
+statistics, as in training.
 """
 from pathlib import Path
 
@@ -43,8 +52,14 @@ from datacleansing import data as D
 from datacleansing.models import build, per_sample_loss
 from datacleansing.trace import bar, load_snapshot, read_params, read_trace
 
-METHODS = ("final", "hara", "random")
-IMPLS = ("batched", "loop", "double")
+# The scoring methods, by name: the registry score.py, sweep.py, cleanse.py and the tools offer.
+# final, hara: this module; influence-functions: Koh & Liang (``influence_functions``);
+# confident-learning: cleanlab (``confident_learning``); random: a seeded baseline.
+METHODS = ("final", "hara", "influence-functions", "confident-learning", "random")
+# The methods that walk the traced SGD steps (they take --impl and --hessian).
+SGD_METHODS = ("final", "hara")
+IMPLS = ("reverse", "loop", "batched", "double")
+DEFAULT_IMPL = "reverse"
 HESSIANS = ("reference", "textbook")
 
 
@@ -58,7 +73,8 @@ class InfluenceGraphs:
 
     def __init__(self, model, splits):
         self.model, self.splits = model, splits
-        self._dots, self._tangent, self._hvp, self._loop = {}, {}, {}, None
+        self._dots, self._tangent, self._reverse, self._hvp = {}, {}, {}, {}
+        self._loop = None
 
     def _params(self):
         import nnabla as nn
@@ -100,10 +116,28 @@ class InfluenceGraphs:
             names, params = self._params()
             u = self._u_vars(names, params)
             logits = build(self.model, x, self.splits.n_classes, bn="sample",
-                           tangent=Tangent(e, u))
+                           probe=Tangent(e, u))
             total = F.sum(per_sample_loss(logits, y))
             self._tangent[n] = (x, y, e, u, total)
         return self._tangent[n]
+
+    def reverse(self, n):
+        """(x, y, u_vars, probe, loss, outputs): backward of loss = sum_j l_j (per-sample
+        statistics) leaves what ``probe.dots`` needs; ``outputs`` runs the forward pass."""
+        if n not in self._reverse:
+            import nnabla as nn
+            import nnabla.functions as F
+
+            from datacleansing.models import LayerProbe
+            x = nn.Variable((n,) + self.splits.image_shape)
+            y = nn.Variable((n, 1))
+            names, params = self._params()
+            u = self._u_vars(names, params)
+            probe = LayerProbe(u)
+            logits = build(self.model, x, self.splits.n_classes, bn="sample", probe=probe)
+            loss = F.sum(per_sample_loss(logits, y))
+            self._reverse[n] = (x, y, u, probe, loss, F.sink(loss, *probe.outputs))
+        return self._reverse[n]
 
     def hvp(self, n):
         """(x, y, u_vars, s): s = <grad mean_j l_j, u> with whole-batch statistics;
@@ -169,6 +203,13 @@ def _feed(xv, yv, uv, x, y, u):
 def step_dots(graphs, u, x, y, impl):
     """<u, grad l_j(theta)> for every sample j of a step (current parameters)."""
     import nnabla as nn
+    if impl == "reverse":
+        xv, yv, uv, probe, loss, outputs = graphs.reverse(len(y))
+        _feed(xv, yv, uv, x, y, u)
+        probe.feed(len(y))
+        outputs.forward(clear_no_need_grad=True)
+        loss.backward(clear_buffer=True)
+        return probe.dots(len(y))
     if impl == "batched":
         xv, yv, e, uv, total = graphs.tangent(len(y))
         _feed(xv, yv, uv, x, y, u)
@@ -220,10 +261,18 @@ def hessian_vector(graphs, u, x, y):
     return {k: params[k].g.copy() for k in u}
 
 
-def compute_influence(run, splits, model, method="final", impl="batched", hessian="reference",
-                      labels=None, cfg=None, seed=0, quiet=False):
-    """Influence score of every training sample (array over the training set; samples
-    not in a traced step get 0). ``run`` is a trained run directory."""
+def step_batch(splits, labels, step, cfg):
+    """The images (augmented as in training) and labels of a traced step."""
+    x = D.augment(splits.x_train[step.batch], step.seeds, getattr(cfg, "shift", 0),
+                  getattr(cfg, "flip", False))
+    return x, labels[step.batch]
+
+
+def compute_influence(run, splits, model, method="final", impl=DEFAULT_IMPL, hessian="reference",
+                      labels=None, cfg=None, seed=0, quiet=False, dataset=None):
+    """Score of every training sample by ``method`` (array over the training set, negative =
+    harmful; the SGD methods give 0 to samples in no traced step). ``run`` is a trained run
+    directory; ``dataset`` (its name) sets the damping of influence-functions."""
     import nnabla as nn
 
     if method not in METHODS or impl not in IMPLS or hessian not in HESSIANS:
@@ -233,6 +282,13 @@ def compute_influence(run, splits, model, method="final", impl="batched", hessia
         return np.random.default_rng(seed).standard_normal(n)
     run = Path(run)
     labels = splits.y_train if labels is None else labels
+    if method == "confident-learning":
+        from datacleansing.confident_learning import confident_learning_scores
+        return confident_learning_scores(splits.x_train, labels, splits.n_classes, seed=seed)
+    if method == "influence-functions":
+        from datacleansing.influence_functions import compute_influence_functions
+        return compute_influence_functions(run, splits, model, labels, cfg, dataset,
+                                           quiet=quiet)
     steps = read_trace(run / "trace.npz")
     final = read_params(run / "params" / "final.h5")
     step_files = sorted((run / "params" / "steps").glob("step_*.h5"))
@@ -248,9 +304,7 @@ def compute_influence(run, splits, model, method="final", impl="batched", hessia
     for step in bar(steps[::-1], quiet, desc=f"influence ({method})", unit="step"):
         # the parameters this step saw (Hara) or the final ones; also resets BN statistics
         load_snapshot(read_params(step_files[step.index]) if method == "hara" else final)
-        x = D.augment(splits.x_train[step.batch], step.seeds,
-                      getattr(cfg, "shift", 0), getattr(cfg, "flip", False))
-        y = labels[step.batch]
+        x, y = step_batch(splits, labels, step, cfg)
         size = len(step.batch)
         scores[step.batch] += step.lr / size * step_dots(graphs, u, x, y, impl)
         hu = hessian_vector(graphs, u, x, y)

@@ -112,3 +112,32 @@ def test_bad_input_is_one_line_error(tmp_path, tiny_run, tiny_args):
     _one_line_error(run_script(TRAIN, "--output", tiny_run, *tiny_args, check=False), "--resume")
     _one_line_error(run_script(TRAIN, "--output", tiny_run, *tiny_args, "--resume", "--seed",
                                "5", check=False), "seed")
+
+
+def test_influence_functions_and_confident_learning_through_the_scripts(tiny_run, tmp_path):
+    """The registry's other methods score every sample through score.py (reused on a second
+    call) and drive sweep.py; confident learning finds flipped labels above chance."""
+    import shutil
+    run = tmp_path / "run"
+    shutil.copytree(tiny_run, run, ignore=shutil.ignore_patterns("summary.csv", "sweep.yaml",
+                                                                 "trials", "influence_*"))
+    with np.load(run / "labels.npz") as z:
+        flipped = set(z["flipped"].tolist())
+    for method in ("influence-functions", "confident-learning"):
+        proc = run_script(SCORE, run, "--method", method)
+        assert "160 samples scored (computed" in proc.stdout
+        rows = _rows(run / f"influence_{method}.csv")
+        assert sorted(int(r["index"]) for r in rows) == list(range(160))
+        scores = [float(r["influence"]) for r in rows]
+        assert scores == sorted(scores) and len(set(scores)) > 100
+        record = json.loads((run / f"influence_{method}.json").read_text())
+        assert record["method"] == method and record["flipped"] == 16
+        if method == "confident-learning":
+            found = sum(int(r["index"]) in flipped for r in rows[:16])
+            assert found == record["flipped_in_top"] and found >= 5   # chance: 1.6
+        assert "(reused)" in run_script(SCORE, run, "--method", method).stdout
+    run_script(SWEEP, run, "--methods", "influence-functions", "confident-learning",
+               "--counts", "0", "8")
+    rows = _rows(run / "summary.csv")
+    assert {(r["method"], r["removed"]) for r in rows} == {
+        (m, k) for m in ("influence-functions", "confident-learning") for k in ("0", "8")}

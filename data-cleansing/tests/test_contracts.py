@@ -1,6 +1,6 @@
-"""Issue 12's contracts for train.py, score.py, sweep.py and the tools, through the real entry
-scripts: the run lifecycle (occupied --output, --resume with other options, nothing written
-before the inputs are valid, Ctrl-C, a diverging loss), output locations (under a file,
+"""Issue 12's contracts for train.py, score.py, sweep.py, eval.py and the tools, through the
+real entry scripts: the run lifecycle (occupied --output, --resume with other options, nothing
+written before the inputs are valid, Ctrl-C, a diverging loss), output locations (under a file,
 read-only, full disk), which scores score.py reuses, bounded numeric flags, the official
 spellings, and the refusal of a multi-process (mpirun) launch."""
 import importlib.util
@@ -19,6 +19,8 @@ from common.train.checkpoint import CheckpointManager
 from datacleansing import cleanse
 from datacleansing.cli import (build_score_parser, build_sweep_parser, build_train_parser,
                                score_main, sweep_main, train_main)
+from datacleansing.experiment import build_parser as build_eval_parser
+from datacleansing.experiment import eval_main
 from datacleansing.options import MODEL_NAMES, refuse_multi_process
 
 FOLDER = Path(__file__).resolve().parent.parent
@@ -197,6 +199,9 @@ def test_bad_numeric_flags_are_one_line_and_write_nothing(tmp_path, capsys):
         (score_main, [out, "--seed", "-2"], "--seed"),
         (sweep_main, [out, "--trials", "0"], "--trials"),
         (sweep_main, [out, "--counts", "10", "-1"], "--counts"),
+        (eval_main, ["--output", out, "--trials", "0"], "--trials"),
+        (eval_main, ["--output", out, "--epochs", "0"], "--epochs"),
+        (eval_main, ["--output", out, "--counts", "-5"], "--counts"),
         (cleanse.main, ["--root", root, "--output", out, "--top", "0"], "--top"),
         (cleanse.main, ["--root", root, "--output", out, "--image-size", "1000"],
          "--image-size"),
@@ -238,7 +243,12 @@ def test_official_spellings_are_hidden_aliases():
     assert (a.root, a.epochs, a.batch_size, a.model) == ("d", 3, 4, "logreg")
     hidden = ("-o,", "--output_dir", "--n_epochs", "-ds", "-bs", "--batch_size", "-di", "-nt",
               "--n_trials", "--remove_n_list", "-ra", "--retrain_all", "--calc-infl", "--data-dir")
-    for parser in (build_train_parser(), sweep, score, cleanse.build_parser()):
+    a = build_eval_parser().parse_args(["-o", "r", "-ds", "stl10", "-nt", "6", "-r", "0", "1",
+                                        "-ra", "-e", "2"])
+    assert (a.output, a.dataset, a.trials, a.counts, a.mode, a.epochs) == (
+        "r", "stl10", 6, [0, 1], "full", 2)
+    for parser in (build_train_parser(), sweep, score, cleanse.build_parser(),
+                   build_eval_parser()):
         shown = parser.format_help().split()
         assert not [flag for flag in hidden if flag in shown]
 
@@ -276,6 +286,7 @@ def test_every_script_refuses_a_multi_process_launch(monkeypatch, tmp_path, caps
     images = str(_class_folder(tmp_path / "images"))
     before = files_under(tmp_path)
     mains = [(train_main, ["--output", out]), (score_main, [run]), (sweep_main, [run]),
+             (eval_main, ["--output", out]),
              (cleanse.main, ["--root", images, "--output", out]),
              (_script_main("tools/mislabel.py"), ["--out-dir", out]),
              (_script_main("tools/loo_check.py"), ["--out-dir", out]),

@@ -1,4 +1,6 @@
 """Training with a trace: caches, determinism, replay and resume."""
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -104,6 +106,59 @@ def test_mnist_idx_and_cifar10_pickles_load_and_train(tmp_path):
     summary = train(TrainConfig(model="cnn", epochs=1, batch_size=30), sp, tmp_path / "run",
                     quiet=True)
     assert summary["traced_steps"] == 3 and 0 <= summary["test_accuracy"] <= 1
+
+
+def _write_stl10(root, split, images, labels_1_based):
+    """The official binary format: uint8, each colour plane column by column; labels 1..10."""
+    folder = root / "stl10_binary"
+    folder.mkdir(parents=True, exist_ok=True)
+    np.ascontiguousarray(images.transpose(0, 1, 3, 2)).tofile(folder / f"{split}_X.bin")
+    np.asarray(labels_1_based, np.uint8).tofile(folder / f"{split}_y.bin")
+
+
+def test_stl10_binary_files_load_split_and_train_with_the_official_shape(tmp_path):
+    """Tiny files in the official format: the seeded 1/5 validation split (1,000 of 5,000 in
+    the real set), rows-first images in [-1, 1], and a run of configs/paper-stl10.yaml."""
+    from common.dev.testing import run_script
+    rng = np.random.default_rng(0)
+    train_x = rng.integers(0, 256, (30, 3, 96, 96), dtype=np.uint8)
+    train_y = np.arange(30) % 10 + 1
+    _write_stl10(tmp_path, "train", train_x, train_y)
+    test_x = np.zeros((10, 3, 96, 96), np.uint8)
+    test_x[0, 0, 5, 70] = 255       # rows first: row 5, column 70 is bright, not (70, 5)
+    _write_stl10(tmp_path, "test", test_x, np.arange(10) + 1)
+    sp = D.load("stl10", tmp_path)
+    assert (len(sp.y_train), len(sp.y_val), len(sp.y_test)) == (24, 6, 10)
+    assert sp.image_shape == (3, 96, 96) and sp.n_classes == 10
+    assert sp.class_names[0] == "airplane"
+    source = [int(p.split(":")[1]) for p in sp.paths]
+    np.testing.assert_array_equal(sp.y_train, train_y[source] - 1)
+    assert sp.x_train.min() >= -1 and sp.x_train.max() <= 1
+    np.testing.assert_allclose(sp.x_train, train_x[source] * (2 / 255) - 1, atol=1e-6)
+    assert sp.x_test[0, 0, 5, 70] == 1.0 and sp.x_test[0, 0, 70, 5] == -1.0
+    assert D.load("stl10", tmp_path).paths == sp.paths           # the split is seeded
+    folder = Path(__file__).resolve().parent.parent
+    out = tmp_path / "run"
+    proc = run_script(folder / "train.py", "--config", folder / "configs" / "paper-stl10.yaml",
+                      "--root", tmp_path, "--output", out, "--epochs", "1", "--model", "logreg",
+                      "--batch-size", "12", env={"NNABLA_RESEARCH_NO_PROGRESS": "1"})
+    assert "2 traced steps" in proc.stdout
+    config = (out / "config.yaml").read_text()
+    assert "dataset: stl10" in config and "shift: 4" in config and "flip: true" in config
+
+
+def test_official_experiment_configs():
+    """configs/paper*.yaml: the reference's shape (its CNN, SGD lr 0.05, batch 64, 20 epochs,
+    the last traced, shifts of 4 and flips) for CIFAR-10, MNIST and STL-10."""
+    import yaml
+    folder = Path(__file__).resolve().parent.parent / "configs"
+    for name, dataset in (("paper", "cifar10"), ("paper-mnist", "mnist"),
+                          ("paper-stl10", "stl10")):
+        cfg = yaml.safe_load((folder / f"{name}.yaml").read_text())
+        assert cfg["dataset"] == dataset and dataset in D.DATASETS
+        assert (cfg["model"], cfg["lr"], cfg["batch_size"], cfg["epochs"], cfg["trace_epochs"],
+                cfg["shift"], cfg["flip"], cfg["cache"]) == ("cnn", 0.05, 64, 20, 1, 4, True,
+                                                             "all")
 
 
 def test_bad_dataset_inputs_are_user_errors(tmp_path):

@@ -35,7 +35,7 @@ import numpy as np
 from common.cli import Bounded, NonNegativeInt, Parser, PositiveInt
 from common.fileio import atomic_write, check_output_location, write_npz
 
-METHODS = ("final", "hara", "random")
+PAPER_METHODS = ("final", "hara", "random")    # the default; any of influence.METHODS
 
 
 def _load_json(path, default):
@@ -82,7 +82,7 @@ def run_seed(seed, args, splits, out):
             t = time.time()
             s = I.compute_influence(run, splits, args.model, method=method, impl=args.impl,
                                     hessian=args.hessian, labels=noisy, cfg=cfg, seed=seed,
-                                    quiet=args.quiet)
+                                    quiet=args.quiet, dataset="mnist5k")
             timing[f"influence_{label}_s"] = time.time() - t
             _save_json(out / "timing.json", timing)
             with atomic_write(path, "wb") as f:
@@ -189,7 +189,7 @@ def tables(results, args):
 
 
 def main(argv=None):
-    from datacleansing.influence import HESSIANS
+    from datacleansing.influence import DEFAULT_IMPL, HESSIANS, IMPLS, METHODS, SGD_METHODS
     from datacleansing.options import add_experiment_args, refuse_multi_process
 
     p = Parser(description=__doc__.splitlines()[0])
@@ -200,8 +200,8 @@ def main(argv=None):
                    help="detection: most harmful fraction")
     p.add_argument("--counts", type=NonNegativeInt, nargs="+", default=[35, 175, 350],
                    help="numbers of most harmful samples removed before the replay")
-    p.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS)
-    p.add_argument("--impl", default="batched", choices=["batched", "loop"])
+    p.add_argument("--methods", nargs="+", default=list(PAPER_METHODS), choices=METHODS)
+    p.add_argument("--impl", default=DEFAULT_IMPL, choices=IMPLS)
     p.add_argument("--hessian", default="reference", choices=HESSIANS)
     p.add_argument("--random-trials", type=PositiveInt, default=1,
                    help="random removal orders per seed and count (the first is 'random')")
@@ -213,8 +213,8 @@ def main(argv=None):
         p.error("--flip must be below 1")
     out = check_output_location(args.out_dir, "--out-dir")
     # score / result names: the method, tagged with a non-default Hessian scaling
-    args.labels = [m if m == "random" or args.hessian == "reference" else f"{m}-{args.hessian}"
-                   for m in args.methods]
+    args.labels = [m if m not in SGD_METHODS or args.hessian == "reference"
+                   else f"{m}-{args.hessian}" for m in args.methods]
 
     from datacleansing import data as D
 

@@ -86,12 +86,15 @@ def main(argv=None):
     source = str(weights_file) + ("" if ckpt is None else f" (iteration {ckpt.step})")
     summary["weights"] = source
     print(f"{exp.name} on {args.dataset} ({len(val_set)} validation samples), weights {source}")
+    met = summary["constraints_met"]
     print(f"validation error {summary['val_error'] * 100:.2f} %, weights "
           f"{summary['weight_kbytes']:.2f} kB, activations ({summary['target_activation_type']}) "
-          f"{summary['activation_kbytes']:.2f} kB, constraints met: "
-          f"{'yes' if summary['constraints_met'] else 'no'}")
+          f"{summary['activation_kbytes']:.2f} kB"
+          + ("" if met is None else f", constraints met: {'yes' if met else 'no'}"))
+    for warning in summary["warnings"]:
+        print(f"warning: {warning}")
     if out is not None:
-        write_outputs(out, summary, rows, f"{exp.name} on {args.dataset} (evaluation)")
+        write_outputs(out, exp, summary, rows, f"{exp.name} on {args.dataset} (evaluation)")
         print(f"report in {out / 'report.md'}")
     print(f"done in {time.time() - start:.1f} s")
     return 0

@@ -22,7 +22,10 @@ Differences from the official script, on purpose:
   ``--checkpoint-interval`` iterations, at each epoch end and at Ctrl-C; ``--resume``
   continues bit-exactly, also in the middle of an epoch;
 * the sample order and augmentation come from per-sample generators seeded by
-  ``--seed`` (:class:`common.data.loader.BatchLoader`).
+  ``--seed`` (:class:`common.data.loader.BatchLoader`);
+* the projection also keeps the bitwidth U3 and P3 imply within the experiment's maximum
+  (:func:`cap_implied_bitwidth`; the official one bounds each parameter only);
+* a one-line warning when training looks stuck (:func:`mpdnn.report.stuck_warning`).
 
 Data-parallel (``mpirun -n N ... --context cudnn``, :mod:`common.train.distributed`): the
 experiment's batch is split over the N processes (each loads every N-th sample of the
@@ -60,7 +63,7 @@ from mpdnn.network import (Evaluator, build_network, read_parameters, register_p
                            sample_shape)
 from mpdnn.options import (QUANTIZER_IMPLEMENTATIONS, add_experiment_args, check_dataset,
                            load_experiment, load_split, parse_overrides)
-from mpdnn.report import write_report
+from mpdnn.report import stuck_warning, write_report
 
 PACKAGE_DIR = Path(__file__).resolve().parent.parent
 SMOKE_CONFIG = PACKAGE_DIR / "configs" / "smoke.yaml"
@@ -175,7 +178,8 @@ def clip_quantizer_gradients(groups):
 def project_quantizer_parameters(exp, groups):
     """Keep raw quantizer parameters inside their ranges after an update (1e-5 inside the
     bounds, so the clip in the forward pass keeps passing gradients), with d < q_max (U3)
-    and q_min < q_max (P3)."""
+    and q_min < q_max (P3), and the bitwidth U3 and P3 imply at most the experiment's
+    maximum (:func:`cap_implied_bitwidth`)."""
     eps = np.float32(1e-5)
     for group, params in groups.items():
         limits = _limits(exp, group)
@@ -192,6 +196,52 @@ def project_quantizer_parameters(exp, groups):
                 if var is not None:
                     a, b = limits[pname]
                     var.d = np.clip(np.float32(var.d), np.float32(a) + eps, np.float32(b) - eps)
+            if small is not None:
+                cap_implied_bitwidth(exp, group, kind, {k: params.get(f"{scope}/{k}")
+                                                        for k in ("d", "xmin", "xmax")})
+
+
+def _snapped_exponent(value):
+    """k of the power of two 2**k the quantizers snap ``value`` to (log2 rounded half away
+    from zero); within 1e-6 of a tie the lower k, so a cap computed from it is never too
+    high whichever way the float32 rounding in the network goes."""
+    k = float(np.log2(np.float64(value)))
+    lower = float(np.floor(k))
+    return lower + 1.0 if k - lower > 0.5 + 1e-6 else lower
+
+
+def cap_implied_bitwidth(exp, group, kind, params):
+    """Keep the bitwidth a U3 or P3 quantizer implies within the experiment's maximum (the
+    official script leaves it unbounded: U3 weights at the smallest step 2^-8 could reach
+    16 bits with w_bitwidth_max 8). Formulas as in :mod:`mpdnn.memory`, steps and ranges
+    snapped to their powers of two:
+
+    * U3, b = ceil(log2(q_max/d + 1)) (+1 for the sign of weights) <= b_max  <=>
+      q_max <= d (2^(b_max - sign) - 1): q_max is lowered (d first raised if that bound
+      fell below q_max's own minimum);
+    * P3, b = ceil(log2(log2(q_max/q_min) + 1) + 1) <= b_max  <=>
+      q_min >= q_max / 2^(2^(b_max - 1) - 1): q_min is raised (lowering q_max could
+      conflict with its minimum 2^-8, q_min's own minimum is 2^-16).
+
+    The lower bound needs no projection: the bitwidth is never counted below it."""
+    side = "w" if group == "weights" else "a"
+    setting = lambda key: getattr(exp, f"{side}_{key}")  # noqa: E731
+    b_max = setting("bitwidth_max")
+    xmax = params["xmax"]
+    if kind == "parametric_fp_d_xmax":
+        levels = 2 ** (b_max - (1 if group == "weights" else 0)) - 1
+        d = params["d"]
+        if 2.0 ** _snapped_exponent(d.d) * levels < setting("xmax_min"):
+            d.d = np.float32(2.0 ** np.ceil(np.log2(setting("xmax_min") / levels)))
+        cap = 2.0 ** _snapped_exponent(d.d) * levels
+        xmax.d = np.float32(min(float(xmax.d), cap))
+    else:
+        # the exponent of q_max as the network sees it (clipped, then snapped); the top of a
+        # tie, so that the raised q_min is never too low
+        top = float(np.clip(xmax.d, setting("xmax_min"), setting("xmax_max")))
+        exponent = -_snapped_exponent(1.0 / top)
+        lowest = 2.0 ** (exponent - (2 ** (b_max - 1) - 1))
+        params["xmin"].d = np.float32(max(float(params["xmin"].d), lowest))
 
 
 # ----------------------------------------------------------------------------- training
@@ -290,7 +340,9 @@ def train(args):
     groups = quantizer_parameters()
 
     step, extra = run.restore({"solver": solver})
-    state = {"step": step, "stats": extra.get("epoch_stats", _new_epoch_stats())}
+    # warned: the stuck-training warning is printed once per process
+    state = {"step": step, "stats": extra.get("epoch_stats", _new_epoch_stats()),
+             "warned": False}
     per_epoch = len(loader)
     log = TrainingLog(out, resume_step=state["step"] if run.resuming else None) \
         if dist.is_main else None
@@ -321,6 +373,11 @@ def train(args):
             f"{row['train_error']:.4f}, val error {val_error:.4f}, weights "
             f"{sizes['weight_kbytes']:.1f} kB, activations {sizes['activation_kbytes']:.1f} kB"
             + ("" if ok else " (constraints not met)"))
+        if log is not None and not state["warned"]:
+            stuck = stuck_warning(exp, log.read("train loss")[1], memory.layer_table())
+            if stuck:
+                say(f"warning: {stuck}")
+                state["warned"] = True
         state["stats"] = _new_epoch_stats()
         save(metric=val_error if ok else None)
 

@@ -24,8 +24,7 @@ def add_model_args(parser):
     parser.add_argument("--growth", type=PositiveInt, default=None,
                         help="override the DenseNet growth rate")
     parser.add_argument("--small-input", action=argparse.BooleanOptionalAction, default=False,
-                        help="3x3 stride-1 stem without max-pooling, for 32x32 images "
-                             "(default: %(default)s)")
+                        help="3x3 stride-1 stem without max-pooling, for 32x32 images")
     return parser
 
 

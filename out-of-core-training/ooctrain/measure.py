@@ -17,6 +17,9 @@ process** (so the cache starts empty and nothing the parent did is counted) and 
 ``used`` bytes after every iteration. The printed sizes are human readable with two decimals;
 ``used`` is a multiple of 128 KiB (1 MiB chunks plus large blocks rounded to 128 KiB), so
 below 1 GiB it is recovered exactly (above, to +-5 MiB).
+
+:func:`physical_memory` and :func:`cuda_device_memory` say how much memory the machine and
+the current GPU have (for ``plan.py``, ``eval.py`` and :mod:`ooctrain.throughput`).
 """
 import ctypes
 import json
@@ -29,7 +32,8 @@ from pathlib import Path
 
 from common.errors import UserError
 
-__all__ = ["parse_cache_map", "read_cache_map", "pool_used", "measure"]
+__all__ = ["parse_cache_map", "read_cache_map", "pool_used", "measure", "physical_memory",
+           "cuda_device_memory"]
 
 _UNIT = {"B": 1, "KB": 1 << 10, "MB": 1 << 20, "GB": 1 << 30}
 _LINE = re.compile(r"cache_map\(device_id: ?(?P<dev>[^,]*), mem_type: (?P<pool>\w+), "
@@ -134,3 +138,22 @@ def measure(spec, timeout=600):
 
 if __name__ == "__main__":
     _child(sys.argv[1], sys.argv[2])
+
+
+def physical_memory():
+    """The machine's RAM in bytes, or None where the OS does not say."""
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
+def cuda_device_memory():
+    """Total memory of the current CUDA device, or None without the CUDA extension
+    (``nnabla_ext.cuda.init.get_device_memory_size()`` returns ``[free, total]``)."""
+    try:
+        import nnabla_ext.cuda.init as cuda_init
+        info = cuda_init.get_device_memory_size()
+        return int(info[1] if isinstance(info, (list, tuple)) else info)
+    except Exception:   # no extension, no driver, no such function
+        return None

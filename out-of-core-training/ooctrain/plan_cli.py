@@ -1,36 +1,25 @@
 """The command line of the memory planner (``plan.py``): builds the network's training graph,
 prints what :func:`ooctrain.planner.plan` predicts, whether it fits ``--gpu-memory`` and the
-``--ooc-budget`` to use, and with ``--measure`` compares the prediction with nnabla's own CPU
-allocator (:mod:`ooctrain.measure`). It writes no files.
+``--ooc-budget`` to use (and the smallest ``--ooc-window``, the same bytes), and with
+``--measure`` compares the prediction with nnabla's own CPU allocator
+(:mod:`ooctrain.measure`). It writes no files.
 """
 import math
-import os
 
 from common.cli import Fraction, Parser, PositiveInt
 from common.errors import UserError
 from common.report import markdown_table
-from common.train.out_of_core import format_size, parse_size
+from common.train.out_of_core import MemorySize, format_size, parse_size
 from ooctrain.cli import add_input_args, add_model_args, model_spec_from_args
 from ooctrain.graph import SOLVERS
-from ooctrain.measure import measure
+from ooctrain.measure import cuda_device_memory, measure, physical_memory
 from ooctrain.planner import plan_spec
 
 __all__ = ["build_parser", "spec_from_args", "main"]
 
 
-def _device_memory():
-    """Total memory of the current CUDA device, or None without the CUDA extension
-    (``nnabla_ext.cuda.init.get_device_memory_size()`` returns ``[free, total]``)."""
-    try:
-        import nnabla_ext.cuda.init as cuda_init
-        info = cuda_init.get_device_memory_size()
-        return int(info[1] if isinstance(info, (list, tuple)) else info)
-    except Exception:   # no extension, no driver, no such function
-        return None
-
-
 def build_parser():
-    p = Parser(prog="plan.py", description=(
+    p = Parser(description=(
         "Bytes one training iteration of a network needs (parameters, gradients, solver "
         "state, activations kept for backward, peak working set), whether that fits the GPU "
         "and the --ooc-budget out-of-core training needs."))
@@ -40,7 +29,7 @@ def build_parser():
     p.add_argument("--solver", default="momentum", choices=sorted(SOLVERS))
     p.add_argument("--type-config", default="float", choices=("float", "half"),
                    help="half: 2-byte activations (estimate; --measure is float only)")
-    p.add_argument("--gpu-memory", default=None, metavar="SIZE",
+    p.add_argument("--gpu-memory", type=MemorySize(), default=None, metavar="SIZE",
                    help="GPU memory to plan for, e.g. 16GiB (default: the current CUDA "
                         "device's when the nnabla CUDA extension is installed)")
     p.add_argument("--margin", type=Fraction, default=0.1,
@@ -74,19 +63,12 @@ def relative_error(predicted, measured):
     return (predicted - measured) / measured if measured else float("inf")
 
 
-def _physical_memory():
-    try:
-        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-    except (ValueError, OSError, AttributeError):
-        return None
-
-
 def main(argv=None):
     args = build_parser().parse_args(argv)
     spec = spec_from_args(args)
     if args.measure and args.type_config != "float":
         raise UserError("--measure runs on the CPU in float; drop --type-config half")
-    gpu = parse_size(args.gpu_memory) if args.gpu_memory is not None else _device_memory()
+    gpu = parse_size(args.gpu_memory) if args.gpu_memory is not None else cuda_device_memory()
     result = plan_spec(spec, args.solver, args.iterations, args.type_config)
 
     sizes = ", ".join(f"{k}={v}" for k, v in spec["overrides"].items())
@@ -98,7 +80,10 @@ def main(argv=None):
     print(markdown_table(["", "size", "bytes"], rows))
     at_peak = ", ".join(f"{k} {format_size(v)}" for k, v in result.peak_breakdown.items() if v)
     print(f"peak working set during {result.peak_at}: {at_peak}")
-    print(f"smallest out-of-core budget: what {result.min_budget_at} touches at once")
+    # The prefetch window (--ooc-window) must queue the same bytes: the running function's
+    # arrays. It never raises the device memory, which the budget bounds.
+    print(f"smallest out-of-core budget: what {result.min_budget_at} touches at once; "
+          f"also the smallest --ooc-window ({format_size(result.min_budget)})")
     if args.type_config == "half":
         print("half: an estimate (2-byte activations, half copies of parameters and "
               "gradients next to the float ones); not measurable on the CPU")
@@ -131,7 +116,7 @@ def _verdict(result, gpu, margin):
 
 
 def _measure_and_compare(spec, result):
-    physical = _physical_memory()
+    physical = physical_memory()
     if physical and result.allocator_used > 0.7 * physical:
         raise UserError(f"--measure would need about {format_size(result.allocator_used)} of "
                         f"the {format_size(physical)} RAM; use a smaller batch or network")

@@ -3,12 +3,14 @@ the command line and loop of ``train.py``.
 
 The paper's headline run is ResNet-50 on ImageNet at batch 1440 on one GPU; the networks
 are in :mod:`ooctrain.models` (ResNet-50/101/152, DenseNet-121/169). Recipe (the flags'
-defaults, also written out in ``configs/resnet50.yaml``): SGD with momentum 0.9, weight
-decay 1e-4 on every parameter, learning rate ``lr`` (the linear scaling rule: 0.1 per 256
-images) divided by 10 at each ``--lr-milestones`` iteration (epochs 30, 60 and 80 of 90 at
-batch 256); softmax cross-entropy; ImageNet augmentation of :mod:`common.data.classification`
-(random 224 crop of the image rescaled to 256 on its shorter side, flip). The paper measures
-speed and memory, not accuracy, so the schedule is a plain step schedule.
+defaults, also written out in ``configs/resnet50.yaml``; Goyal et al. 2017): SGD with
+momentum 0.9, weight decay 1e-4 on every parameter, learning rate ``lr`` (the linear scaling
+rule: 0.1 per 256 images) divided by 10 at each ``--lr-milestones`` iteration (epochs 30, 60
+and 80 of 90 at batch 256); softmax cross-entropy; ImageNet augmentation of
+:mod:`common.data.classification` (random 224 crop of the image rescaled to 256 on its
+shorter side, flip). ``configs/densenet121.yaml`` is DenseNet's own ImageNet recipe (Huang
+et al. 2017: Nesterov momentum, ``--solver nesterov``, divided by 10 at epochs 30 and 60).
+The paper measures speed and memory, not accuracy, so the schedule is a plain step schedule.
 
 Without ``--config`` and without a data set ``--root``, ``configs/smoke.yaml`` supplies the
 defaults instead: a tiny ResNet on the bundled MNIST subset for 60 CPU iterations.
@@ -46,7 +48,7 @@ from common.fileio import atomic_path
 from common.terminal import progress
 from common.train.distributed import init_distributed
 from common.train.monitor import TrainingLog
-from common.train.out_of_core import add_ooc_args, out_of_core_from_args, parse_size
+from common.train.out_of_core import add_ooc_args, check_ooc_args, out_of_core_from_args
 from common.train.run import TrainingRun, add_checkpoint_args
 from common.train.schedules import step_lr
 from common.train.seeding import seed_everything
@@ -55,6 +57,7 @@ from ooctrain.data import DATA_CHOICES, sample_shape, training_sets
 from ooctrain.models import build, count_parameters
 
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
+SOLVERS = ("momentum", "nesterov")
 SMOKE_CONFIG = CONFIG_DIR / "smoke.yaml"
 # Flags that name a data set or a configuration: with any of them the smoke defaults stay off.
 _RECIPE_FLAGS = ("--config", "--root", "--data-dir")
@@ -67,8 +70,7 @@ def uses_smoke_config(argv):
 
 
 def build_parser(smoke=False):
-    p = Parser(prog="train.py",
-               description="Train ResNet / DenseNet image classifiers, optionally out of core. "
+    p = Parser(description="Train ResNet / DenseNet image classifiers, optionally out of core. "
                            "The defaults are the paper's ImageNet recipe; without --config and "
                            "--root, configs/smoke.yaml (a tiny ResNet on the bundled MNIST "
                            "subset, 60 CPU iterations) supplies them instead.",
@@ -97,6 +99,9 @@ def build_parser(smoke=False):
     o.add_argument("--iterations", type=PositiveInt, default=450450,
                    help="(default: 90 epochs of ImageNet at batch 256)")
     o.add_argument("--lr", type=PositiveFloat, default=0.1)
+    o.add_argument("--solver", choices=SOLVERS, default="momentum",
+                   help="SGD with momentum, or with Nesterov momentum (DenseNet's recipe) "
+                        "(default: %(default)s)")
     o.add_argument("--momentum", type=Fraction, default=0.9)
     o.add_argument("--weight-decay", type=NonNegativeFloat, default=1e-4)
     o.add_argument("--lr-milestones", type=PositiveInt, nargs="*",
@@ -111,11 +116,13 @@ def build_parser(smoke=False):
     r.add_argument("--log-interval", type=PositiveInt, default=1)
     add_checkpoint_args(r, interval=1000)
     add_context_args(p)
-    # nnabla_cli train's spelling of --ooc-budget, hidden. nnabla_cli reads "4g" as 4 GiB and
-    # "4G" as 4 GB where --ooc-budget reads both as GB, so it gets its own reading of the
-    # value. Added before --ooc-budget: a YAML key ooc_budget is read by the last option of
-    # that name.
+    # nnabla_cli train's spellings of --ooc-budget and --ooc-window, hidden. nnabla_cli reads
+    # "4g" as 4 GiB and "4G" as 4 GB where our flags read both as GB, so they get their own
+    # reading of the value. Added before add_ooc_args: a YAML key ooc_budget / ooc_window is
+    # read by the last option of that name.
     p.add_argument("--ooc-gpu-memory-size", dest="ooc_budget", action=_NnablaCliSize,
+                   default=argparse.SUPPRESS, help=argparse.SUPPRESS)
+    p.add_argument("--ooc-window-length", dest="ooc_window", action=_NnablaCliSize,
                    default=argparse.SUPPRESS, help=argparse.SUPPRESS)
     add_ooc_args(p)
     # Hidden aliases: this repository's earlier --data and --data-dir, and nnabla_cli train's
@@ -146,7 +153,8 @@ def nnabla_cli_size(text):
 
 class _NnablaCliSize(argparse.Action):
     """Stores :func:`nnabla_cli_size` of the value. An action rather than a ``type``:
-    argparse would also pass a YAML ``ooc_budget`` default (our notation) through a type."""
+    argparse would also pass a YAML ``ooc_budget``/``ooc_window`` default (our notation)
+    through a type."""
 
     def __call__(self, parser, namespace, values, option_string=None):
         size = nnabla_cli_size(values)
@@ -206,11 +214,11 @@ def train(args):
     import nnabla.solvers as S
 
     spec = model_spec_from_args(args)
-    if args.ooc_budget is not None:
-        parse_size(args.ooc_budget)  # a one-line error before anything is read or written
+    check_ooc_args(args)  # a one-line error before anything is read or written
     ctx = context_from_args(args)
     dist = init_distributed(ctx)
-    run = TrainingRun(args.output, args, resume=args.resume, dist=dist,
+    # The prefetch window changes speed, never results: a resumed run may change it.
+    run = TrainingRun(args.output, args, resume=args.resume, dist=dist, free=("ooc_window",),
                       keep_last=args.keep_last).open()
     if args.batch_size % dist.size:
         raise UserError(f"--batch-size {args.batch_size} is not divisible by the "
@@ -228,7 +236,7 @@ def train(args):
     loader = BatchLoader(train_set, batch, shuffle=True, seed=args.seed, rank=dist.rank,
                          world_size=dist.size, num_threads=args.loader_threads)
     model = Classifier(spec, sample_shape(args), num_classes, batch, args.small_input)
-    solver = S.Momentum(args.lr, args.momentum)
+    solver = (S.Nesterov if args.solver == "nesterov" else S.Momentum)(args.lr, args.momentum)
     solver.set_parameters(nn.get_parameters())
     step, _ = run.restore({"momentum": solver})
     if dist.is_main:

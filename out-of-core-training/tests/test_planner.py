@@ -10,7 +10,9 @@
   use >= 20 MiB so that one chunk stays below the 5 % tolerance;
 * the smallest out-of-core budget: 2 % above the prediction trains with
   ``common.train.out_of_core.OutOfCore`` on the CPU, 5 % below and half fail with the one-line
-  budget error (the scheduler's real threshold was within 1 KiB of the prediction);
+  budget error (the scheduler's real threshold was within 1 KiB of the prediction). The
+  same bytes are the smallest prefetch window (``--ooc-window``): with ten times the budget,
+  a window 2 % above trains and one 5 % below fails; a window never raises the budget needed;
 * the command line's one-line errors.
 """
 import re
@@ -95,13 +97,13 @@ def test_prediction_matches_allocator(name, base, batch, solver):
     assert predicted.activations > 0 and predicted.peak >= predicted.activations
 
 
-def _trains(spec, budget, solver="momentum"):
+def _trains(spec, budget, solver="momentum", window=None):
     import nnabla as nn
 
     from common.context import get_context
     from common.train.out_of_core import OutOfCore
 
-    ooc = OutOfCore(int(budget), get_context("cpu"))
+    ooc = OutOfCore(int(budget), get_context("cpu"), None if window is None else int(window))
     with nn.context_scope(ooc.device_ctx):
         graph = build_training_graph(spec)
         try:
@@ -123,6 +125,11 @@ def test_smallest_budget_is_what_the_scheduler_needs(spec, solver, where):
     assert _trains(spec, result.min_budget * 1.02, solver)
     assert not _trains(spec, result.min_budget * 0.95, solver)
     assert not _trains(spec, result.min_budget * 0.5, solver)
+    # the prefetch window: the same threshold whatever the budget, and a wide window does
+    # not raise the budget needed
+    assert _trains(spec, result.min_budget * 10, solver, window=result.min_budget * 1.02)
+    assert not _trains(spec, result.min_budget * 10, solver, window=result.min_budget * 0.95)
+    assert _trains(spec, result.min_budget * 1.02, solver, window=result.min_budget * 100)
 
 
 def test_solver_states_are_asked_from_nnabla():
@@ -167,6 +174,7 @@ def test_cli_says_whether_it_fits_and_which_budget(capsys):
     assert plan_cli.main(_args("--gpu-memory", "1GiB")) == 0
     out = capsys.readouterr().out
     assert "fits in 1.00 GiB" in out and "peak working set" in out
+    assert "also the smallest --ooc-window" in out
     assert plan_cli.main(_args("--gpu-memory", "8MiB")) == 0
     out = capsys.readouterr().out
     assert "does not fit in 8.00 MiB" in out and "--ooc-budget 7.2MiB" in out

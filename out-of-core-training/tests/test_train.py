@@ -1,7 +1,8 @@
 """out-of-core-training/train.py as a user runs it: the networks at their published sizes,
 which defaults apply (the smoke run, the paper's recipe, a --config), the real ImageNet
 class-folder layout, synthetic data, validation and bad input. The run-folder contracts
-(resume, Ctrl-C, full disk, ...) are in test_run_contracts.py."""
+(resume, Ctrl-C, full disk, ...) are in test_run_contracts.py; every shipped config against
+its recipe in test_recipes.py."""
 from pathlib import Path
 
 import numpy as np
@@ -10,6 +11,7 @@ import yaml
 from PIL import Image
 
 from common.dev.testing import assert_one_line_error, run_script
+from common.errors import UserError
 from common.runtime.params_io import read_param_file
 from common.train.monitor import read_series
 
@@ -79,18 +81,6 @@ def test_densenet_on_synthetic_data(tmp_path):
     assert len(losses) == 3 and np.all(np.isfinite(losses))
 
 
-def test_config_resnet50_builds_the_real_network(tmp_path):
-    """configs/resnet50.yaml gets ResNet-50 at its published size: the smoke run's sizes
-    (blocks 1-1-1-1, width 8) must not leak into it. 32x32 synthetic images keep it fast."""
-    proc = run_script(TRAIN, "--config", CONFIGS / "resnet50.yaml", "--output", tmp_path / "run",
-                      "--dataset", "synthetic", "--image-size", "32", "--num-classes", "2",
-                      "--synthetic-samples", "4", "--batch-size", "2", "--iterations", "1",
-                      "--val-batches", "1", "--context", "cpu", "--loader-threads", "0",
-                      env=ENV)
-    two_class_head = 25_557_032 - 998 * (2048 + 1)     # torchvision's count, 2 classes
-    assert f"resnet50: {two_class_head:,} parameters" in proc.stdout
-
-
 def test_which_defaults_apply():
     """The smoke settings only without --config and without a data set root."""
     from ooctrain.models import ARCHITECTURES
@@ -118,9 +108,11 @@ def test_official_spellings_are_hidden_aliases():
     assert args.ooc_budget == 4 * 2 ** 30                # nnabla_cli: g = GiB, G = GB
     assert parse_args(["--outdir", "run", "--ooc-gpu-memory-size", "3.5G"]).ooc_budget == \
         3_500_000_000
+    assert parse_args(["-o", "run", "--ooc-window-length", "6g"]).ooc_window == 6 * 2 ** 30
     help_text = build_parser().format_help()
-    assert "--ooc-budget" in help_text
-    for hidden in ("--ooc-gpu-memory-size", "--outdir", "--data-dir", "--data "):
+    assert "--ooc-budget" in help_text and "--ooc-window" in help_text
+    for hidden in ("--ooc-gpu-memory-size", "--ooc-window-length", "--outdir", "--data-dir",
+                   "--data "):
         assert hidden not in help_text
 
 
@@ -128,8 +120,12 @@ def test_ooc_budget_in_a_config_file_keeps_its_units(tmp_path):
     from ooctrain.training import parse_args
 
     config = tmp_path / "c.yaml"
-    config.write_text("ooc_budget: 16MiB\n")
-    assert parse_args(["--output", "x", "--config", str(config)]).ooc_budget == "16MiB"
+    config.write_text("ooc_budget: 16MiB\nooc_window: 24MiB\n")
+    args = parse_args(["--output", "x", "--config", str(config)])
+    assert (args.ooc_budget, args.ooc_window) == ("16MiB", "24MiB")
+    config.write_text("ooc_window: lots\n")
+    with pytest.raises(UserError, match="key 'ooc_window'.*memory size"):
+        parse_args(["--output", "x", "--config", str(config)])
 
 
 def test_bad_input_is_one_line(tmp_path):
@@ -148,9 +144,10 @@ def test_bad_input_is_one_line(tmp_path):
 @pytest.mark.parametrize("flag, value", [("--batch-size", "0"), ("--lr", "nan"),
                                          ("--momentum", "1.5"), ("--iterations", "-3"),
                                          ("--image-size", "4"), ("--blocks", "2.5"),
-                                         ("--ooc-gpu-memory-size", "lots")])
+                                         ("--ooc-gpu-memory-size", "lots"),
+                                         ("--ooc-window", "lots"),
+                                         ("--ooc-window-length", "-1")])
 def test_bad_numbers_are_refused_before_anything_runs(tmp_path, flag, value):
-    from common.errors import UserError
     from ooctrain.training import parse_args
 
     with pytest.raises(UserError, match=flag):

@@ -2,6 +2,7 @@
 
 Run (from the repository root)::
 
+    bash x-umx/bench/peer_env.sh                                    # once: .venv-peer
     .venv/bin/python x-umx/bench/bench_separation.py                # full size, 30 s + 5 min
     .venv/bin/python x-umx/bench/bench_separation.py --no-long --json runs/bench.json
 
@@ -26,6 +27,19 @@ of :mod:`common.dev.bench`):
 ``onnx-hard``     ``onnx`` chunked with overlap 0: the baseline's chunk grid, so its output
                   must equal the baseline's everywhere (the like-for-like accuracy check);
 ``onnx-long``     ``onnx-xfade`` on a ``--long-duration`` (300 s) input: time and peak RSS.
+``export``        cold-cache ONNX export and warm-cache load of each model (the run's own
+                  cache folder, which the variants after it load from);
+``default``       ``separate.py``'s defaults in-process (backend auto, 30 s chunks
+                  cross-faded over 1 s, all cores); ``default-long`` on the long input;
+``cli``           ``separate.py`` with its defaults as one whole process on a WAV file;
+``umx`` / ``umx-cli``  ``default`` / ``cli`` with UMX weights of the peer's sizes;
+``peer-umx``      the peer open-unmix (PyTorch) UMX, four targets, as one process in its
+                  own environment (``peer_env.sh``, ``peer_umx.py``).
+
+Run by default: baseline, nnabla, export, default, cli, default-long, umx, umx-cli, peer-umx;
+the summary checks the goals of issue 13 (separate.py <= 0.1x the official flow, outputs
+within 1e-4 of the nnabla path, <= 2 GB for 5 minutes, no slower than the peer in-process and
+per process).
 
 The official ``test.py`` keeps only ``(frames - 1) * n_hop`` samples of every chunk (680 of
 441000 samples are lost per 10 s chunk, so later chunks are shifted in the concatenation); the
@@ -43,18 +57,24 @@ import warnings
 
 import numpy as np
 
-from common.cli import NonNegativeFloat, NonNegativeInt, PositiveFloat, PositiveInt
+from common.cli import (NonNegativeFloat, NonNegativeInt, PositiveFloat, PositiveInt,
+                        run_cli)
 from common.dev import bench
-from common.cli import run_cli
+from common.errors import UserError
+from common.mss.audio import write_wav
 
 README = "x-umx/bench/README.md"
+HERE = os.path.dirname(os.path.abspath(__file__))
+SEPARATE_SCRIPT = os.path.join(HERE, "..", "separate.py")
+PEER_SCRIPT = os.path.join(HERE, "peer_umx.py")
+PEER_PYTHON = os.path.join(HERE, "..", "..", ".venv-peer", "bin", "python")
 WORKDIR_PREFIX = "xumx-bench-"
 
 SAMPLE_RATE = 44100
 SOURCES = ("bass", "drums", "vocals", "other")
 TOL = 1e-4
-DEFAULT_VARIANTS = ("baseline", "onnx", "nnabla", "onnx-xfade", "nnabla-xfade", "onnx-hard",
-                    "onnx-long")
+DEFAULT_VARIANTS = ("baseline", "nnabla", "export", "default", "cli", "default-long", "umx",
+                    "umx-cli", "peer-umx")
 VARIANT_INFO = {
     # name: (backend, chunking, audio)
     "baseline": ("nnabla (official flow)", "hard, reload per chunk", "main"),
@@ -64,6 +84,14 @@ VARIANT_INFO = {
     "nnabla-xfade": ("nnabla", "cross-fade", "main"),
     "onnx-hard": ("onnx", "hard (overlap 0)", "main"),
     "onnx-long": ("onnx", "cross-fade", "long"),
+    "export": ("onnx export, cold + warm cache", "-", "-"),
+    # separate.py's defaults (backend auto, 30 s chunks cross-faded over 1 s, all cores)
+    "default": ("auto", "separate.py default", "main"),
+    "default-long": ("auto", "separate.py default", "long"),
+    "cli": ("auto (separate.py process)", "separate.py default", "main"),
+    "umx": ("auto (UMX)", "separate.py default", "main"),
+    "umx-cli": ("auto (UMX, separate.py process)", "separate.py default", "main"),
+    "peer-umx": ("open-unmix (PyTorch) process", "none", "main"),
 }
 VARIANTS = tuple(VARIANT_INFO)
 
@@ -135,7 +163,37 @@ def child_prepare(args):
     with open(bench.work_path(args, "config.json"), "w") as fh:
         json.dump(model.config, fh)
     nparams = int(sum(v.size for v in params.values()))
-    return {"nb_params": nparams, "config": model.config}
+    umx_params = _prepare_umx(args, max_bin, mag, rng) if _wants_umx(args) else None
+    write_wav(bench.work_path(args, "audio_main.wav"), audio, SAMPLE_RATE)
+    return {"nb_params": nparams, "config": model.config, "umx_nb_params": umx_params}
+
+
+def _wants_umx(args):
+    return any(v.startswith("umx") for v in args.variants)
+
+
+def _prepare_umx(args, max_bin, mag, rng):
+    """Random UMX weights of the peer's sizes (four targets, hidden 512, 3-layer BLSTM) in
+    the official layout: a folder of ``<target>.h5``."""
+    import nnabla as nn
+
+    from xumx.model import OpenUnmix
+
+    folder = bench.work_path(args, "umx")
+    os.makedirs(folder, exist_ok=True)
+    total = 0
+    for target in SOURCES:
+        with nn.parameter_scope(target):
+            model = OpenUnmix(hidden_size=args.hidden_size, n_fft=4096, n_hop=1024,
+                              max_bin=max_bin, nb_channels=2, nb_layers=3, bidirectional=True,
+                              input_mean=mag.mean(0), input_scale=mag.std(0) + 1e-3)
+            params = model.create_parameters()
+            for name, var in params.items():
+                if name.endswith(("/bn/var", "/bn/gamma")) or name.startswith("output_scale"):
+                    var.d = rng.uniform(0.5, 1.5, var.shape)
+            model.save_parameters(os.path.join(folder, f"{target}.h5"))
+            total += int(sum(v.size for v in params.values()))
+    return total
 
 
 # ----------------------------------------------------------------------------- child: baseline
@@ -198,14 +256,52 @@ def child_baseline(args):
 
 # ----------------------------------------------------------------------------- child: ours
 
+def _use_bench_cache(args):
+    """The ONNX export cache of this benchmark run (empty at the start: the ``export``
+    variant measures the cold export, the variants after it load the cached files)."""
+    os.environ["NNABLA_RESEARCH_CACHE"] = bench.work_path(args, "cache")
+
+
+def child_export(args):
+    """Cold-cache export (graph from the parameters, folding, check, write) and warm-cache
+    load (hash the parameters, open the session from the file) of each ONNX model."""
+    from common.runtime.params_io import read_param_file
+    from xumx import weights
+    from xumx.onnx_backend import build_onnx_runner
+
+    _use_bench_cache(args)
+    from common.runtime.onnx_export import default_cache_dir
+
+    models = [("X-UMX", "xumx", read_param_file(bench.work_path(args, "weights.h5"))[0])]
+    if os.path.isdir(bench.work_path(args, "umx")):
+        umx_params, _ = weights.load_umx(bench.work_path(args, "umx"))
+        models += [(f"UMX {t}", "umx", p) for t, p in umx_params.items()]
+    result = {}
+    for label, kind, params in models:
+        times = []
+        for _ in range(2):
+            t0 = time.perf_counter()
+            build_onnx_runner(kind, params, cache_dir=default_cache_dir())
+            times.append(time.perf_counter() - t0)
+        result[label] = {"cold_s": times[0], "warm_s": times[1]}
+    total = sum(r["cold_s"] for r in result.values())
+    return {"setup_s": 0.0, "separate_s": total, "total_s": total, "models": result,
+            "samples": 0}
+
+
 def child_ours(args, variant):
     from common.mss.separation import separate_audio
     from common.runtime.params_io import read_param_file
     from xumx.separator import Separator
 
+    _use_bench_cache(args)
     backend = "onnx" if variant.startswith("onnx") else "nnabla"
-    long_input = variant == "onnx-long"
-    if variant in ("onnx", "nnabla"):
+    long_input = variant in ("onnx-long", "default-long")
+    threads = 1 if backend == "nnabla" else None
+    if variant.startswith(("default", "umx")):
+        from xumx.cli import DEFAULT_CHUNK_DUR
+        backend, threads, chunk_dur, overlap = "auto", None, DEFAULT_CHUNK_DUR, None
+    elif variant in ("onnx", "nnabla"):
         chunk_dur, overlap = 0.0, None
     elif variant == "onnx-hard":
         chunk_dur, overlap = args.chunk_dur, 0.0
@@ -216,9 +312,14 @@ def child_ours(args, variant):
         config = json.load(fh)
 
     t0 = time.perf_counter()
-    params, _ = read_param_file(bench.work_path(args, "weights.h5"))
-    sep = Separator.from_params("xumx", params, config, backend=backend, niter=args.niter)
-    del params
+    if variant == "umx":
+        sep = Separator(bench.work_path(args, "umx"), backend=backend, niter=args.niter,
+                        threads=threads)
+    else:
+        params, _ = read_param_file(bench.work_path(args, "weights.h5"))
+        sep = Separator.from_params("xumx", params, config, backend=backend, niter=args.niter,
+                                    threads=threads)
+        del params
     t_setup = time.perf_counter() - t0
 
     # time spent in the network runner (the rest: STFT, Wiener filter, iSTFT, chunking)
@@ -245,16 +346,72 @@ def child_ours(args, variant):
               "network_s": net_s,
               "post_s": None if net_s is None else t_sep - net_s,
               "samples": int(audio.shape[0]), "rss_ready_mb": rss_ready,
-              "graph_builds": sep.graph_builds}
+              "graph_builds": sep.graph_builds, "backend": sep.backend}
     if not long_input:
         out = np.stack([est[s] for s in SOURCES], axis=0).astype(np.float32)
         np.save(bench.work_path(args, f"out_{variant}.npy"), out)
     return result
 
 
+def _timed_process(cmd):
+    """Run ``cmd``; its wall time and peak RSS (MB, the largest of the waited-for children)."""
+    import resource
+    import subprocess
+
+    t0 = time.perf_counter()
+    proc = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    wall = time.perf_counter() - t0
+    if proc.returncode:
+        raise RuntimeError(f"{' '.join(cmd)} failed ({proc.returncode}):\n{proc.stdout[-3000:]}")
+    peak_kb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    return wall, peak_kb / 1024.0
+
+
+def child_cli(args, variant):
+    """``separate.py`` with its defaults as one whole process (start-up, imports, weights,
+    session, WAV in and out) on the 30 s WAV input."""
+    from common.mss.audio import load_audio
+
+    _use_bench_cache(args)
+    weights = bench.work_path(args, "umx" if variant == "umx-cli" else "weights.h5")
+    out_dir = bench.work_path(args, f"separated-{variant}")
+    wav = bench.work_path(args, "audio_main.wav")
+    wall, peak = _timed_process([sys.executable, SEPARATE_SCRIPT, wav, "--model", weights,
+                                 "--out-dir", out_dir, "--no-progress"])
+    stem = os.path.join(out_dir, "audio_main")
+    out = np.stack([load_audio(os.path.join(stem, f"{t}.wav"))[0] for t in SOURCES])
+    np.save(bench.work_path(args, f"out_{variant}.npy"), out.astype(np.float32))
+    return {"setup_s": 0.0, "separate_s": wall, "total_s": wall, "whole_process_s": wall,
+            "process_peak_rss_mb": peak, "samples": int(out.shape[1])}
+
+
+def child_peer(args):
+    """open-unmix (PyTorch) UMX in the peer environment, as one whole process
+    (``peer_umx.py``); its in-process times come from the script's result file."""
+    if not os.path.exists(PEER_PYTHON):
+        raise UserError(f"the peer environment is missing ({PEER_PYTHON}); create it with "
+                        "x-umx/bench/peer_env.sh")
+    result = bench.work_path(args, "peer_result.json")
+    threads = args.threads or len(os.sched_getaffinity(0))
+    wall, peak = _timed_process([PEER_PYTHON, PEER_SCRIPT, bench.work_path(args, "audio_main.npy"),
+                                 bench.work_path(args, "out_peer-umx.npy"), result,
+                                 "--threads", str(threads), "--hidden-size",
+                                 str(args.hidden_size), "--niter", str(args.niter),
+                                 "--seed", str(args.seed)])
+    with open(result) as fh:
+        peer = json.load(fh)
+    return {"setup_s": peer["setup_s"], "separate_s": peer["separate_s"],
+            "total_s": peer["setup_s"] + peer["separate_s"], "whole_process_s": wall,
+            "process_peak_rss_mb": peak, "samples": int(peer["out_shape"][1]),
+            "nb_params": peer["nb_params"], "torch": peer["torch"], "threads": peer["threads"]}
+
+
 CHILDREN = {"prepare": child_prepare, "baseline": child_baseline,
+            "cli": functools.partial(child_cli, variant="cli"),
+            "umx-cli": functools.partial(child_cli, variant="umx-cli"),
+            "peer-umx": child_peer, "export": child_export,
             **{v: functools.partial(child_ours, variant=v) for v in VARIANT_INFO
-               if v != "baseline"}}
+               if v not in ("baseline", "cli", "umx-cli", "peer-umx", "export")}}
 
 
 # ----------------------------------------------------------------------------- parent
@@ -263,7 +420,8 @@ def child_args(args):
     extra = ["--duration", repr(args.duration), "--chunk-dur", repr(args.chunk_dur),
              "--hidden-size", str(args.hidden_size), "--niter", str(args.niter),
              "--long-duration",
-             repr(args.long_duration if "onnx-long" in args.variants else 0.0)]
+             repr(args.long_duration if {"onnx-long", "default-long"} & set(args.variants)
+                  else 0.0)]
     if args.chunk_overlap is not None:
         extra += ["--chunk-overlap", repr(args.chunk_overlap)]
     return extra
@@ -297,7 +455,8 @@ def _mask_excluding(n, centres, intervals, window):
 def compare(args, results):
     """Max-abs differences between the variants' outputs (see the printed explanation)."""
     outs = {}
-    for v in ("baseline", "onnx", "nnabla", "onnx-xfade", "nnabla-xfade", "onnx-hard"):
+    for v in ("baseline", "onnx", "nnabla", "onnx-xfade", "nnabla-xfade", "onnx-hard",
+              "default", "cli", "umx", "umx-cli"):
         path = bench.work_path(args, f"out_{v}.npy")
         if v in results and os.path.exists(path):
             outs[v] = np.load(path, mmap_mode="r")
@@ -324,6 +483,9 @@ def compare(args, results):
                          "expect_le": expect,
                          "ok": None if expect is None or d is None else bool(d <= expect)})
 
+    add("separate.py defaults (in-process) vs nnabla path", "default", "nnabla", expect=TOL)
+    add("separate.py defaults (process, WAV out) vs nnabla path", "cli", "nnabla", expect=TOL)
+    add("UMX: separate.py process vs in-process", "umx-cli", "umx", expect=TOL)
     add("backends, unchunked", "onnx", "nnabla", expect=TOL)
     add("backends, cross-fade chunks", "onnx-xfade", "nnabla-xfade", expect=TOL)
     add("ours vs baseline, same hard chunks", "onnx-hard", "baseline", expect=TOL)
@@ -345,6 +507,10 @@ def compare(args, results):
         first[:max(0, chunk - window)] = True
         add("ours (unchunked) vs baseline", "onnx", "baseline", first,
             f"first chunk only (0-{max(0, chunk - window) / sr:g} s)")
+    if n == 0:
+        return rows, {"samples": 0, "output_max_abs": None, "overlap_samples": overlap,
+                      "baseline_seams_s": [], "xfade_chunk_starts_s": [],
+                      "xfade_regions_s": []}
     scale = float(np.abs(outs["baseline"]).max()) if "baseline" in outs else (
         float(np.abs(next(iter(outs.values()))).max()) if outs else None)
     geometry = {"samples": n, "chunk_samples": chunk, "overlap_samples": overlap,
@@ -377,22 +543,33 @@ def markdown_report(args, results, rows, geometry, prep):
     p("|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for v in args.variants:
         r = results.get(v)
-        if r is None:
+        if r is None or v == "export":
             continue
         backend, chunking, _ = VARIANT_INFO[v]
         ratio = (r["total_s"] / base["total_s"]) if base and v != "baseline" else None
+        process_s = r.get("whole_process_s", r["process_s"])
+        peak = r.get("process_peak_rss_mb", r["peak_rss_mb"])
         p(f"| {v} | {backend} | {chunking} | {r['samples'] / SAMPLE_RATE:.0f} "
           f"| {r.get('chunks', '-')} | {r['setup_s']:.2f} | {r['separate_s']:.2f} "
           f"| {r['total_s']:.2f} | {_fmt(r.get('network_s'), '.2f')} | {_fmt(ratio, '.3f')} "
-          f"| {r['process_s']:.1f} | {_fmt(r.get('rss_ready_mb'), '.0f')} "
-          f"| {r['peak_rss_mb']:.0f} |")
+          f"| {process_s:.1f} | {_fmt(r.get('rss_ready_mb'), '.0f')} "
+          f"| {peak:.0f} |")
     p("")
     p("setup = reading the .h5 + building the Separator (ONNX graph + session / nnabla "
       "parameters), once; the baseline instead reloads the weights and rebuilds its graph in "
       "every chunk (inside 'separate'). network = time inside the network (baseline: nnabla "
       "STFTs + network per chunk); the rest is Wiener filter, iSTFT and chunking. x baseline "
       "= total / baseline total. Peak RSS = VmHWM of the variant's own child process "
-      "(includes the Python + nnabla + onnxruntime imports).\n")
+      "(includes the Python + nnabla + onnxruntime imports). For 'cli', 'umx-cli' and "
+      "'peer-umx' the whole program is one process (start-up, imports, weights, session or "
+      "model, input, separation, output), timed from outside: total = process = its wall "
+      "time, peak RSS = that process's (the peer's separate/total are its own in-process "
+      "times).\n")
+    ex = results.get("export")
+    if ex:
+        p("ONNX export (onnx backend; cache in the run's own folder, empty at the start): "
+          + "; ".join(f"{label} cold {m['cold_s']:.2f} s, warm {m['warm_s']:.2f} s"
+                      for label, m in ex["models"].items()) + "\n")
 
     p("| comparison | A | B | region | max abs diff | goal |")
     p("|---|---|---|---|---:|---|")
@@ -422,6 +599,7 @@ def markdown_report(args, results, rows, geometry, prep):
     ok_rows = [r for r in rows if r["ok"] is not None]
     xf = results.get("onnx-xfade")
     p("## Summary\n")
+    p(summary_goals(args, results, rows))
     if base and xf:
         ratio = xf["total_s"] / base["total_s"]
         p(f"- speed: ours (onnx, same {args.chunk_dur:g} s chunking, cross-fade) "
@@ -445,6 +623,55 @@ def markdown_report(args, results, rows, geometry, prep):
              f"{args.duration:g} s cross-fade run for {lg['samples'] / xf['samples']:.0f}x "
              f"the audio ({lg['chunks'] / xf['chunks']:.1f}x the chunks: "
              f"{lg['chunks']} vs {xf['chunks']})" if xf else ""))
+    return "\n".join(lines)
+
+
+def _goal(value, limit):
+    return "OK" if value <= limit else "not reached"
+
+
+def summary_goals(args, results, rows):
+    """The goal lines of issue 13: separate.py's defaults against the official flow and
+    against the peer open-unmix; lines whose variants did not run are left out."""
+    lines = []
+    base, cli, dflt = results.get("baseline"), results.get("cli"), results.get("default")
+    if base and cli:
+        ratio = cli["whole_process_s"] / base["total_s"]
+        lines.append(f"- separate.py with its defaults, whole process, {args.duration:g} s: "
+                     f"{cli['whole_process_s']:.2f} s vs the official flow "
+                     f"{base['total_s']:.2f} s (in-process) -> {ratio:.3f}x "
+                     f"(goal <= 0.1x: {_goal(ratio, 0.1)})")
+    if base and dflt:
+        ratio = dflt["total_s"] / base["total_s"]
+        lines.append(f"- the same in-process (setup + separation): {dflt['total_s']:.2f} s -> "
+                     f"{ratio:.3f}x the official flow")
+    for row in rows:
+        if row["a"] in ("default", "cli") and row["b"] == "nnabla":
+            lines.append(f"- max |diff| {row['a']} vs the nnabla path: {row['max_abs']:.3g} "
+                         f"(goal <= {TOL:g}: {'OK' if row['ok'] else 'not reached'})")
+    lg = results.get("default-long")
+    if lg:
+        lines.append(f"- peak RSS, {lg['samples'] / SAMPLE_RATE:g} s song with the defaults: "
+                     f"{lg['peak_rss_mb']:.0f} MB (goal <= 2048 MB: "
+                     f"{_goal(lg['peak_rss_mb'], 2048)}); {lg['total_s']:.1f} s")
+    peer, umx, umx_cli = results.get("peer-umx"), results.get("umx"), results.get("umx-cli")
+    if peer and umx:
+        ratio = umx["separate_s"] / peer["separate_s"]
+        lines.append(f"- ours vs peer open-unmix (UMX, 4 targets, hidden {args.hidden_size}, "
+                     f"{args.niter} Wiener iteration(s), {peer['threads']} threads, torch "
+                     f"{peer['torch']}), in-process separation of {args.duration:g} s: "
+                     f"{umx['separate_s']:.2f} s vs {peer['separate_s']:.2f} s -> "
+                     f"{ratio:.2f}x (goal <= 1.0: {_goal(ratio, 1.0)}); with setup "
+                     f"{umx['total_s']:.2f} s vs {peer['total_s']:.2f} s")
+    if peer and umx_cli:
+        ratio = umx_cli["whole_process_s"] / peer["whole_process_s"]
+        lines.append(f"- ours vs peer, whole process: separate.py (UMX) "
+                     f"{umx_cli['whole_process_s']:.2f} s vs {peer['whole_process_s']:.2f} s "
+                     f"-> {ratio:.2f}x (goal <= 1.0: {_goal(ratio, 1.0)})")
+    if peer and dflt:
+        lines.append(f"- X-UMX (ours, defaults) in-process separation "
+                     f"{dflt['separate_s']:.2f} s -> {dflt['separate_s'] / peer['separate_s']:.2f}"
+                     f"x the peer's UMX")
     return "\n".join(lines)
 
 

@@ -73,12 +73,13 @@ def _targets(npz):
 
 
 def _xumx_separator(fx):
-    return fx.memo("xumx_sep", lambda: Separator(fx.xumx_params))
+    return fx.memo("xumx_sep", lambda: Separator(fx.xumx_params, backend="nnabla"))
 
 
 def _umx_separator(fx):
     targets = _targets(fx.umx_outputs)
-    return fx.memo("umx_sep", lambda: Separator(fx.umx_dir, targets=targets))
+    return fx.memo("umx_sep", lambda: Separator(fx.umx_dir, targets=targets,
+                                                        backend="nnabla"))
 
 
 def _hop(fx, sizes, n_out):
@@ -168,7 +169,7 @@ def test_xumx_mix_spec_head(fx, stft):
         sep = _xumx_separator(fx)
     else:
         params, config = weights.load_xumx(fx.xumx_params)
-        sep = Separator.from_params("xumx", params, config, stft="nnabla")
+        sep = Separator.from_params("xumx", params, config, stft="nnabla", backend="nnabla")
     stft_front = sep._stft
     X, mag, _ = sep.analyze(fx.audio)
     n = ref.shape[0]
@@ -249,7 +250,7 @@ def test_official_length_mode_and_full_length_tail(fx):
 
 def test_single_target_adds_accompaniment(fx):
     params, config = weights.load_xumx(fx.xumx_params)
-    sep = Separator.from_params("xumx", params, config, targets=["vocals"])
+    sep = Separator.from_params("xumx", params, config, targets=["vocals"], backend="nnabla")
     out = sep(fx.audio)
     assert list(out) == sep.targets == ["vocals", "accompaniment"]
     assert sep.network_targets == ["vocals"]
@@ -281,7 +282,7 @@ def test_fixed_chunk_graph(fx):
     hop = config["n_hop"]
     audio = fx.audio
     chunk_frames = max(2, (audio.shape[0] // hop) // 3)
-    sep = Separator.from_params("xumx", params, config,
+    sep = Separator.from_params("xumx", params, config, backend="nnabla",
                                 chunk_seconds=chunk_frames * hop / Separator.sample_rate)
     a = sep(audio)
     b = sep(audio[: audio.shape[0] // 2])

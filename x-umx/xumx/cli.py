@@ -11,12 +11,12 @@ from common.mss import cli as mss_cli
 
 from . import weights
 from .model import SOURCES
-from .separator import Separator
+from .separator import AUTO_ORDER, RUNTIMES, Separator
 
 PRETRAINED = ("x-umx", "umx", "umxhq")
 # Separate in 30 s chunks (cross-faded over 1 s) by default: memory then stays bounded for any
-# song length (x-umx/bench: 1.6 GB peak for 5 minutes on the ONNX backend, while the nnabla
-# backend needs 4.6 GB for 30 s unchunked). --chunk-dur 0 gives the unchunked result.
+# song length (x-umx/bench/README.md: 1.9 GB peak for 5 minutes on the ONNX backend, while the
+# nnabla backend needs 3.8 GB for 30 s unchunked). --chunk-dur 0 gives the unchunked result.
 DEFAULT_CHUNK_DUR = 30.0
 
 
@@ -43,8 +43,7 @@ def add_model_args(parser):
                         help="exponent of the soft masks (with --softmask)")
     parser.add_argument("--residual", "--residual-model", action="store_true",
                         help="also write the residual (mixture minus all targets)")
-    mss_cli.add_backend_flag(parser, help="network runtime: nnabla (reference) or onnxruntime "
-                                          "(same weights, much faster LSTM on CPU)")
+    mss_cli.add_backend_flag(parser, RUNTIMES)
     add_context_args(parser)
     return parser
 
@@ -57,12 +56,12 @@ def training_hop(weights_path):
 
 
 def make_separator(weights_path, targets=None, hidden_size=None, niter=1, softmask=False,
-                   alpha=1.0, residual=False, backend="nnabla", context="cpu"):
+                   alpha=1.0, residual=False, backend="auto", context="cpu", threads=None):
     # context: "cpu" / "cudnn" or (name, device_id, type_config), see xumx.separator
     """Build the separator once (its graph is reused for every chunk and file)."""
     sep = Separator(weights_path, targets=targets, niter=niter, softmask=softmask, alpha=alpha,
                     residual=residual, context=context, backend=backend,
-                    n_hop=training_hop(weights_path))
+                    n_hop=training_hop(weights_path), threads=threads)
     if hidden_size is not None and sep.config["hidden_size"] != hidden_size:
         raise UserError(f"--hidden-size {hidden_size} does not match the weights in "
                         f"{weights_path} (hidden size {sep.config['hidden_size']})")
@@ -76,12 +75,14 @@ def _separator_factory(args, weights_path):
     return mss_cli.separator_factory(
         args, make_separator, weights_path, targets=args.targets,
         hidden_size=args.hidden_size, niter=args.niter, softmask=args.softmask,
-        alpha=args.alpha, residual=args.residual, backend=args.backend)
+        alpha=args.alpha, residual=args.residual, backend=args.backend,
+        threads=args.threads)
 
 
 MODEL = mss_cli.Model(
     add_args=add_model_args, pretrained=PRETRAINED, make_factory=_separator_factory,
     score_options=("targets", "niter", "softmask", "alpha", "residual", "backend",
                    "type_config"),
-    chunk_dur=DEFAULT_CHUNK_DUR, separates="bass / drums / vocals / other with X-UMX or UMX")
+    chunk_dur=DEFAULT_CHUNK_DUR, separates="bass / drums / vocals / other with X-UMX or UMX",
+    network="X-UMX / UMX", auto_order=AUTO_ORDER, runtimes=lambda weights_path: RUNTIMES)
 separate_main, eval_main = MODEL.separate_main, MODEL.eval_main

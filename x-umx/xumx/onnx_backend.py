@@ -41,8 +41,11 @@ Public API
 ``build_lstm_model(weight_l0, weight, bias) -> onnx.ModelProto`` (LSTM stack alone)
 ``TARGETS``: the X-UMX target order (bass, drums, vocals, other).
 """
+import hashlib
+import json
 import os
 import re
+import shutil
 
 import numpy as np
 
@@ -425,9 +428,14 @@ def _average(g, tensors, base):
 class OnnxRunner:
     """Callable: ``runner(mag) -> masks`` (see :func:`build_onnx_runner`).
 
-    Attributes: ``kind``, ``config`` (resolved sizes), ``model`` (onnx.ModelProto),
-    ``session`` (onnxruntime.InferenceSession), ``nb_targets``.
+    Attributes: ``kind``, ``config`` (resolved sizes), ``model`` (onnx.ModelProto, or the
+    path of the cached export),
+    ``session`` (onnxruntime.InferenceSession), ``nb_targets``, ``graph_builds`` (1: the one
+    session serves every frame count and batch size, as the separator's graph counters
+    expect of a runner).
     """
+
+    graph_builds = 1
 
     def __init__(self, kind, model, config, session):
         self.kind = kind
@@ -454,11 +462,50 @@ class OnnxRunner:
 
         directory = os.path.dirname(os.path.abspath(path))
         os.makedirs(directory, exist_ok=True)
-        onnx.save_model(self.model, path)
+        if isinstance(self.model, str):  # the path of a cached export
+            shutil.copyfile(self.model, path)
+        else:
+            onnx.save_model(self.model, path)
+
+
+def model_key(kind, params, config):
+    """Cache key of the ONNX model :func:`build_onnx_model` makes: a hash of this module's
+    source (so any change to the export makes new keys), the kind, the resolved config and
+    every parameter (name, dtype, shape, bytes)."""
+    h = hashlib.blake2b(digest_size=16)
+    with open(__file__, "rb") as fh:
+        h.update(fh.read())
+    h.update(json.dumps([kind, config], sort_keys=True, default=str).encode())
+    for name in sorted(params):
+        array = np.ascontiguousarray(np.asarray(params[name]))
+        h.update(f"{name}|{array.dtype.str}|{array.shape}".encode())
+        h.update(memoryview(array).cast("B"))
+    return h.hexdigest()
+
+
+def _cached_model(kind, params, cfg, cache_dir, check):
+    """Path of the cached ``.onnx`` model for these parameters, exported first if absent."""
+    folder = os.fspath(cache_dir)
+    os.makedirs(folder, exist_ok=True)
+    path = os.path.join(folder, f"{kind}-{model_key(kind, params, cfg)}.onnx")
+    if not os.path.exists(path):
+        import onnx
+
+        model = build_onnx_model(kind, params, cfg)
+        if check:
+            onnx.checker.check_model(model)
+        tmp = f"{path}.{os.getpid()}.tmp"
+        try:
+            onnx.save_model(model, tmp)
+            os.replace(tmp, path)  # atomic: a reader never sees a partial file
+        finally:
+            if os.path.exists(tmp):
+                os.remove(tmp)
+    return path
 
 
 def build_onnx_runner(kind, params, config=None, save_path=None, intra_op_threads=None,
-                      check=True):
+                      check=True, cache_dir=None):
     """Build the ONNX graph of an X-UMX/UMX network from official parameters and
     return a runner bound to one onnxruntime session.
 
@@ -470,6 +517,10 @@ def build_onnx_runner(kind, params, config=None, save_path=None, intra_op_thread
     from the parameter shapes, given ones are checked against them.
     save_path: optionally write the ``.onnx`` model there.
     intra_op_threads: default all available cores.
+    cache_dir: keep the exported model in this folder (file name: :func:`model_key`) and
+    open the session from the file; the export (building the graph from the parameters,
+    folding, checking) is then done once per set of weights, later runs only hash the
+    parameters. ``None``: build the model in memory every time.
 
     ``runner(mag)`` takes (frames, batch, channels, bins_full) float32 and returns
     the ReLU outputs (masks): X-UMX (frames, batch, 4*channels, bins_full) ordered
@@ -478,6 +529,18 @@ def build_onnx_runner(kind, params, config=None, save_path=None, intra_op_thread
     """
     _check_kind(kind)
     cfg = resolve_config(kind, params, config)
+    if cache_dir is not None:
+        path = _cached_model(kind, params, cfg, cache_dir, check)
+        try:
+            session = make_session(path, threads=intra_op_threads)
+        except Exception:  # a damaged cache file: export it again
+            os.remove(path)
+            path = _cached_model(kind, params, cfg, cache_dir, check)
+            session = make_session(path, threads=intra_op_threads)
+        runner = OnnxRunner(kind, path, cfg, session)
+        if save_path:
+            runner.save(save_path)
+        return runner
     model = build_onnx_model(kind, params, cfg)
     if check:
         import onnx

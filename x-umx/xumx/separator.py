@@ -9,11 +9,12 @@ Pipeline for one stereo mixture (all settings from the weights' config):
    itself, bit-identical to the official front end.
 2. Masks from the network runner; source spectrograms ``V_j = mask_j * |X|`` (X-UMX: one
    network with four mask groups; UMX: one network per target).
-3. norbert multichannel Wiener filter on the complex128 mixture STFT: ``niter`` EM
+3. norbert's multichannel Wiener filter on the complex128 mixture STFT, vectorised
+   (:mod:`xumx.wiener`, equal to ``norbert.wiener`` to float64 rounding): ``niter`` EM
    iterations, initialised with the mixture phase (``softmask=False``) or a soft mask with
-   exponent ``alpha``; optional residual source (always added when there is one target,
-   named ``accompaniment``, as officially).
-4. Inverse STFT (scipy, official scaling) per source.
+   exponent ``alpha``; optional residual source (``norbert.residual_model``; always added
+   when there is one target, named ``accompaniment``, as officially).
+4. Inverse STFT (scipy, official scaling) of all sources at once.
 
 Output length: the official code returns ``(frames - 1) * n_hop`` samples, up to
 ``n_hop - 1`` (136 for 2 s at 44.1 kHz) fewer than the input. Here the inverse STFT's
@@ -40,10 +41,21 @@ import numpy as np
 
 from common.context import resolve_context
 from common.errors import UserError
+from common.mss.audio import at_model_rate
+from common.runtime.backends import choose_backend
 from common.runtime.graph_cache import GraphRunner, import_backend
+from common.runtime.onnx_export import available_cores
 
-from . import spectral, weights
+from . import spectral, weights, wiener
 from .model import SAMPLE_RATE, CrossNet, OpenUnmix
+
+RUNTIMES = ("nnabla", "onnx")
+BACKENDS = ("auto",) + RUNTIMES
+# --backend auto on the CPU: onnxruntime. OpenVINO was measured on the same ONNX model and left
+# out: 30 s of full-size X-UMX masks (1292 frames, random weights of the official shapes),
+# 2 threads, 6 interleaved runs each in one process on the shared 2-core machine, seconds min /
+# median: onnxruntime 2.40 / 2.53, OpenVINO 2.55 / 3.59 (outputs within 3.9e-7 x max).
+AUTO_ORDER = ("onnx",)
 
 
 class NnablaRunner(GraphRunner):
@@ -89,7 +101,11 @@ class Separator:
     corresponding masks, the Wiener filter sees only the chosen sources), ``niter`` (EM
     iterations, 1), ``softmask`` (False), ``alpha`` (1.0), ``residual`` (False: add a
     ``residual`` source), ``context`` (nnabla extension, ``'cpu'``), ``backend``
-    (``'nnabla'`` or ``'onnx'``), ``chunk_seconds`` (``None``: whole signal in one graph),
+    (``'auto'``: onnxruntime on the CPU, nnabla on a GPU, see
+    :func:`common.runtime.backends.choose_backend`; ``'nnabla'``, ``'onnx'``), ``threads``
+    (onnxruntime threads and the threads of the Wiener filter and inverse STFT, default all
+    cores), ``chunk_seconds`` (``None``: whole signal in one
+    graph),
     ``n_hop`` (override; weight files do not store it, default ``n_fft // 4``), ``stft``
     (``'numpy'``: float64 numpy STFT, fast, equal to nnabla's ``F.stft`` up to float32
     rounding; ``'nnabla'``: the official ``F.stft`` graph, bit-exact but slow on CPU).
@@ -97,15 +113,20 @@ class Separator:
     Attributes: ``sample_rate`` (44100); ``targets``: the names ``__call__`` returns, in order
     - the network targets plus ``residual`` (``residual=True``) or ``accompaniment`` (single
     target), as the official code writes them (``output_names`` is the same list);
-    ``network_targets``: the sources the network(s) estimate; ``config``; ``graph_builds``
-    (STFT + network graphs built so far).
+    ``network_targets``: the sources the network(s) estimate; ``config``; ``backend`` (the
+    runtime in use); ``graph_builds`` (STFT + network graphs built so far).
     """
 
     sample_rate = SAMPLE_RATE
 
     def __init__(self, weights_path, targets=None, niter=1, softmask=False, alpha=1.0,
-                 residual=False, context="cpu", backend="nnabla", chunk_seconds=None,
-                 n_hop=None, stft="numpy"):
+                 residual=False, context="cpu", backend="auto", chunk_seconds=None,
+                 n_hop=None, stft="numpy", threads=None):
+        from common.pretrained import refuse_published_name
+
+        from .cli import PRETRAINED
+
+        refuse_published_name(weights_path, PRETRAINED, "Separator.from_pretrained")
         path = os.fspath(weights_path)
         kind = weights.detect_kind(path)
         if kind == "xumx":
@@ -113,7 +134,7 @@ class Separator:
         else:
             params, config = weights.load_umx(path, targets=targets, n_hop=n_hop)
         self._setup(kind, params, config, targets, niter, softmask, alpha, residual, context,
-                    backend, chunk_seconds, stft)
+                    backend, chunk_seconds, stft, threads)
 
     @classmethod
     def from_params(cls, kind, params, config, **options):
@@ -121,7 +142,8 @@ class Separator:
         ``OrderedDict[target -> params]`` and ``OrderedDict[target -> config]``."""
         self = cls.__new__(cls)
         defaults = dict(targets=None, niter=1, softmask=False, alpha=1.0, residual=False,
-                        context="cpu", backend="nnabla", chunk_seconds=None, stft="numpy")
+                        context="cpu", backend="auto", chunk_seconds=None, stft="numpy",
+                        threads=None)
         unknown = set(options) - set(defaults)
         if unknown:
             raise TypeError(f"unknown options: {', '.join(sorted(unknown))}")
@@ -131,9 +153,11 @@ class Separator:
 
     # ------------------------------------------------------------------ setup
     def _setup(self, kind, params, config, targets, niter, softmask, alpha, residual, context,
-               backend, chunk_seconds, stft):
-        if backend not in ("nnabla", "onnx"):
-            raise UserError(f"unknown backend '{backend}' (expected 'nnabla' or 'onnx')")
+               backend, chunk_seconds, stft, threads=None):
+        if backend not in BACKENDS:
+            raise UserError(f"unknown backend {backend!r} (expected one of "
+                            f"{', '.join(BACKENDS)})")
+        backend = choose_backend(backend, context, AUTO_ORDER, RUNTIMES, what="X-UMX / UMX")
         if stft not in ("numpy", "nnabla"):
             raise UserError(f"unknown stft front end '{stft}' (expected 'numpy' or 'nnabla')")
         if int(niter) < 0:
@@ -146,8 +170,19 @@ class Separator:
         self.alpha = float(alpha)
         self.residual = bool(residual)
         self.backend = backend
-        builder = _onnx_builder() if backend == "onnx" else (
-            lambda k, p, c: build_nnabla_runner(k, p, c, context=context))
+        # numpy threads of the Wiener filter and the inverse STFT (and onnxruntime's)
+        self.threads = int(threads) if threads else available_cores()
+        if backend == "onnx":
+            build_onnx = _onnx_builder()
+
+            from common.runtime.onnx_export import default_cache_dir
+
+            def builder(k, p, c):  # exported once per set of weights, then loaded
+                return build_onnx(k, p, c, intra_op_threads=threads,
+                                  cache_dir=default_cache_dir())
+        else:
+            def builder(k, p, c):
+                return build_nnabla_runner(k, p, c, context=context)
         if kind == "xumx":
             sources = list(config.get("sources", ["bass", "drums", "vocals", "other"]))
             self.network_targets = list(sources if targets is None else targets)
@@ -267,35 +302,47 @@ class Separator:
                 masks[t] = self._run(runner, mag)[:, 0]
         return X, mag, masks
 
-    def separate(self, audio, full_length=True):
+    def separate(self, audio, full_length=True, sample_rate=None):
         """Estimates ``OrderedDict[name -> (samples, channels)]`` float64.
 
-        ``full_length=False`` returns the official ``(frames - 1) * n_hop`` samples."""
+        ``audio`` is ``(samples, channels)`` at ``sample_rate`` (``None``: the model's
+        :attr:`sample_rate`); another rate is resampled to the model's and the estimates back
+        to it, with the input's length. An unclear layout such as ``(2, samples)`` is refused
+        (:func:`common.mss.audio.at_model_rate`). ``full_length=False`` returns the official
+        ``(frames - 1) * n_hop`` samples (at the model's rate)."""
+        if not full_length and sample_rate not in (None, self.sample_rate):
+            raise ValueError("full_length=False (the official length) needs audio at the "
+                             "model's sample rate")
+        audio, back = at_model_rate(audio, sample_rate, self.sample_rate)
         x = self._prepare(audio)
         n = x.shape[1]
         X, mag, masks = self._analyze(x)
-        norbert = _norbert()
-
-        V = np.stack([m * mag[:, 0] for m in masks.values()], axis=0)  # (J, frames, C, bins)
-        V = np.transpose(V, (1, 3, 2, 0))  # (frames, bins, C, J)
+        # Wiener filter and inverse STFT in the planar layout (sources, channels, bins, frames)
+        V = np.stack([(m * mag[:, 0]).transpose(1, 2, 0) for m in masks.values()])
+        del masks, mag
         if self.softmask:
             V = V ** self.alpha
         if len(self.output_names) > len(self.network_targets):
-            V = norbert.residual_model(V, X, self.alpha if self.softmask else 1)
-        Y = norbert.wiener(V, X.astype(np.complex128), self.niter, use_softmask=self.softmask)
-        length = min(n, (X.shape[0] - 1) * self.n_hop) if not full_length else n
-        estimates = OrderedDict()
-        for j, name in enumerate(self.output_names):
-            est = spectral.istft(Y[..., j].T, self.n_fft, self.n_hop, length=length).T
-            estimates[name] = est
-        return estimates
+            V = np.transpose(_norbert().residual_model(
+                np.transpose(V, (3, 2, 1, 0)), X, self.alpha if self.softmask else 1),
+                (3, 2, 1, 0))
+        X = np.ascontiguousarray(X.transpose(2, 1, 0), dtype=np.complex128)
+        Y = wiener.wiener_planar(V, X, self.niter, use_softmask=self.softmask,
+                                 threads=self.threads)
+        del V, X
+        length = min(n, (Y.shape[-1] - 1) * self.n_hop) if not full_length else n
+        audio_out = spectral.istft(Y, self.n_fft, self.n_hop, length=length,
+                                   threads=self.threads)
+        del Y
+        estimates = OrderedDict((name, audio_out[j].T) for j, name in enumerate(self.output_names))
+        return back(estimates)
 
-    def __call__(self, audio):
-        """``audio`` (samples, channels) float32 -> ``dict[name -> (samples, channels)]``
-        float32 with exactly the input length (channels: the model's; a mono model's
-        estimates are repeated over the input channels)."""
+    def __call__(self, audio, sample_rate=None):
+        """``audio`` (samples, channels) float32 at ``sample_rate`` (default: the model's) ->
+        ``dict[name -> (samples, channels)]`` float32 with exactly the input length (channels:
+        the model's; a mono model's estimates are repeated over the input channels)."""
         audio = np.asarray(audio, dtype=np.float32)
-        est = self.separate(audio, full_length=True)
+        est = self.separate(audio, full_length=True, sample_rate=sample_rate)
         in_ch = audio.shape[1] if audio.ndim == 2 else 1
         out = {}
         for name, y in est.items():
@@ -304,3 +351,14 @@ class Separator:
                 y = np.repeat(y, in_ch, axis=1)
             out[name] = np.ascontiguousarray(y)
         return out
+
+    @classmethod
+    def from_pretrained(cls, name_or_path, **options):
+        """Separator from published weights by name ("x-umx", "umx" or "umxhq"; downloaded
+        once into the cache, see :mod:`common.pretrained`) or from a path as
+        ``Separator(path, ...)`` takes; ``options`` are those of the constructor."""
+        from common.pretrained import pretrained_or_path
+
+        from .cli import PRETRAINED
+
+        return cls(pretrained_or_path(name_or_path, PRETRAINED), **options)

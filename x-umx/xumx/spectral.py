@@ -11,9 +11,9 @@ Conventions (those of the official NNabla X-UMX code and the parity fixtures):
   ``(frames, batch, channels, bins)`` with ``bins = n_fft // 2 + 1``.
 * Magnitude: ``(re**2 + im**2) ** (power / 2)`` with power 1; a mono model
   (``nb_channels == 1``) averages the channel magnitudes.
-* Inverse STFT for separation: scipy ``istft(X / (n_fft // 2), nperseg=n_fft,
-  noverlap=n_fft - n_hop)`` (periodic Hann, least-squares overlap-add). The official code uses
-  ``boundary=True``, which returns ``(frames - 1) * n_hop`` samples, i.e. up to
+* Inverse STFT for separation: the arithmetic of scipy ``signal.istft(X / (n_fft // 2),
+  nperseg=n_fft, noverlap=n_fft - n_hop)`` (periodic Hann, least-squares overlap-add). The
+  official code uses ``boundary=True``, which returns ``(frames - 1) * n_hop`` samples, i.e. up to
   ``n_hop - 1`` samples fewer than the input. :func:`istft` returns exactly the same samples
   and, when asked for a longer ``length``, continues the overlap-add past that point: the
   remaining ``< n_hop`` samples still lie inside the windows of the last frames (the
@@ -21,10 +21,8 @@ Conventions (those of the official NNabla X-UMX code and the parity fixtures):
   ``n_hop <= n_fft // 2``), so nothing has to be padded and the first
   ``(frames - 1) * n_hop`` samples are identical to the official output.
 """
-import warnings
 
 import numpy as np
-import scipy.signal
 
 from common.mss import spectral as _common_spectral
 from common.runtime.graph_cache import GraphRunner
@@ -83,31 +81,74 @@ def istft_nn(real, imag, n_fft=4096, n_hop=1024, center=True):
                    center=center, pad_mode="constant")
 
 
-def istft(X, n_fft=4096, n_hop=1024, length=None):
+def istft(X, n_fft=4096, n_hop=1024, length=None, threads=1):
     """Inverse STFT with the official separation convention.
 
-    ``X``: complex ``(..., bins, frames)``. Returns ``(..., samples)`` (float64 for complex128
-    input). With ``length=None`` the result has the official ``(frames - 1) * n_hop``
-    samples (scipy ``boundary=True``). A larger ``length`` (at most
-    ``(frames - 1) * n_hop + n_fft // 2``) extends the output with the tail of the overlap-add
-    instead of cutting it off; the common samples are identical.
+    ``X``: complex ``(..., bins, frames)``. Returns ``(..., samples)`` float64. With
+    ``length=None`` the result has the official ``(frames - 1) * n_hop`` samples (scipy
+    ``boundary=True``). A larger ``length`` (at most ``(frames - 1) * n_hop + n_fft // 2``)
+    extends the output with the tail of the overlap-add instead of cutting it off; the common
+    samples are identical.
+
+    The arithmetic is scipy's ``istft(X / (n_fft // 2), nperseg=n_fft, noverlap=n_fft -
+    n_hop)`` (inverse FFT, periodic Hann window, overlap-add in frame order, normalisation by
+    the summed squared windows where they exceed 1e-10; the scaling by a power of two is
+    exact), with numpy's FFT (equal to scipy's to float64 rounding; importing scipy.signal
+    would cost separate.py a second of start-up), one (bins, frames) plane at a time and,
+    when the hop divides ``n_fft``, the overlap-add as ``n_fft // n_hop`` shifted block
+    additions instead of scipy's Python loop over frames (several times faster on long
+    signals; x-umx/tests/test_fast_paths.py compares the two). ``threads`` planes are
+    transformed at a time.
     """
+    X = np.asarray(X)
     nb_f = X.shape[-1]
     official = (nb_f - 1) * n_hop
-    with warnings.catch_warnings():
-        # Without boundary trimming scipy warns that the (discarded) first sample is not
-        # covered by any window; the samples returned below all are.
-        warnings.filterwarnings("ignore", message="NOLA condition failed")
-        _, audio = scipy.signal.istft(X / (n_fft // 2), nperseg=n_fft,
-                                      noverlap=n_fft - n_hop, boundary=False)
-    # boundary=False keeps the n_fft // 2 samples of centre padding at both ends.
-    start = n_fft // 2
+    start = n_fft // 2  # the centre padding at the start
     if length is None:
         length = official
     if length > official + n_fft // 2:
         raise ValueError(f"length {length} exceeds what {nb_f} frames cover "
                          f"({official + n_fft // 2} samples)")
-    return audio[..., start:start + length]
+    window = hann_periodic(n_fft)
+    total = n_fft + official
+    norm = _overlap_add(np.broadcast_to(window ** 2, (nb_f, n_fft)), n_hop, total)
+    norm = norm[start:start + length]
+    covered = norm > 1e-10
+    planes = X.reshape((-1,) + X.shape[-2:])
+    out = np.zeros((planes.shape[0], length), dtype=np.float64)
+    def invert(p):
+        frames = np.fft.irfft(planes[p].T, n=n_fft, axis=-1)  # (frames, n_fft)
+        frames *= window
+        out[p] = _overlap_add(frames, n_hop, total)[start:start + length]
+        out[p, covered] /= norm[covered]
+
+    if threads > 1 and len(planes) > 1:
+        from concurrent.futures import ThreadPoolExecutor
+
+        with ThreadPoolExecutor(threads) as pool:
+            list(pool.map(invert, range(len(planes))))
+    else:
+        for p in range(len(planes)):
+            invert(p)
+    return out.reshape(X.shape[:-2] + (length,))
+
+
+def _overlap_add(frames, n_hop, total):
+    """Sum of ``frames`` (frames, n_fft) placed every ``n_hop`` samples, added in frame
+    order as scipy adds them, as ``total`` samples."""
+    n_frames, n_fft = frames.shape
+    out = np.zeros(total, dtype=np.float64)
+    if n_fft % n_hop:
+        for t in range(n_frames):
+            out[t * n_hop:t * n_hop + n_fft] += frames[t]
+        return out
+    # Output block b (n_hop samples) receives part k of frame b - k; adding the parts from
+    # k = n_fft / n_hop - 1 down to 0 adds the frames in increasing order, like the loop.
+    blocks = out.reshape(-1, n_hop)
+    parts = frames.reshape(n_frames, -1, n_hop)
+    for k in range(parts.shape[1] - 1, -1, -1):
+        blocks[k:k + n_frames] += parts[:, k]
+    return out
 
 
 class NnablaSTFT(GraphRunner):

@@ -59,7 +59,7 @@ def build_parser():
     p.add_argument("--resume", action="store_true", help="continue from the newest checkpoint")
     d = p.add_argument_group("data")
     mss_training.add_data_args(d, seq_dur=6.0, gain_range=(0.25, 1.25))
-    d.add_argument("--valid-dur", "--valid_dur", type=PositiveFloat, default=100.0,
+    d.add_argument("--valid-dur", "--valid_dur", type=PositiveFloat, default=10.0,
                    help="validation tracks are scored in pieces of this length (s)")
     m = p.add_argument_group("model")
     # The official boolean spelling of --model-type umx; declared first so that YAML files

@@ -1,27 +1,28 @@
-"""D3Net MSS on onnxruntime: the network exported with nnabla's own ONNX converter.
+"""D3Net MSS on onnxruntime or OpenVINO: the network exported with nnabla's own ONNX converter.
 
 The runner builds the repository's nnabla network (:class:`d3net_mss.model.D3NetMSS`,
 test-mode batch norm) on the given parameters, exports it with nnabla-converter (through
-:mod:`common.runtime.onnx_export`: ``.nnp`` -> ``NnpImporter`` -> ``OnnxExporter``, opset 13) and
-runs the ``.onnx`` with onnxruntime. Every function the network uses (Transpose, Sub2,
-Div2, Slice, Convolution, BatchNormalization, ReLU, Add2, Concatenate, AveragePooling,
-Deconvolution, Sigmoid, Mul2) is in the converter's table, so nothing is written by hand.
+:mod:`common.runtime.onnx_export`, opset 13) and runs the ``.onnx`` with onnxruntime
+(``runtime='onnx'``) or OpenVINO (``runtime='openvino'``, float32). Every function the network
+uses (Transpose, Sub2, Div2, Slice, Convolution, BatchNormalization, ReLU, Add2, Concatenate,
+AveragePooling, Deconvolution, Sigmoid, Mul2) is in the converter's table, so nothing is
+written by hand.
 
 Fixed shapes: nnabla's exporter bakes the input shape into the model, so one model is
 exported per input shape ``(batch, frames, channels, bins)`` and cached on disk (key: the
 parameter values, the input shape, the graph structure and the code/library versions; see
 :mod:`common.runtime.onnx_export`). The separator feeds patches of one shape, ``(2,
 test_patch_len, 2, 2049)`` with ``ch_flip_average`` (``(1, ...)`` without), so a target is
-exported once (a few seconds) and later runs reuse the file.
+exported once (about 2 s) and later runs reuse the file.
 
-Agreement with the nnabla backend: onnxruntime sums the convolutions in another order
-(and folds/fuses some operators), so results differ by float32 rounding, amplified by the
-depth of the network. On the parity fixture (random weights of the official shapes, 64
-frames) the largest difference is about 2e-4 x max|output|. Over full 256-frame patches a
-handful of elements (a few dozen of 2 million) differ by up to about 2e-3 x max|output|;
-the randomly initialised network is that steep: nnabla itself moves its output by the same
-amount (up to 2.4e-3 x max, same number of elements) when its input is perturbed by
-1e-6 relative noise (see ``d3net/bench/README.md``).
+Agreement with the nnabla backend: both runtimes sum the convolutions in another order (and
+fold/fuse some operators), so results differ by float32 rounding, amplified by the depth of
+the network. On the parity fixture (random weights of the official shapes, 64 frames) the
+largest difference is 2.0e-4 (onnxruntime) / 0.8e-4 (OpenVINO) x max|output| for vocals and
+7.8e-4 / 6.6e-4 for bass. Over full 256-frame patches a handful of elements (a few dozen of
+2 million) differ by up to about 2e-3 x max|output|; the randomly initialised network is that
+steep: nnabla itself moves its output by the same amount (up to 2.4e-3 x max, same number of
+elements) when its input is perturbed by 1e-6 relative noise (see ``d3net/bench/README.md``).
 
 Runner contract (see :mod:`d3net_mss.weights`): ``runner(x) -> y`` with ``x`` float32
 ``(batch, frames, channels, bins)`` (frames a multiple of ``2 ** levels``, 16 for the
@@ -30,11 +31,13 @@ official configs) and ``y`` the network output of the same shape.
 Public API
 ----------
 ``build_onnx_runner(params, config, context=None, cache_dir=None, threads=None,
-max_sessions=2, low_memory=False) -> OnnxRunner``
+max_sessions=2, low_memory=False, runtime='onnx') -> OnnxRunner``;
+``build_openvino_runner(...)``: the same with ``runtime='openvino'``
 ``OnnxRunner``: ``__call__(x)``, ``prepare(batch, frames)``, ``save(path, batch, frames)``,
-attributes ``config``, ``target``, ``graph_builds`` (sessions opened), ``exports``
-(conversions run, 0 when everything came from the cache), ``last_export``.
+attributes ``config``, ``target``, ``runtime``, ``graph_builds`` (sessions opened),
+``exports`` (conversions run, 0 when everything came from the cache), ``last_export``.
 """
+import functools
 
 from common.runtime.onnx_export import OnnxModelRunner
 
@@ -45,18 +48,21 @@ CODE_VERSION = "d3net_mss.onnx_backend/1"
 
 
 class OnnxRunner(OnnxModelRunner):
-    """``runner(x) -> y`` for one D3Net MSS target on onnxruntime (see the module docs).
+    """``runner(x) -> y`` for one D3Net MSS target on onnxruntime or OpenVINO (see the module
+    docs).
 
-    ``OnnxRunner(params, config, cache_dir=None, threads=None, max_sessions=2)``: ``params``
+    ``OnnxRunner(params, config, cache_dir=None, threads=None, max_sessions=2,
+    low_memory=False, runtime='onnx')``: ``params``
     name -> array (official names, a ``<target>/`` prefix is stripped), ``config`` as
     :func:`d3net_mss.model.normalize_config` accepts; ``cache_dir`` for the exported models
-    (default :func:`common.runtime.onnx_export.default_cache_dir`); ``threads`` onnxruntime intra-op
+    (default :func:`common.runtime.onnx_export.default_cache_dir`); ``threads`` intra-op
     threads (default: all available cores); ``max_sessions`` input shapes kept open;
     ``low_memory`` turns onnxruntime's memory arena off (lower peak RSS, a little slower; see
-    :func:`common.runtime.onnx_export.make_session`)."""
+    :func:`common.runtime.onnx_export.make_session`); ``runtime`` ``'onnx'`` or
+    ``'openvino'``."""
 
     def __init__(self, params, config, cache_dir=None, threads=None, max_sessions=2,
-                 low_memory=False):
+                 low_memory=False, runtime="onnx"):
         self.model = D3NetMSS(config)
         self.model.load_parameters(params)
         self.config = self.model.config
@@ -67,7 +73,8 @@ class OnnxRunner(OnnxModelRunner):
         name = f"d3net_mss_{self.target}" if self.target else "d3net_mss"
         super().__init__(lambda x: self.model.network(x, test=True), name,
                          self.model.get_parameters, CODE_VERSION, cache_dir=cache_dir,
-                         threads=threads, max_sessions=max_sessions, low_memory=low_memory)
+                         threads=threads, max_sessions=max_sessions, low_memory=low_memory,
+                         runtime=runtime)
 
     def check_shape(self, shape):
         return self.model.check_input_shape(shape)
@@ -82,10 +89,13 @@ class OnnxRunner(OnnxModelRunner):
 
 
 def build_onnx_runner(params, config, context=None, cache_dir=None, threads=None,
-                      max_sessions=2, low_memory=False):
+                      max_sessions=2, low_memory=False, runtime="onnx"):
     """ONNX runner for one target with the signature of
     :func:`d3net_mss.separator.build_nnabla_runner`. ``context`` is accepted for that
-    symmetry and ignored (onnxruntime runs on the CPU)."""
+    symmetry and ignored (onnxruntime and OpenVINO run on the CPU)."""
     del context
     return OnnxRunner(params, config, cache_dir=cache_dir, threads=threads,
-                      max_sessions=max_sessions, low_memory=low_memory)
+                      max_sessions=max_sessions, low_memory=low_memory, runtime=runtime)
+
+
+build_openvino_runner = functools.partial(build_onnx_runner, runtime="openvino")

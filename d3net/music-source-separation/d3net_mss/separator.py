@@ -41,12 +41,25 @@ from collections import OrderedDict
 import numpy as np
 
 from common.errors import UserError
+from common.mss.audio import at_model_rate
+from common.runtime.backends import RUNTIMES, ModelFile, choose_backend
 from common.runtime.graph_cache import GraphRunner, import_backend
 
 from . import spectral, weights, wiener
 from .model import SAMPLE_RATE, D3NetMSS
 
-BACKENDS = ("nnabla", "onnx")
+BACKENDS = ("auto",) + RUNTIMES
+# --backend auto on the CPU: OpenVINO, then onnxruntime. Measured with the fixture weights (full
+# official networks), 2 threads, 6 interleaved runs each in one process on the shared 2-core
+# machine, seconds per patch min / median: vocals 2 x 256 frames OpenVINO 3.66 / 4.31,
+# onnxruntime 4.29 / 7.64; bass 2 x 384 frames 7.31 / 7.60 vs 10.35 / 10.53 (30 s of audio: 12
+# vocals and 8 bass patches). Opening a target costs OpenVINO 4.6-6.5 s (compile) against
+# 0.6 s, so it is ahead from about 20 s of audio on. Agreement with nnabla on the fixture's
+# 64-frame forward input: OpenVINO 0.8e-4 / 6.6e-4 x max (vocals / bass), onnxruntime
+# 2.0e-4 / 7.8e-4 (bound 1e-3).
+AUTO_ORDER = ("openvino", "onnx")
+# Published ONNX model files (d3net-openvino) run on these only.
+MODEL_FILE_RUNTIMES = ("onnx", "openvino")
 
 
 class NnablaRunner(GraphRunner):
@@ -67,8 +80,27 @@ def build_nnabla_runner(params, config, context=None):
     return NnablaRunner(params, config, context=context)
 
 
-def _onnx_builder():
-    return import_backend("d3net_mss")
+def runner_builder(backend):
+    """``build(params, config, context=..., threads=...) -> runner`` for a concrete backend."""
+    if backend == "nnabla":
+        return lambda params, config, context=None, threads=None: build_nnabla_runner(
+            params, config, context=context)
+    attr = {"onnx": "build_onnx_runner", "openvino": "build_openvino_runner"}[backend]
+    return import_backend("d3net_mss", attr=attr, backend=backend)
+
+
+def _model_file_runner(path, config, runtime, threads):
+    """:class:`common.runtime.backends.ModelFile` of a published ``<target>.onnx``, checked
+    against the target's config: input ``(batch, test_patch_len, channels, bins)``."""
+    runner = ModelFile(path, runtime, threads)
+    want = [config["test_patch_len"], config["n_channels"], config["fft_size"] // 2 + 1]
+    got = runner.input_shape[1:]
+    if len(runner.input_shape) != 4 or any(g is not None and g != w for g, w in zip(got, want)):
+        shown = "x".join("?" if d is None else str(d) for d in runner.input_shape)
+        raise UserError(f"{path} takes inputs of shape {shown}; the {config['target']} config "
+                        f"needs (batch)x{want[0]}x{want[1]}x{want[2]} (test_patch_len x "
+                        "channels x bins)")
+    return runner
 
 
 def patch_layout(nb_frames, patch_len, shift, full_overlap=False):
@@ -153,30 +185,48 @@ class Separator:
     """D3Net separator with the interface of the shared separation driver.
 
     ``Separator(weights_path, targets=None, ch_flip_average=True, mwf=True, context='cpu',
-    backend='nnabla', full_overlap=False)``: ``weights_path`` is a directory of ``<target>.h5``
-    files, the official ``d3net-mss.zip``, or one ``<target>.h5`` (see
-    :mod:`d3net_mss.weights`);
-    ``targets`` selects and orders the sources (default: all found, official order).
-    :meth:`from_params` takes parameters already in memory.
+    backend='auto', full_overlap=False, threads=None, configs=None)``: ``weights_path`` is a
+    directory of ``<target>.h5`` files, the official ``d3net-mss.zip``, one ``<target>.h5``,
+    or published ONNX model files (the official ``d3net-openvino.zip``, its folder, or one
+    ``<target>.onnx``; onnxruntime / OpenVINO only); see :mod:`d3net_mss.weights`. ``targets``
+    selects and orders the sources (default: all found, official order); ``configs`` maps
+    targets to network configs (default: ``<target>.yaml`` beside a model file, else the
+    official ``configs/<target>.yaml``). :meth:`from_params` takes parameters in memory.
 
     Options: ``ch_flip_average`` (average with the channel-swapped input, official default
     in ``separate.py``: on), ``mwf`` (multichannel Wiener filter, on), ``context``
     (``'cpu'``, ``'cudnn'``, a tuple for :func:`common.context.get_context`, or a Context),
-    ``backend`` (``'nnabla'`` or ``'onnx'``, the latter from ``d3net_mss.onnx_backend``),
-    ``full_overlap`` (off = official: see :func:`patch_layout`; on: the last frames are not
-    attenuated when ``frames % test_patch_len > out_shift``).
+    ``backend`` (``'auto'``: see :data:`AUTO_ORDER` and
+    :func:`common.runtime.backends.choose_backend`; ``'nnabla'``, ``'onnx'``, ``'openvino'``),
+    ``threads`` (onnxruntime / OpenVINO threads; default all cores), ``full_overlap`` (off =
+    official: see :func:`patch_layout`; on: the last frames are not attenuated when
+    ``frames % test_patch_len > out_shift``).
 
     Attributes: ``sample_rate`` (44100, from the configs), ``targets`` (names ``__call__``
     returns, in order; same as ``network_targets``), ``configs`` (target -> config),
-    ``n_fft``, ``n_hop``, ``graph_builds`` (network graphs built so far).
+    ``backend`` (the runtime in use), ``n_fft``, ``n_hop``, ``graph_builds`` (network graphs /
+    sessions built so far).
     """
 
     sample_rate = SAMPLE_RATE
 
     def __init__(self, weights_path, targets=None, ch_flip_average=True, mwf=True,
-                 context="cpu", backend="nnabla", full_overlap=False):
-        params, configs = weights.load(os.fspath(weights_path), targets=targets)
-        self._setup(params, configs, ch_flip_average, mwf, context, backend, full_overlap)
+                 context="cpu", backend="auto", full_overlap=False, threads=None,
+                 configs=None):
+        from common.pretrained import refuse_published_name
+
+        from .cli import PRETRAINED
+
+        refuse_published_name(weights_path, PRETRAINED, "Separator.from_pretrained")
+        path = os.fspath(weights_path)
+        options = dict(ch_flip_average=ch_flip_average, mwf=mwf, context=context,
+                       backend=backend, full_overlap=full_overlap, threads=threads)
+        if weights.holds_model_files(path):
+            with weights.load_model_files(path, targets, configs) as (files, cfgs):
+                self._setup(files, cfgs, model_files=True, **options)
+        else:
+            params, cfgs = weights.load(path, targets=targets, configs=configs)
+            self._setup(params, cfgs, **options)
 
     @classmethod
     def from_params(cls, params, configs, targets=None, **options):
@@ -184,8 +234,8 @@ class Separator:
         (configs: dicts, YAML paths, or None for ``configs/<target>.yaml``)."""
         from .model import load_config, normalize_config
 
-        defaults = dict(ch_flip_average=True, mwf=True, context="cpu", backend="nnabla",
-                        full_overlap=False)
+        defaults = dict(ch_flip_average=True, mwf=True, context="cpu", backend="auto",
+                        full_overlap=False, threads=None)
         unknown = set(options) - set(defaults)
         if unknown:
             raise TypeError(f"unknown options: {', '.join(sorted(unknown))}")
@@ -210,18 +260,22 @@ class Separator:
         self._setup(sel_p, sel_c, **defaults)
         return self
 
-    def _setup(self, params, configs, ch_flip_average, mwf, context, backend,
-               full_overlap=False):
+    def _setup(self, sources, configs, ch_flip_average, mwf, context, backend,
+               full_overlap=False, threads=None, model_files=False):
+        """``sources``: target -> parameters, or with ``model_files`` target -> ONNX file."""
         if backend not in BACKENDS:
-            raise UserError(f"unknown backend '{backend}' (expected 'nnabla' or 'onnx')")
-        if not params:
+            raise UserError(f"unknown backend {backend!r} (expected one of "
+                            f"{', '.join(BACKENDS)})")
+        if not sources:
             raise UserError("no targets to separate")
-        self.backend = backend
+        self.backend = choose_backend(
+            backend, context, AUTO_ORDER, MODEL_FILE_RUNTIMES if model_files else RUNTIMES,
+            what="published D3Net ONNX model files" if model_files else "D3Net")
         self.ch_flip_average = bool(ch_flip_average)
         self.mwf = bool(mwf)
         self.full_overlap = bool(full_overlap)
         self.configs = OrderedDict(configs)
-        self.targets = list(params)
+        self.targets = list(sources)
         self.network_targets = list(self.targets)
         first = self.configs[self.targets[0]]
         for t in self.targets:
@@ -235,13 +289,14 @@ class Separator:
         self.n_fft = first["fft_size"]
         self.n_hop = first["hop_size"]
         self.sample_rate = int(first["fs"])
-        if backend == "onnx":
-            builder = _onnx_builder()
-            self._runners = OrderedDict((t, builder(params[t], self.configs[t]))
-                                        for t in self.targets)
-        else:
+        if model_files:
             self._runners = OrderedDict(
-                (t, build_nnabla_runner(params[t], self.configs[t], context=context))
+                (t, _model_file_runner(f, self.configs[t], self.backend, threads))
+                for t, f in sources.items())
+        else:
+            build = runner_builder(self.backend)
+            self._runners = OrderedDict(
+                (t, build(sources[t], self.configs[t], context=context, threads=threads))
                 for t in self.targets)
 
     @property
@@ -298,19 +353,44 @@ class Separator:
         """Source STFTs from magnitudes (see :func:`source_stfts`; ``mwf`` as configured)."""
         return source_stfts(X, mags, mwf=self.mwf)
 
-    def separate(self, audio, full_length=True):
-        """Estimates ``OrderedDict[target -> float64 (samples, 2)]``; ``full_length=False``
-        returns the official ``(frames - 1) * hop`` samples instead of the input length."""
+    def separate(self, audio, full_length=True, sample_rate=None):
+        """Estimates ``OrderedDict[target -> float64 (samples, 2)]``.
+
+        ``audio`` is ``(samples, channels)`` at ``sample_rate`` (``None``: the model's
+        :attr:`sample_rate`); another rate is resampled to the model's and the estimates back
+        to it, with the input's length. An unclear layout such as ``(2, samples)`` is refused
+        (:func:`common.mss.audio.at_model_rate`). ``full_length=False`` returns the official
+        ``(frames - 1) * hop`` samples instead of the input length (at the model's rate)."""
+        if not full_length and sample_rate not in (None, self.sample_rate):
+            raise ValueError("full_length=False (the official length) needs audio at the "
+                             "model's sample rate")
+        audio, back = at_model_rate(audio, sample_rate, self.sample_rate)
         audio = self._prepare(audio)
         X, mags = self.analyze(audio)
         stfts = self.filter(X, mags)
         n = audio.shape[0]
         length = n if full_length else min(n, (X.shape[0] - 1) * self.n_hop)
-        return OrderedDict((t, spectral.istft(s, self.n_hop, length=length))
-                           for t, s in stfts.items())
+        return back(OrderedDict((t, spectral.istft(s, self.n_hop, length=length))
+                                for t, s in stfts.items()))
 
-    def __call__(self, audio):
-        """``audio`` (samples, channels) -> ``dict[target -> float32 (samples, 2)]`` with
-        exactly the input length."""
+    def __call__(self, audio, sample_rate=None):
+        """``audio`` (samples, channels) at ``sample_rate`` (default: the model's) ->
+        ``dict[target -> float32 (samples, 2)]`` with exactly the input length."""
         return {t: np.ascontiguousarray(y, dtype=np.float32)
-                for t, y in self.separate(audio).items()}
+                for t, y in self.separate(audio, sample_rate=sample_rate).items()}
+
+    @classmethod
+    def from_pretrained(cls, name_or_path, **options):
+        """Separator from published weights by name ("d3net-mss" or "d3net-openvino";
+        downloaded once into the cache, see :mod:`common.pretrained`) or from a path as
+        ``Separator(path, ...)`` takes; ``options`` are those of the constructor. As
+        ``--model``, ``<target>.yaml`` network configs beside ``.h5`` files (a training
+        run's) describe their networks unless ``configs`` is given."""
+        from common.pretrained import pretrained_or_path
+
+        from .cli import PRETRAINED, network_configs
+
+        path = pretrained_or_path(name_or_path, PRETRAINED)
+        if options.get("configs") is None:
+            options["configs"] = network_configs(path, options.get("targets")) or None
+        return cls(path, **options)

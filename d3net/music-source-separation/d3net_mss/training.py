@@ -1,14 +1,15 @@
 """Training of one D3Net music-source-separation network (one target per run), resumable.
 
-Recipe (official ``train.py``; ``configs/train.yaml``): random excerpts of
-``patch_length`` STFT frames (the network config's training patch: 256 frames of hop 1024, i.e.
-about 6 s), 64 per track per epoch, batch 6; every source gets a random gain in [0.75, 1.25]
-and a random channel swap, and comes from an independently drawn track (random track mixing);
-the mixture is the sum of the sources. Loss: mean squared error between the network output and
-the target's magnitude spectrogram (nnabla STFT, centred with reflect padding; the first
-``patch_length`` frames). Adam, learning rate 1e-3, multiplied by 0.1 from epoch 40 on, weight
-decay 1e-4, 50 epochs; conv weights initialised with Glorot (Xavier) normal; the network's input
-offset / scale start from the per-bin mean / std of the training mixtures' mono magnitude.
+Recipe (official ``train.py``; ``configs/train.yaml``): random 6 s excerpts, 64 per track per
+epoch, batch 6; every source gets a random gain in [0.75, 1.25] and a random channel swap, and
+comes from an independently drawn track (random track mixing); the mixture is the sum of the
+sources. Loss: mean squared error between the network output and the target's magnitude
+spectrogram (nnabla STFT, centred with reflect padding) on the first ``patch_length`` = 256
+frames, for every target (the official script fixes 256 and ignores the network config's
+``patch_length``, e.g. bass's 352). Adam, learning rate 1e-3, multiplied by 0.1 from epoch 40
+on, weight decay 1e-4, 50 epochs; conv weights initialised with Glorot (Xavier) normal; the
+network's input offset / scale start from the per-bin mean / std of the training mixtures' mono
+magnitude.
 The network itself is :class:`d3net_mss.model.D3NetMSS` built from ``--network-config``
 (default: the target's official configuration ``configs/<target>.yaml``).
 
@@ -85,15 +86,15 @@ def build_parser():
                         "d3net/music-source-separation/configs/ (default: the target's "
                         "official configuration, e.g. vocals)")
     m.add_argument("--patch-length", type=PositiveInt, default=None,
-                   help="STFT frames per training excerpt (default: the network config's "
-                        "training patch)")
+                   help="STFT frames of each excerpt the loss sees (recipe: 256, as "
+                        "officially; unset: the network config's training patch)")
     m.add_argument("--init-method", choices=["xavier", "normal", "nnabla"], default="xavier",
                    help="initialisation of the conv weights (official: xavier)")
     d = p.add_argument_group("data")
     mss_training.add_data_args(
         d, seq_dur=None, gain_range=(0.75, 1.25),
         seq_dur_help="excerpt length (s); the loss sees its first --patch-length frames "
-                     "(default: patch_length * hop samples)")
+                     "(recipe: 6, as officially; unset: patch_length * hop samples)")
     t = p.add_argument_group("optimisation")
     mss_training.add_loop_args(
         t, epochs=50, batch_size=6, lr=1e-3, weight_decay=1e-4,

@@ -16,11 +16,22 @@ missing, unexpected and mis-shaped parameters.
 Returned parameters are unprefixed ``OrderedDict[name -> float32 array]``; configs are the
 flat dicts of :mod:`d3net_mss.model` (official key names plus ``target``).
 
+Published model files (:func:`load_model_files`): the official ``d3net-openvino.zip``, read by
+the official ``separate_with_openvino.py`` as ``<model dir>/<target>.onnx``, holds one ONNX
+file per target (vocals, drums, bass, other): the same network as the ``.h5`` weights
+(``D3NetMSS`` in test mode, magnitude in, target magnitude out), exported with fixed shapes,
+``(2, test_patch_len, 2, 2049)`` (a patch and its channel-swapped copy). Accepted: that folder
+(extracted; the files may sit one folder deeper), the ``.zip``, or one ``<target>.onnx``; they
+run on onnxruntime or OpenVINO through the separator's own patch, Wiener-filter and chunking
+pipeline, with the official configs (or a ``<target>.yaml`` beside the file).
+
 Network runner contract (nnabla: :func:`d3net_mss.separator.build_nnabla_runner`; ONNX:
-``d3net_mss.onnx_backend.build_onnx_runner(params, config, ...)``): ``runner(x)`` takes a
-float32 magnitude batch ``(batch, frames, channels, bins)`` and returns the network output
-of the same shape (test-mode batch norm), i.e. exactly :class:`d3net_mss.model.D3NetMSS`.
+``d3net_mss.onnx_backend.build_onnx_runner(params, config, ...)``; model files:
+:class:`common.runtime.backends.ModelFile`): ``runner(x)`` takes a float32 magnitude batch
+``(batch, frames, channels, bins)`` and returns the network output of the same shape
+(test-mode batch norm), i.e. exactly :class:`d3net_mss.model.D3NetMSS`.
 """
+import contextlib
 import os
 import tempfile
 import zipfile
@@ -142,3 +153,96 @@ def load(path, targets=None, configs=None):
     if targets is not None and targets != [target]:
         raise UserError(f"{path} holds only the D3Net target '{target}'")
     return OrderedDict([(target, p)]), OrderedDict([(target, c)])
+
+
+# --------------------------------------------------------------------------- model files
+
+MODEL_FILE_EXT = ".onnx"
+
+
+def _files_in(directory, ext):
+    """``{stem: path}`` of the official targets' ``<target><ext>`` in ``directory`` or one
+    folder below (the first found wins)."""
+    folders = [directory] + sorted(os.path.join(directory, d) for d in os.listdir(directory)
+                                   if os.path.isdir(os.path.join(directory, d)))
+    found = {}
+    for folder in folders:
+        for target in SOURCES:
+            path = os.path.join(folder, target + ext)
+            if target not in found and os.path.isfile(path):
+                found[target] = path
+    return found
+
+
+def holds_model_files(path):
+    """Whether ``path`` is published model files (``.onnx``: one file, a folder or a ``.zip``
+    of them) rather than ``.h5`` weights (a folder or zip holding both counts as weights)."""
+    path = os.fspath(path)
+    if os.path.isdir(path):
+        return bool(_files_in(path, MODEL_FILE_EXT)) and not _files_in(path, ".h5")
+    if path.lower().endswith(".zip") and os.path.isfile(path):
+        try:
+            with zipfile.ZipFile(path) as zf:
+                exts = {os.path.splitext(m)[1].lower() for m in zf.namelist()}
+        except zipfile.BadZipFile:
+            return False
+        return MODEL_FILE_EXT in exts and ".h5" not in exts
+    return path.lower().endswith(MODEL_FILE_EXT)
+
+
+def _model_config(target, file, configs):
+    config = (configs or {}).get(target)
+    beside = os.path.splitext(file)[0] + ".yaml"
+    if config is None and os.path.isfile(beside):
+        config = beside
+    if config is None:
+        return load_config(target)
+    if isinstance(config, (str, os.PathLike)):
+        config = load_config(config)
+    config = normalize_config(config, target=target)
+    config["target"] = target
+    return config
+
+
+@contextlib.contextmanager
+def load_model_files(path, targets=None, configs=None):
+    """Context giving ``(files, configs)``, both ``OrderedDict[target -> ...]`` (official
+    order vocals, drums, bass, other; ``targets`` selects and orders): the ``<target>.onnx``
+    paths of a folder, a ``.zip`` (extracted into a temporary folder that exists until the
+    context ends: open the models inside it) or one file, and each target's network config
+    (``configs[target]``, else ``<target>.yaml`` beside the file, else the official one)."""
+    path = os.fspath(path)
+    with contextlib.ExitStack() as stack:
+        if os.path.isfile(path) and path.lower().endswith(".zip"):
+            folder = stack.enter_context(tempfile.TemporaryDirectory(prefix="d3net-models-"))
+            try:
+                with zipfile.ZipFile(path) as zf:
+                    for m in zf.namelist():
+                        name = os.path.basename(m)
+                        stem, ext = os.path.splitext(name)
+                        if stem in SOURCES and ext.lower() in (MODEL_FILE_EXT, ".yaml"):
+                            with zf.open(m) as src, open(os.path.join(folder, name),
+                                                         "wb") as dst:
+                                dst.write(src.read())
+            except zipfile.BadZipFile:
+                raise UserError(f"not a zip archive: {path}") from None
+            found = _files_in(folder, MODEL_FILE_EXT)
+        elif os.path.isdir(path):
+            found = _files_in(path, MODEL_FILE_EXT)
+        elif os.path.isfile(path):
+            stem = Path(path).stem
+            if stem not in SOURCES:
+                raise UserError(f"{path}: a D3Net model file is named after its target "
+                                f"({', '.join(t + MODEL_FILE_EXT for t in SOURCES)})")
+            found = {stem: path}
+        else:
+            raise UserError(f"D3Net model files not found: {path}")
+        wanted = list(targets) if targets is not None else [t for t in SOURCES if t in found]
+        missing = [t for t in wanted if t not in found]
+        if missing or not wanted:
+            have = ", ".join(t + MODEL_FILE_EXT for t in SOURCES if t in found) or "none"
+            need = missing or list(SOURCES)
+            raise UserError(f"{path}: missing D3Net model file(s) "
+                            f"{', '.join(t + MODEL_FILE_EXT for t in need)} (found: {have})")
+        files = OrderedDict((t, found[t]) for t in wanted)
+        yield files, OrderedDict((t, _model_config(t, f, configs)) for t, f in files.items())

@@ -65,7 +65,7 @@ if sep_path:
     with np.load(sep_path) as d:
         audio = d["audio"]
     sep = Separator.from_params({target: params}, {target: config}, mwf=False,
-                                ch_flip_average=True)
+                                ch_flip_average=True, backend="nnabla")
 
     class Recorder:
         def __init__(self, runner):

@@ -264,7 +264,7 @@ def tiny_separator():
 
 def test_graph_reuse_and_output_length(tiny_separator):
     params, configs = tiny_separator
-    sep = Separator.from_params(params, configs)
+    sep = Separator.from_params(params, configs, backend="nnabla")
     rng = np.random.RandomState(1)
     audio = (0.1 * rng.randn(22050 + 77, 2)).astype(np.float32)
     out1 = sep(audio)
@@ -345,7 +345,7 @@ def test_istft_extension_keeps_the_official_samples():
 
 def test_single_target_skips_wiener(tiny_separator):
     params, configs = tiny_separator
-    sep = Separator.from_params(params, configs, targets=["bass"])
+    sep = Separator.from_params(params, configs, targets=["bass"], backend="nnabla")
     audio = (0.1 * np.random.RandomState(3).randn(6000, 2)).astype(np.float32)
     with pytest.warns(UserWarning, match="Wiener"):
         out = sep(audio)

@@ -6,6 +6,8 @@ converter, onnxruntime) against nnabla.
   vs the stored official nnabla output, and for the first target also vs this repository's
   nnabla runner; required: max abs diff <= 1e-3 x max|nnabla output| (and, as the fixture
   README suggests, 99.9 % of the elements within 1e-4 x max);
+* the same on the runtime ``--backend auto`` (the default of ``separate.py``) chooses on the
+  CPU, for every target of the forward fixture;
 * the export is cached on disk: a second runner on the same parameters exports nothing;
 * the Separator with ``backend='onnx'`` vs ``backend='nnabla'`` end to end on a short piece of
   the fixture mixture (patch length shortened to keep the test fast; channel-flip batches
@@ -98,6 +100,24 @@ def test_forward_matches_nnabla(loaded, cache_dir):
         if i == 0:  # this repository's nnabla backend, literally
             y_nn = build_nnabla_runner(params, config)(x)
             _check_close(y, y_nn, f"{target}: onnx vs nnabla runner")
+
+
+def test_default_backend_matches_nnabla(loaded, cache_dir, monkeypatch):
+    """The separator's default backend (what ``separate.py`` runs without ``--backend``) on
+    every forward fixture: within 1e-3 x max of the official nnabla output."""
+    from d3net_mss.separator import AUTO_ORDER, Separator
+
+    monkeypatch.setenv("NNABLA_RESEARCH_CACHE", str(cache_dir / "default"))
+    for npz, target, _ in forward_cases():
+        with np.load(npz) as data:
+            x, ref = data["input"], data[f"output_{target}"]
+        params, config = loaded[target]
+        sep = Separator.from_params(OrderedDict([(target, params)]),
+                                    OrderedDict([(target, config)]))
+        assert sep.backend == AUTO_ORDER[0]  # the installed first choice on the CPU
+        rel = _check_close(sep.runners[target](x), ref,
+                           f"{npz.name} {target}: {sep.backend} (auto) vs official nnabla")
+        assert rel > 0  # another runtime, not nnabla itself
 
 
 def test_export_is_cached_on_disk(loaded, cache_dir):

@@ -1,8 +1,9 @@
 """The D3Net semantic-segmentation part of ``make demo``: train the smoke configuration (a
 tiny D3Net) on a generated SYNTHETIC data set in the Cityscapes layout, score the initial
 and the trained weights with eval.py on its val split, and add the loss curve, the per-class
-IoU table and one prediction overlay to the demo report. Runs the real entry scripts as a
-user would. Cityscapes itself needs a registration to download, so no real data is used."""
+IoU table, one prediction overlay and the runtime eval.py segmented on to the demo report.
+Runs the real entry scripts as a user would. Cityscapes itself needs a registration to
+download, so no real data is used."""
 import json
 import shutil
 import time
@@ -12,6 +13,7 @@ import numpy as np
 
 from common.data.cityscapes import Cityscapes, colorize
 from common.report import markdown_table, plot_curves, run_entry_script
+from common.runtime.backends import DISPLAY_NAMES
 from common.train.monitor import read_series
 
 SEG = Path(__file__).resolve().parents[1]
@@ -27,9 +29,11 @@ def _pct(value):
 
 
 def _overlay_figure(train_dir, data, path):
-    """[image | ground truth | trained prediction over the image] of the first val image."""
+    """[image | ground truth | trained prediction over the image] of the first val image,
+    each panel titled, with a legend of the classes in the ground truth or the prediction."""
     from PIL import Image
 
+    from . import palette
     from .inference import Segmenter
     from .model import RUN_CONFIG
 
@@ -37,9 +41,12 @@ def _overlay_figure(train_dir, data, path):
     image = image.transpose(1, 2, 0)
     seg = Segmenter(train_dir / "final.h5", config=train_dir / RUN_CONFIG, context="cpu")
     pred = seg.segment(image).labels
-    gap = np.full((image.shape[0], 4, 3), 255, np.uint8)
-    row = np.concatenate([image, gap, colorize(label), gap, seg.overlay(image, pred)], axis=1)
-    Image.fromarray(row).save(path)
+    row = palette.titled_row([("image", image), ("ground truth", colorize(label)),
+                              ("prediction (trained)", seg.overlay(image, pred))])
+    shown = np.concatenate([label.ravel(), pred.ravel()])
+    figure = palette.with_legend(row, palette.present_classes(shown, seg.class_names,
+                                                              seg.palette))
+    Image.fromarray(figure).save(path)
     return path
 
 
@@ -69,6 +76,10 @@ def run(report, out_dir):
     rows.append(["", "pixel accuracy", _pct(before["pixel_accuracy"]),
                  _pct(after["pixel_accuracy"])])
     figure = _overlay_figure(train_dir, data, out / "overlay.png")
+    runtimes = [[name, DISPLAY_NAMES.get(json.loads((out / folder / "evaluation.json")
+                                                    .read_text())["backend"], "?")]
+                for name, folder in (("eval.py, initial weights", "eval-initial"),
+                                     ("eval.py, trained weights", "eval-trained"))]
     n_first, n_last = min(5, len(loss)), min(10, len(loss))
     report.add(
         f"## {TITLE}\n\n"
@@ -92,4 +103,7 @@ def run(report, out_dir):
                "truth and predictions are left out (n/a in eval.py's table):\n\n"
                + markdown_table(["trainId", "class", "IoU % initial", "IoU % trained"], rows))
     report.image(figure, "synthetic val image | ground truth | trained prediction overlay")
+    report.add("Runtime of each evaluation (the choice of eval.py's default --backend auto, "
+               "as eval.py recorded it in evaluation.json):\n\n"
+               + markdown_table(["segmentation", "runtime"], runtimes))
     report.add("Commands:\n\n```\n" + "\n".join(commands) + "\n```")

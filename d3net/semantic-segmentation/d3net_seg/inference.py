@@ -9,14 +9,17 @@ Pipeline (the official ``get_segmentation`` + ``visualize``):
 2. the network gives logits at the input size (the decode head resizes bilinearly);
    ``probs`` is their softmax over classes, ``labels`` the argmax (trainIds);
 3. the overlay is ``0.5 * image + 0.5 * palette colour``, truncated to uint8
-   (:func:`d3net_seg.palette.overlay`).
+   (:func:`d3net_seg.palette.overlay`); ``infer.py`` adds a legend of the classes present
+   below it (:meth:`Segmenter.overlay_with_legend`) and writes the labels also as Cityscapes
+   labelIds.
 
 :class:`Segmenter` loads the weights once and keeps one nnabla graph per input size
 (:class:`common.runtime.graph_cache.GraphCache`), so a folder of same-sized images builds the graph
 once.
 
-Network runner contract (nnabla: :class:`NnablaRunner`; ONNX:
-``d3net_seg.onnx_backend.build_onnx_runner(params, hparams)``, imported only when asked for):
+Network runner contract (nnabla: :class:`NnablaRunner`; onnxruntime / OpenVINO:
+``d3net_seg.onnx_backend.build_onnx_runner(params, hparams, runtime=...)``, imported only when
+asked for; ``backend='auto'`` picks one as :data:`AUTO_ORDER` says):
 ``params`` is the ``OrderedDict`` of official parameter names -> float32 arrays (as
 :func:`d3net_seg.weights.load_weights` returns), ``hparams`` the config's ``model`` section
 (dict, official key names). The runner is a callable ``runner(x) -> logits`` taking the
@@ -27,11 +30,13 @@ the graphs/sessions it built.
 
 Public API
 ----------
-``Segmenter(weights, config=None, context='cpu', backend='nnabla', max_cached=2)``
+``Segmenter(weights, config=None, context='cpu', backend='auto', max_cached=2, threads=None)``
 ``Segmenter.preprocess(image, channel_order='RGB') -> float32 (1, 3, H, W)``
 ``Segmenter.forward(x) -> float32 logits (N, C, H, W)``
 ``Segmenter.segment(image, channel_order='RGB') -> Segmentation(logits, probs, labels)``
 ``Segmenter.overlay(image, labels) -> uint8 (H, W, 3)``
+``Segmenter.overlay_with_legend(image, labels) -> uint8 (H + legend, W', 3)``
+``Segmenter.from_pretrained(name_or_path, config=None, **options)``
 ``normalize(image, mean, std, to_rgb=True, channel_order='RGB')``, ``softmax(logits, axis=1)``
 ``NnablaRunner(params, hparams, context=None, max_cached=2)``
 """
@@ -42,13 +47,22 @@ from collections.abc import Mapping
 import numpy as np
 
 from common.errors import UserError
+from common.runtime.backends import RUNTIMES, add_backend_args, announce_on_stderr, choose_backend
 from common.runtime.graph_cache import GraphRunner, import_backend
 
 from . import palette as _palette
 from .model import RUN_CONFIG, D3NetSegmentation, load_config, min_input_size, parameter_shapes
-from .weights import check_parameters, detect_config, load_weights, resolve_model
+from .weights import (PRETRAINED, check_parameters, detect_config, load_weights,
+                      resolve_model)
 
-BACKENDS = ("nnabla", "onnx")
+BACKENDS = ("auto",) + RUNTIMES
+# --backend auto on the CPU: OpenVINO, then onnxruntime. Measured with the fixture D3Net-S
+# weights, 2 threads, 6 interleaved runs each in one process on the shared 2-core machine,
+# seconds per 1024 x 2048 image min / median: OpenVINO 10.65 / 11.11, onnxruntime 12.62 /
+# 18.30; opening the model (per image size) costs OpenVINO 3.2 s against 0.5 s, so a single
+# image is a tie and every further one gains. Agreement with nnabla on the fixture image:
+# OpenVINO 1.6e-6, onnxruntime 1.3e-6 x max|logits|.
+AUTO_ORDER = ("openvino", "onnx")
 
 Segmentation = namedtuple("Segmentation", ["logits", "probs", "labels"])
 Segmentation.__doc__ = """Result for one image: ``logits`` and ``probs`` float32
@@ -93,8 +107,9 @@ class NnablaRunner(GraphRunner):
         super().__init__(lambda x: self.model(x, test=True), context, max_cached)
 
 
-def _onnx_builder():
-    return import_backend("d3net_seg")
+def _exported_runner_builder(backend):
+    attr = {"onnx": "build_onnx_runner", "openvino": "build_openvino_runner"}[backend]
+    return import_backend("d3net_seg", attr=attr, backend=backend)
 
 
 class Segmenter:
@@ -104,13 +119,19 @@ class Segmenter:
     ``config``: a config path / bundled name (``D3Net_S``, ``D3Net_L``) / dict; ``None``
     detects D3Net-S or D3Net-L from the parameter shapes. ``context``: ``'cpu'``,
     ``'cudnn'``, an nnabla Context or ``None`` (nnabla's current default).
-    ``backend``: ``'nnabla'`` or ``'onnx'``. ``max_cached``: graphs kept (one per input size).
+    ``backend``: ``'auto'`` (:data:`AUTO_ORDER` on the CPU, nnabla on a GPU), ``'nnabla'``,
+    ``'onnx'`` or ``'openvino'``. ``max_cached``: graphs / sessions kept (one per input size).
+    ``threads``: onnxruntime / OpenVINO threads (default: all cores).
 
     Attributes: ``config`` (full config dict), ``hparams`` (its ``model`` section),
-    ``num_classes``, ``palette`` (uint8 (num_classes, 3), RGB), ``min_size``.
+    ``num_classes``, ``palette`` (uint8 (num_classes, 3), RGB), ``class_names`` (the
+    Cityscapes names for 19 classes), ``min_size``, ``backend`` (the runtime in use).
+
+    :meth:`from_pretrained` takes a published name (``d3net-s``, ``d3net-l``) or a path.
     """
 
-    def __init__(self, weights, config=None, context="cpu", backend="nnabla", max_cached=2):
+    def __init__(self, weights, config=None, context="cpu", backend="auto", max_cached=2,
+                 threads=None):
         if backend not in BACKENDS:
             raise UserError(f"unknown backend {backend!r} (expected one of "
                             f"{', '.join(BACKENDS)})")
@@ -125,18 +146,24 @@ class Segmenter:
             config = load_config(config)
             check_parameters(params, parameter_shapes(config))
         else:
+            from common.pretrained import refuse_published_name
+
+            from .weights import PRETRAINED
+            refuse_published_name(weights, PRETRAINED, "Segmenter.from_pretrained")
             params, config = load_weights(os.fspath(weights), config)
         self.config = config
         self.hparams = config["model"]
         self.num_classes = self.hparams["num_classes"]
         self.palette = np.asarray(config["palette"], dtype=np.uint8)
+        self.class_names = _palette.class_names(self.num_classes)
         self.min_size = min_input_size(self.hparams)
-        self.backend = backend
-        if backend == "onnx":
-            self._runner = _onnx_builder()(params, self.hparams)
-        else:
+        self.backend = choose_backend(backend, context, AUTO_ORDER, what="D3Net segmentation")
+        if self.backend == "nnabla":
             self._runner = NnablaRunner(params, self.hparams, context=context,
                                         max_cached=max_cached)
+        else:
+            self._runner = _exported_runner_builder(self.backend)(
+                params, self.hparams, threads=threads, max_sessions=max_cached)
 
     @property
     def graph_builds(self):
@@ -177,6 +204,25 @@ class Segmenter:
         palette, i.e. RGB)."""
         return _palette.overlay(image, labels, self.palette, opacity)
 
+    def overlay_with_legend(self, image, labels, opacity=0.5):
+        """:meth:`overlay` with a legend of the classes present in ``labels`` below it."""
+        present = _palette.present_classes(labels, self.class_names, self.palette)
+        return _palette.with_legend(self.overlay(image, labels, opacity), present)
+
+    @classmethod
+    def from_pretrained(cls, name_or_path, config=None, **options):
+        """Segmenter of published Cityscapes weights by name (``d3net-s``, ``d3net-l``;
+        downloaded once into the cache, see :mod:`common.pretrained`) or of an ``.h5`` path
+        (config: as ``infer.py --network-config`` finds it); ``options`` are those of the
+        constructor."""
+        from common.pretrained import pretrained_or_path
+
+        key = str(name_or_path).lower()
+        named = key in PRETRAINED
+        path = os.fspath(pretrained_or_path(key if named else name_or_path, tuple(PRETRAINED)))
+        return cls(path, network_config_for(path, PRETRAINED.get(key) if named else None, config),
+                   **options)
+
 
 # ---------------------------------------------------------------------------- command line
 def read_image(path):
@@ -205,11 +251,56 @@ def read_image(path):
     return arr
 
 
-def output_paths(out_dir, image_path):
-    """``(<out_dir>/<stem>_labels.png, <out_dir>/<stem>_overlay.png)``."""
+OUTPUT_SUFFIXES = ("_labels.png", "_labelIds.png", "_overlay.png")
+
+
+def output_paths(out_dir, image_path, subfolder=""):
+    """``<out_dir>/<subfolder>/<stem>`` + each of :data:`OUTPUT_SUFFIXES`: trainId labels,
+    Cityscapes labelIds, overlay with legend."""
     stem = os.path.splitext(os.path.basename(os.fspath(image_path)))[0]
-    return (os.path.join(out_dir, f"{stem}_labels.png"),
-            os.path.join(out_dir, f"{stem}_overlay.png"))
+    return tuple(os.path.join(out_dir, subfolder, stem + suffix) for suffix in OUTPUT_SUFFIXES)
+
+
+def image_extensions():
+    """File name extensions (lower case, with the dot) Pillow can open."""
+    from PIL import Image
+
+    return {ext for ext, fmt in Image.registered_extensions().items() if fmt in Image.OPEN}
+
+
+def collect_inputs(paths, warn, out_dir=None):
+    """``[(image path, output subfolder), ...]`` for the ``IMAGE`` arguments: a file as it
+    is; a folder contributes every image under it (any depth, sorted, subfolders mirrored in
+    the output) except in ``out_dir`` (earlier results are not inputs). Files in a folder
+    whose extension is no image format, and a skipped ``out_dir``, are named in ``warn``
+    lines, never dropped silently; a folder without images is an error."""
+    extensions = image_extensions()
+    skip = os.path.realpath(out_dir) if out_dir is not None else None
+    inputs = []
+    for path in paths:
+        if not os.path.isdir(path):
+            inputs.append((path, ""))
+            continue
+        found, others = [], []
+        for folder, dirs, files in os.walk(path):
+            for d in [d for d in dirs if os.path.realpath(os.path.join(folder, d)) == skip]:
+                warn(f"note: {path}: the output folder {os.path.join(folder, d)} in it is "
+                     "not read")
+                dirs.remove(d)
+            dirs.sort()
+            for name in sorted(files):
+                full = os.path.join(folder, name)
+                ext = os.path.splitext(name)[1].lower()
+                (found if ext in extensions else others).append(full)
+        if not found:
+            raise UserError(f"{path}: no image files in this folder")
+        if others:
+            shown = ", ".join(os.path.relpath(f, path) for f in others[:5])
+            more = f" and {len(others) - 5} more" if len(others) > 5 else ""
+            warn(f"note: {path}: {len(others)} file(s) without an image extension not read: "
+                 f"{shown}{more}")
+        inputs.extend((f, os.path.relpath(os.path.dirname(f), path)) for f in found)
+    return [(f, "" if sub == os.curdir else sub) for f, sub in inputs]
 
 
 def build_parser():
@@ -217,16 +308,20 @@ def build_parser():
 
     from common.cli import Parser
     from common.context import add_context_args
+    from common.pretrained import add_list_models_flag
 
     parser = Parser(
-        prog="infer.py",
         description="Semantic segmentation (Cityscapes classes) with D3Net-S / D3Net-L. "
-                    "Writes <out-dir>/<stem>_labels.png (palette PNG whose pixel values are "
-                    "the trainIds 0..18) and <stem>_overlay.png (image blended 50/50 with the "
-                    "class colours) for every input, at the input's size.")
+                    "For every input writes, at the input's size, <out-dir>/<stem>_labels.png "
+                    "(palette PNG whose pixel values are the trainIds 0..18), "
+                    "<stem>_labelIds.png (the same as Cityscapes labelIds 0..33, the ids of "
+                    "the benchmark's *_gtFine_labelIds.png; 19-class models only) and "
+                    "<stem>_overlay.png (image blended 50/50 with the class colours, a legend "
+                    "of the classes present below it).")
     parser.add_argument("images", nargs="*", metavar="IMAGE",
                         help="image files (any size of at least 29x29, any format Pillow "
-                             "reads)")
+                             "reads) or folders: every image under a folder, its subfolders "
+                             "mirrored in --out-dir")
     # The official script takes one image as -i / --test-image-file.
     parser.add_argument("--test-image-file", "-i", dest="image_options", action="append",
                         default=[], help=argparse.SUPPRESS)
@@ -243,9 +338,9 @@ def build_parser():
     parser.add_alias("-cfg", "network_config")
     parser.add_argument("--out-dir", "-o", default="segmentation",
                         help="output folder, created if needed (default: %(default)s)")
-    parser.add_argument("--backend", choices=BACKENDS, default="nnabla",
-                        help="network runtime (default: %(default)s)")
+    add_backend_args(parser)
     add_context_args(parser)
+    add_list_models_flag(parser, PRETRAINED)
     return parser
 
 
@@ -260,28 +355,45 @@ def network_config_for(weights_path, config_name, network_config=None):
     return None if config is None else load_config(config)
 
 
+def make_segmenter(args, params, config):
+    """The :class:`Segmenter` of ``infer.py`` / ``eval.py``: ``--backend auto`` resolved (and
+    announced on stderr) once, the compute context set up only for nnabla."""
+    from common.context import context_from_args
+
+    args.backend = choose_backend(args.backend, args.context, AUTO_ORDER,
+                                  what="D3Net segmentation", announce=announce_on_stderr)
+    ctx = context_from_args(args) if args.backend == "nnabla" else None
+    return Segmenter(params, config, context=ctx, backend=args.backend, threads=args.threads)
+
+
 def infer_main(argv=None):
     """Entry point of ``infer.py`` (run it through :func:`common.cli.run_cli`)."""
-    from common.context import context_from_args
+    import sys
+
+    from common.data.cityscapes import NUM_CLASSES
     from common.fileio import check_output_location, refuse_overwriting_inputs
 
     args = build_parser().parse_args(argv)
-    images = args.images + args.image_options
-    if not images:
-        raise UserError("no input image: give IMAGE [IMAGE ...] (see infer.py --help)")
+    arguments = args.images + args.image_options
+    if not arguments:
+        raise UserError("no input image: give IMAGE or FOLDER ... (see infer.py --help)")
+    inputs = collect_inputs(arguments, lambda line: print(line, file=sys.stderr),
+                            args.out_dir)
     # Check every input and the output folder before anything is loaded or written.
     outputs = OrderedDict()
     sizes = {}
-    for path in images:
+    for path, subfolder in inputs:
+        if path in outputs:
+            continue  # the same file given twice (e.g. itself and its folder)
         h, w = read_image(path).shape[:2]
         sizes[path] = (h, w)
-        targets = output_paths(args.out_dir, path)
+        targets = output_paths(args.out_dir, path, subfolder)
         if targets in outputs.values():
             other = next(p for p, t in outputs.items() if t == targets)
             raise UserError(f"{other} and {path} would both write {targets[0]}; rename one")
         outputs[path] = targets
     check_output_location(args.out_dir, "--out-dir")
-    refuse_overwriting_inputs([t for pair in outputs.values() for t in pair], images)
+    refuse_overwriting_inputs([t for paths in outputs.values() for t in paths], list(outputs))
     weights_path, config_name = resolve_model(args.model)
     params, config = load_weights(weights_path, network_config_for(weights_path, config_name,
                                                                    args.network_config))
@@ -290,12 +402,17 @@ def infer_main(argv=None):
         if min(h, w) < low:
             raise UserError(f"{path}: image of {w}x{h} pixels is too small: D3Net needs at "
                             f"least {low}x{low}")
-    ctx = context_from_args(args) if args.backend == "nnabla" else None
-    seg = Segmenter(params, config, context=ctx, backend=args.backend)
-    for path, (labels_path, overlay_path) in outputs.items():
+    seg = make_segmenter(args, params, config)
+    label_ids = seg.num_classes == NUM_CLASSES  # the labelId table is the 19-class one
+    for path, (labels_path, label_ids_path, overlay_path) in outputs.items():
         image = read_image(path)
         result = seg.segment(image)
         _palette.save_labels(labels_path, result.labels, seg.palette)  # atomic writes
-        _palette.save_rgb(overlay_path, seg.overlay(image, result.labels))
-        print(f"{path} -> {labels_path}, {overlay_path}")
+        written = [labels_path]
+        if label_ids:
+            _palette.save_label_ids(label_ids_path, result.labels)
+            written.append(label_ids_path)
+        _palette.save_rgb(overlay_path, seg.overlay_with_legend(image, result.labels))
+        written.append(overlay_path)
+        print(f"{path} -> {', '.join(written)}")
     return 0

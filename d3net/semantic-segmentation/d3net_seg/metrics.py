@@ -249,9 +249,12 @@ def evaluate(segmenter, root, split="val", limit=0, predictions_dir=None, show_p
 def build_eval_parser():
     from common.cli import NonNegativeInt, Parser
     from common.context import add_context_args
+    from common.pretrained import add_list_models_flag
+    from common.runtime.backends import add_backend_args
+
+    from .weights import PRETRAINED
 
     p = Parser(
-        prog="eval.py",
         description="mIoU of a D3Net segmentation model on a Cityscapes split (19 train "
                     "classes, label 255 ignored, intersections and unions summed over the "
                     "split, single scale at full resolution). Prints the per-class table and "
@@ -275,8 +278,9 @@ def build_eval_parser():
                    help="score only the first N images (0 = all)")
     p.add_argument("--save-predictions", action="store_true",
                    help="also write <out-dir>/predictions/<city>/<name>_labels.png")
-    p.add_argument("--backend", choices=["nnabla", "onnx"], default="nnabla")
+    add_backend_args(p)
     add_context_args(p)
+    add_list_models_flag(p, PRETRAINED)
     return p
 
 
@@ -285,12 +289,12 @@ def eval_main(argv=None):
     import os
     import time
 
-    from common.context import context_from_args
     from common.data.cityscapes import list_pairs
+    from common.runtime.backends import announce_on_stderr, choose_backend
     from common.fileio import check_output_location
     from common.results import RECORD_NAME, claim_results_folder, fingerprint
 
-    from .inference import Segmenter, network_config_for
+    from .inference import AUTO_ORDER, make_segmenter, network_config_for
     from .weights import load_weights, resolve_model
 
     args = build_eval_parser().parse_args(argv)
@@ -299,14 +303,16 @@ def eval_main(argv=None):
     weights_path, config_name = resolve_model(args.model)
     params, config = load_weights(weights_path, network_config_for(weights_path, config_name,
                                                                    args.network_config))
-    # Everything that changes the scores (the context only moves the last float bits).
+    args.backend = choose_backend(args.backend, args.context, AUTO_ORDER,
+                                  what="D3Net segmentation", announce=announce_on_stderr)
+    # Everything that changes the scores (the context only moves the last float bits; the
+    # runtime is the one auto chose).
     settings = {"model": fingerprint(weights_path), "network": config["model"],
                 "preprocess": config["preprocess"], "root": os.path.abspath(args.root),
                 "split": args.split, "limit": args.limit, "backend": args.backend}
     fresh = not (Path(args.out_dir) / RECORD_NAME).exists()
     out = claim_results_folder(args.out_dir, settings, "iou.*")
-    ctx = context_from_args(args) if args.backend == "nnabla" else None
-    segmenter = Segmenter(params, config, context=ctx, backend=args.backend)
+    segmenter = make_segmenter(args, params, config)
     start = time.time()
     preds = out / "predictions" if args.save_predictions else None
     try:

@@ -1,9 +1,11 @@
-"""D3Net segmentation on onnxruntime: the network exported with nnabla's own ONNX converter.
+"""D3Net segmentation on onnxruntime or OpenVINO: the network exported with nnabla's own ONNX
+converter.
 
 The runner builds the repository's nnabla network (:class:`d3net_seg.model.D3NetSegmentation`,
 test-mode batch norm, logits output) on the given parameters, exports it with
-nnabla-converter (through :mod:`common.runtime.onnx_export`: ``.nnp`` -> ``NnpImporter`` ->
-``OnnxExporter``, opset 13) and runs the ``.onnx`` with onnxruntime. The functions the
+nnabla-converter (through :mod:`common.runtime.onnx_export`, opset 13) and runs the ``.onnx``
+with onnxruntime (``runtime='onnx'``) or OpenVINO (``runtime='openvino'``, float32). The
+functions the
 network uses (Convolution, BatchNormalization, ReLU, Slice, Add2, Concatenate,
 AveragePooling, Interpolate) are all in the converter's table; bilinear ``F.interpolate``
 with ``half_pixel=True, align_corners=False`` becomes ONNX ``Resize`` (linear,
@@ -14,10 +16,12 @@ Fixed shapes: nnabla's exporter bakes the input shape (including the Resize scal
 the model, so one model is exported per input shape ``(N, 3, H, W)`` and cached on disk
 (key: parameter values, input shape, graph structure, code/library versions; see
 :mod:`common.runtime.onnx_export`). A folder of same-sized images (e.g. Cityscapes, 1024x2048) is
-exported once; every new image size costs one export (seconds) the first time it is seen.
+exported once; every new image size costs one export (about 2 s for D3Net-S) the first time
+it is seen.
 
-Agreement with the nnabla backend: float32 rounding only (onnxruntime sums convolutions in
-another order); about 3e-6 x max|logits| on the parity fixture.
+Agreement with the nnabla backend: float32 rounding only (both runtimes sum convolutions in
+another order); 1.3e-6 (onnxruntime) and 1.6e-6 (OpenVINO) x max|logits| on the parity
+fixture.
 
 Runner contract (see :mod:`d3net_seg.inference`): ``runner(x) -> logits`` with ``x`` the
 normalised batch float32 ``(N, 3, H, W)`` and logits float32 ``(N, num_classes, H, W)``
@@ -26,11 +30,14 @@ normalised batch float32 ``(N, 3, H, W)`` and logits float32 ``(N, num_classes, 
 Public API
 ----------
 ``build_onnx_runner(params, hparams, context=None, cache_dir=None, threads=None,
-max_sessions=2, low_memory=False) -> OnnxRunner``
+max_sessions=2, low_memory=False, runtime='onnx') -> OnnxRunner``;
+``build_openvino_runner(...)``: the same with ``runtime='openvino'``
 ``OnnxRunner``: ``__call__(x)``, ``prepare(batch, height, width)``,
 ``save(path, batch, height, width)``, attributes ``hparams``, ``num_classes``,
 ``graph_builds`` (sessions opened), ``exports`` (conversions run), ``last_export``.
 """
+import functools
+
 import numpy as np
 
 from common.errors import UserError
@@ -43,21 +50,22 @@ CODE_VERSION = "d3net_seg.onnx_backend/1"
 
 
 class OnnxRunner(OnnxModelRunner):
-    """``runner(x) -> logits`` on onnxruntime (see the module docs).
+    """``runner(x) -> logits`` on onnxruntime or OpenVINO (see the module docs).
 
     ``params``: name -> array (official names); ``hparams``: the config's ``model`` section
     (or a whole config); ``cache_dir``, ``threads``, ``max_sessions`` (here: image sizes kept
-    open) and ``low_memory`` as for :class:`common.runtime.onnx_export.OnnxModelRunner`."""
+    open), ``low_memory`` and ``runtime`` as for
+    :class:`common.runtime.onnx_export.OnnxModelRunner`."""
 
     def __init__(self, params, hparams, cache_dir=None, threads=None, max_sessions=2,
-                 low_memory=False):
+                 low_memory=False, runtime="onnx"):
         model = D3NetSegmentation(hparams)
         model.load_parameters(params)
         self.model, self.hparams, self.num_classes = model, model.hparams, model.num_classes
         self.min_size = min_input_size(self.hparams)
         super().__init__(lambda x: model(x, test=True), "d3net_seg", model.get_parameters,
                          CODE_VERSION, cache_dir=cache_dir, threads=threads,
-                         max_sessions=max_sessions, low_memory=low_memory)
+                         max_sessions=max_sessions, low_memory=low_memory, runtime=runtime)
 
     def check_shape(self, shape):
         shape = tuple(int(d) for d in shape)
@@ -81,9 +89,13 @@ class OnnxRunner(OnnxModelRunner):
 
 
 def build_onnx_runner(params, hparams, context=None, cache_dir=None, threads=None,
-                      max_sessions=2, low_memory=False):
+                      max_sessions=2, low_memory=False, runtime="onnx"):
     """ONNX runner with the contract of :class:`d3net_seg.inference.NnablaRunner`.
-    ``context`` is accepted for symmetry and ignored (onnxruntime runs on the CPU)."""
+    ``context`` is accepted for symmetry and ignored (onnxruntime and OpenVINO run on the
+    CPU)."""
     del context
     return OnnxRunner(params, hparams, cache_dir=cache_dir, threads=threads,
-                      max_sessions=max_sessions, low_memory=low_memory)
+                      max_sessions=max_sessions, low_memory=low_memory, runtime=runtime)
+
+
+build_openvino_runner = functools.partial(build_onnx_runner, runtime="openvino")

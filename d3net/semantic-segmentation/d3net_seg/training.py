@@ -41,10 +41,10 @@ is written before the data, the network and the backbone were checked; Ctrl-C wr
 checkpoint of the finished iteration and stops (exit 130, continue with ``--resume``, which
 goes on bit for bit); a non-finite loss stops with one line naming the iteration.
 
-Which recipe: ``--config FILE`` names it; without it, ``--root DIR`` trains the official
-D3Net-L recipe (``configs/train_D3Net_L.yaml``; the official script's default config is
-``D3Net_L.yaml``), and with no dataset root at all the CPU smoke run
-(``configs/train_smoke.yaml``) trains on a generated SYNTHETIC set. A network config given
+Which recipe: the defaults are the official D3Net-L recipe (``configs/train_D3Net_L.yaml``;
+the official script's default config is ``D3Net_L.yaml``), under ``--config FILE`` and the
+flags. Only with neither ``--config`` nor a dataset ``--root`` does the CPU smoke run
+(``configs/train_smoke.yaml``, a generated SYNTHETIC set) come in between. A network config given
 on the command line (``--network-config``, officially ``-cfg``; the official flat files
 carry the training values too) also sets the training values it holds (batch size, crop,
 iterations, learning rates, momentum, weight decay, save interval) unless the command line
@@ -91,6 +91,9 @@ CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
 SMOKE_CONFIG = CONFIG_DIR / "train_smoke.yaml"
 # The official train.py defaults to configs/D3Net_L.yaml.
 PAPER_CONFIG = CONFIG_DIR / "train_D3Net_L.yaml"
+# The smoke configuration applies unless a dataset root (or --config) is given: it never
+# leaks into a recipe run (common.cli.Parser's smoke_unless).
+SMOKE_UNLESS = ("root",)
 SYNTHETIC_DIR = "synthetic-cityscapes"
 # Network config keys that can be overridden from the command line / training config.
 BLOCK_COMP = Bounded(float, 0, 1, low_open=True)
@@ -109,12 +112,16 @@ RECIPE_OPTIONS = ("batch_size", "max_iter", "save_interval", "lr", "momentum", "
                   "power", "min_lr")
 
 
-def build_parser(default_config=SMOKE_CONFIG):
+def build_parser():
+    """Defaults: the D3Net-L recipe (``configs/train_D3Net_L.yaml``), under the smoke
+    configuration (``configs/train_smoke.yaml``) when neither ``--root`` nor ``--config`` is
+    given."""
     p = Parser(description="Train D3Net for Cityscapes semantic segmentation. Without "
                            "--config: the official D3Net-L recipe when a dataset --root is "
                            "given, else a CPU smoke run of a tiny D3Net on a generated "
                            "SYNTHETIC data set in the Cityscapes layout.",
-               default_config=str(default_config))
+               default_config=str(PAPER_CONFIG), smoke_config=str(SMOKE_CONFIG),
+               smoke_unless=SMOKE_UNLESS)
     p.add_argument("--output", required=True, help="run directory")
     p.add_alias("--output-dir", "output")  # the official spellings
     p.add_alias("-o", "output")
@@ -185,30 +192,11 @@ def build_parser(default_config=SMOKE_CONFIG):
 
 
 # ---------------------------------------------------------------------------- options
-def default_recipe(argv):
-    """The options file under ``--config``: the paper's recipe when a dataset root is given
-    (on the command line or in the ``--config`` file), else the smoke run."""
-    peek = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
-    peek.add_argument("--root", "--data-dir", default=None)
-    peek.add_argument("--config", default=None)
-    try:
-        known, _ = peek.parse_known_args(argv)
-    except SystemExit:  # e.g. a flag without its value: the real parse reports it
-        return SMOKE_CONFIG
-    root = known.root
-    if root is None and known.config is not None:
-        try:
-            root = read_options(known.config).get("root")
-        except UserError:  # the real parse reports it
-            pass
-    return SMOKE_CONFIG if root is None else PAPER_CONFIG
-
-
 def parse_args(argv=None):
     """Options of a run: flags over ``--config`` over the training values of a network
     config given on the command line over the default recipe (see the module docstring)."""
     argv = list(sys.argv[1:] if argv is None else argv)
-    parser = build_parser(default_recipe(argv))
+    parser = build_parser()
     args = parser.parse_args(argv)
     # The options set on the command line (a parse that starts from "unset" everywhere) ...
     unset = object()

@@ -111,7 +111,8 @@ class SegFixture:
         if self._segmenter is None:
             from d3net_seg.inference import Segmenter
 
-            self._segmenter = Segmenter(self.params, str(self.config_path), context="cpu")
+            self._segmenter = Segmenter(self.params, str(self.config_path), context="cpu",
+                                        backend="nnabla")
         return self._segmenter
 
     @property
