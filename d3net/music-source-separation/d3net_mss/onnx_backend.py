@@ -11,9 +11,14 @@ written by hand.
 Fixed shapes: nnabla's exporter bakes the input shape into the model, so one model is
 exported per input shape ``(batch, frames, channels, bins)`` and cached on disk (key: the
 parameter values, the input shape, the graph structure and the code/library versions; see
-:mod:`common.runtime.onnx_export`). The separator feeds patches of one shape, ``(2,
-test_patch_len, 2, 2049)`` with ``ch_flip_average`` (``(1, ...)`` without), so a target is
-exported once (about 2 s) and later runs reuse the file.
+:mod:`common.runtime.onnx_export`). The separator feeds patches of one shape, ``(1,
+test_patch_len, 2, 2049)`` (with ``ch_flip_average`` the patch and its channel-swapped copy
+as two calls: half the activation memory of a batch of two at the same speed), so a target
+is exported once (about 2 s) and later runs reuse the file.
+
+Memory: the OpenVINO runner is built with ``low_memory=True`` (no fused "snippets"
+subgraphs, see :class:`common.runtime.backends.OpenVinoSession`); :meth:`OnnxRunner.release`
+closes the compiled model (the separator does so between targets).
 
 Agreement with the nnabla backend: both runtimes sum the convolutions in another order (and
 fold/fuse some operators), so results differ by float32 rounding, amplified by the depth of
@@ -32,10 +37,11 @@ Public API
 ----------
 ``build_onnx_runner(params, config, context=None, cache_dir=None, threads=None,
 max_sessions=2, low_memory=False, runtime='onnx') -> OnnxRunner``;
-``build_openvino_runner(...)``: the same with ``runtime='openvino'``
+``build_openvino_runner(...)``: the same with ``runtime='openvino'`` and ``low_memory=True``
 ``OnnxRunner``: ``__call__(x)``, ``prepare(batch, frames)``, ``save(path, batch, frames)``,
-attributes ``config``, ``target``, ``runtime``, ``graph_builds`` (sessions opened),
-``exports`` (conversions run, 0 when everything came from the cache), ``last_export``.
+attributes ``config``, ``target``, ``runtime``, ``graph_builds`` (input shapes opened),
+``exports`` (conversions run, 0 when everything came from the cache), ``last_export``,
+``open_sessions``, ``sessions_opened`` (reopenings included); ``release()``.
 """
 import functools
 
@@ -57,8 +63,9 @@ class OnnxRunner(OnnxModelRunner):
     :func:`d3net_mss.model.normalize_config` accepts; ``cache_dir`` for the exported models
     (default :func:`common.runtime.onnx_export.default_cache_dir`); ``threads`` intra-op
     threads (default: all available cores); ``max_sessions`` input shapes kept open;
-    ``low_memory`` turns onnxruntime's memory arena off (lower peak RSS, a little slower; see
-    :func:`common.runtime.onnx_export.make_session`); ``runtime`` ``'onnx'`` or
+    ``low_memory`` lowers the peak RSS: onnxruntime's memory arena off (a little slower; see
+    :func:`common.runtime.onnx_export.make_session`), OpenVINO's snippets off (same speed; see
+    :class:`common.runtime.backends.OpenVinoSession`); ``runtime`` ``'onnx'`` or
     ``'openvino'``."""
 
     def __init__(self, params, config, cache_dir=None, threads=None, max_sessions=2,
@@ -98,4 +105,4 @@ def build_onnx_runner(params, config, context=None, cache_dir=None, threads=None
                       max_sessions=max_sessions, low_memory=low_memory, runtime=runtime)
 
 
-build_openvino_runner = functools.partial(build_onnx_runner, runtime="openvino")
+build_openvino_runner = functools.partial(build_onnx_runner, runtime="openvino", low_memory=True)

@@ -10,8 +10,12 @@ converter, onnxruntime) against nnabla.
   CPU, for every target of the forward fixture;
 * the export is cached on disk: a second runner on the same parameters exports nothing;
 * the Separator with ``backend='onnx'`` vs ``backend='nnabla'`` end to end on a short piece of
-  the fixture mixture (patch length shortened to keep the test fast; channel-flip batches
-  of two, as officially);
+  the fixture mixture (patch length shortened to keep the test fast; nnabla runs the
+  channel-flip pair as a batch of two, as officially, onnxruntime as two batch-1 calls);
+* memory: with several targets the separator keeps one compiled model at a time (each
+  target's session is closed after its patches and reopened from the cached export), with
+  results equal to separators that keep their models; the flip pair as two batch-1 calls
+  gives what the batch of two gives;
 * input-shape errors.
 
 The fixture root comes from $FIXTURES_DIR (default ../shared/fixtures relative to the
@@ -174,6 +178,94 @@ def test_separator_onnx_matches_nnabla(loaded, cache_dir, monkeypatch):
     assert rel <= REL_TOL, f"separated audio: max abs diff {rel:.3g} x peak"
     runner = seps["onnx"].runners[target]
     assert runner.graph_builds == 1 and runner.exports == 1  # one patch shape, one export
+
+
+def test_flip_pair_as_two_calls_equals_one_batch():
+    """patch_inference with the pair split into batch-1 calls: same calls per item, same
+    result, bit for bit (a deterministic per-item runner)."""
+    from d3net_mss.separator import patch_inference
+
+    rng = np.random.default_rng(3)
+    mag = rng.random((37, 2, 5), dtype=np.float32)
+    weights = rng.random((8, 2, 5), dtype=np.float32)
+    batches = []
+
+    def runner(x):
+        batches.append(x.shape[0])
+        return np.sqrt(x * weights + x[:, ::-1] ** 2)  # mixes channels and frames' values
+
+    one = patch_inference(mag, runner, 8, 4, ch_flip_average=True)
+    pair_calls = list(batches)
+    batches.clear()
+    two = patch_inference(mag, runner, 8, 4, ch_flip_average=True, flip_pair_as_batch=False)
+    assert set(pair_calls) == {2} and set(batches) == {1}
+    assert len(batches) == 2 * len(pair_calls)
+    np.testing.assert_array_equal(one, two)
+
+
+def test_separator_keeps_one_compiled_model_at_a_time(loaded, cache_dir, monkeypatch):
+    """Several targets on an exported runtime: every target's session is closed once its
+    patches are done (one compiled model in memory at a time) and the next call reopens it
+    from the cached export; the magnitudes equal those of single-target separators, which keep
+    their model open, and the network sees batch-1 inputs."""
+    from d3net_mss.model import D3NetMSS
+    from d3net_mss.separator import Separator
+
+    if len(loaded) < 2:
+        pytest.fail("the forward fixture needs two targets for this test", pytrace=False)
+    targets = list(loaded)[:2]
+    cfgs = OrderedDict()
+    for t in targets:
+        cfg = dict(loaded[t][1])
+        frames = 2 * D3NetMSS(cfg).frame_multiple
+        cfg.update(test_patch_len=frames, out_shift=frames // 2)
+        cfgs[t] = cfg
+    params = OrderedDict((t, loaded[t][0]) for t in targets)
+    monkeypatch.setenv("NNABLA_RESEARCH_CACHE", str(cache_dir / "release"))
+    X = np.random.default_rng(5).standard_normal((40, 2, 2049)).astype(np.complex64)
+    both = Separator.from_params(params, cfgs, backend="onnx", mwf=False)
+    first = both.estimate_magnitudes(X)
+    for t, runner in both.runners.items():
+        assert runner.open_sessions == 0, f"{t}: compiled model still held after its patches"
+        assert runner.sessions_opened == 1 and runner.exports == 1
+        batch = runner.last_export.meta["inputs"]["x"][0]
+        assert batch == 1, f"{t}: the flip pair ran as a batch of {batch}"
+    second = both.estimate_magnitudes(X)
+    for t, runner in both.runners.items():
+        assert runner.open_sessions == 0 and runner.sessions_opened == 2  # reopened once
+        assert runner.exports == 1 and runner.graph_builds == 1  # from the cached export
+        np.testing.assert_array_equal(second[t], first[t])
+    for t in targets:
+        alone = Separator.from_params(OrderedDict([(t, params[t])]),
+                                      OrderedDict([(t, cfgs[t])]), backend="onnx", mwf=False)
+        np.testing.assert_array_equal(alone.estimate_magnitudes(X)[t], first[t])
+        assert alone.runners[t].open_sessions == 1  # a single target keeps its model
+
+
+def test_openvino_runner_compiles_without_snippets(loaded, cache_dir, monkeypatch):
+    """The OpenVINO runner (auto's choice) is built with low_memory: compiled with snippets
+    off, which lowers its peak RSS; an onnxruntime runner keeps its default (arena on)."""
+    import openvino as ov
+
+    from d3net_mss.onnx_backend import build_onnx_runner, build_openvino_runner
+
+    npz, target, _ = forward_cases()[0]
+    with np.load(npz) as data:
+        x = data["input"]
+    params, config = loaded[target]
+    configs = []
+    compile_model = ov.Core.compile_model
+
+    def spy(core, model, device, config=None):
+        configs.append(dict(config or {}))
+        return compile_model(core, model, device, config)
+
+    monkeypatch.setattr(ov.Core, "compile_model", spy)
+    build_openvino_runner(params, config, cache_dir=cache_dir).prepare(*x.shape[:2])
+    assert len(configs) == 1 and configs[0].get("SNIPPETS_MODE") == "DISABLE"
+    assert configs[0]["INFERENCE_PRECISION_HINT"] == "f32"
+    ort = build_onnx_runner(params, config, cache_dir=cache_dir).session_for(x.shape)
+    assert ort.session.get_session_options().enable_cpu_mem_arena
 
 
 def test_input_shape_errors(loaded, cache_dir):
