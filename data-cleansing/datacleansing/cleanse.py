@@ -34,6 +34,7 @@ reused, the fold in progress continues from its last checkpoint (every epoch end
 step in progress at Ctrl-C). Nothing is written into DIR, and nothing at all before DIR
 was read.
 """
+import argparse
 import base64
 import csv
 import hashlib
@@ -376,7 +377,9 @@ def run_fold(args, fold_dir, splits, x_held, seed):
 
 def cross_validate(args, out, x, labels, paths, class_names):
     """Every repeat's out-of-fold probabilities (R, N, C) and, for the influence methods,
-    per-image scores (R, N) averaged over the folds that trained on each image."""
+    per-image scores (R, N) averaged over the folds that trained on each image. ``args``: the
+    options of :func:`build_parser` that set the training and the folds (or
+    :func:`default_settings`)."""
     from datacleansing.data import Splits
 
     n, n_classes = len(labels), len(class_names)
@@ -409,6 +412,24 @@ def cross_validate(args, out, x, labels, paths, class_names):
     return np.stack(all_probs), (np.stack(all_scores) if all_scores else None)
 
 
+def default_settings(model="mlp", seed=0):
+    """cleanse.py's default cross-validation and training options (confident-learning
+    scoring), for scoring outside a cleanse.py run (the registry's ``cross-validated``)."""
+    defaults = build_parser().parse_args(["--root", "."])
+    return argparse.Namespace(**{k: getattr(defaults, k) for k in (
+        "method", "folds", "repeats", "epochs", "trace_epochs", "batch_size", "lr")},
+        model=model, seed=seed)
+
+
+def label_quality_scores(args, out, x, labels, paths, class_names):
+    """(out-of-fold probabilities (R, N, C), per-repeat label quality (R, N), score (N)):
+    cleanse.py's default scoring, the label quality of the repeats' mean out-of-fold
+    probabilities (low = probably mislabelled = harmful)."""
+    probs, _ = cross_validate(args, out, x, labels, paths, class_names)
+    per_repeat = np.stack([ranking.label_quality(labels, p) for p in probs])
+    return probs, per_repeat, ranking.label_quality(labels, probs.mean(axis=0))
+
+
 def run(args):
     """Cross-validate, score, write the CSV and the report; returns what was written."""
     data_dir, out = check_args(args)
@@ -427,15 +448,15 @@ def run(args):
     lifecycle.options["images"] = images
     context_from_args(args)    # nnabla once the input is known good
     lifecycle.begin()
-    probs, influence_scores = cross_validate(args, out, x, labels, paths, class_names)
-    mean_probs = probs.mean(axis=0)
-    if influence_scores is None:
-        per_repeat = np.stack([ranking.label_quality(labels, p) for p in probs])
-        scores = ranking.label_quality(labels, mean_probs)
+    if args.method == "confident-learning":
+        probs, per_repeat, scores = label_quality_scores(args, out, x, labels, paths,
+                                                         class_names)
         meaning = SCORE_MEANING["confident-learning"]
     else:
-        per_repeat, scores = influence_scores, influence_scores.mean(axis=0)
+        probs, per_repeat = cross_validate(args, out, x, labels, paths, class_names)
+        scores = per_repeat.mean(axis=0)
         meaning = SCORE_MEANING["influence"].format(method=args.method)
+    mean_probs = probs.mean(axis=0)
     predicted = np.argmax(mean_probs, axis=1)
     table = {"paths": paths, "labels": labels, "predicted": predicted, "scores": scores,
              "votes": ranking.seed_votes(per_repeat)}

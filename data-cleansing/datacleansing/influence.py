@@ -54,8 +54,10 @@ from datacleansing.trace import bar, load_snapshot, read_params, read_trace
 
 # The scoring methods, by name: the registry score.py, sweep.py, cleanse.py and the tools offer.
 # final, hara: this module; influence-functions: Koh & Liang (``influence_functions``);
-# confident-learning: cleanlab (``confident_learning``); random: a seeded baseline.
-METHODS = ("final", "hara", "influence-functions", "confident-learning", "random")
+# confident-learning: cleanlab (``confident_learning``); cross-validated: cleanse.py's default
+# (label quality of out-of-fold predictions of the model, ``cleanse``); random: a seeded baseline.
+METHODS = ("final", "hara", "influence-functions", "confident-learning", "cross-validated",
+           "random")
 # The methods that walk the traced SGD steps (they take --impl and --hessian).
 SGD_METHODS = ("final", "hara")
 IMPLS = ("reverse", "loop", "batched", "double")
@@ -268,6 +270,20 @@ def step_batch(splits, labels, step, cfg):
     return x, labels[step.batch]
 
 
+def cross_validated_scores(run, splits, model, labels, seed=0, settings=None):
+    """cleanse.py's default scoring of the training set: label quality of the out-of-fold
+    predictions of ``model`` (``settings``: cleanse.py's options, its defaults when None);
+    the fold models train in ``run/cross-validated/seed<seed>/`` and are reused when scored
+    again with that seed."""
+    from datacleansing import cleanse
+    settings = settings or cleanse.default_settings(model, seed)
+    labels = np.asarray(labels)
+    work = Path(run) / "cross-validated" / f"seed{settings.seed}"
+    return cleanse.label_quality_scores(settings, work, splits.x_train, labels,
+                                        list(range(len(labels))),
+                                        [str(c) for c in range(splits.n_classes)])[2]
+
+
 def compute_influence(run, splits, model, method="final", impl=DEFAULT_IMPL, hessian="reference",
                       labels=None, cfg=None, seed=0, quiet=False, dataset=None):
     """Score of every training sample by ``method`` (array over the training set, negative =
@@ -285,6 +301,8 @@ def compute_influence(run, splits, model, method="final", impl=DEFAULT_IMPL, hes
     if method == "confident-learning":
         from datacleansing.confident_learning import confident_learning_scores
         return confident_learning_scores(splits.x_train, labels, splits.n_classes, seed=seed)
+    if method == "cross-validated":
+        return cross_validated_scores(run, splits, model, labels, seed)
     if method == "influence-functions":
         from datacleansing.influence_functions import compute_influence_functions
         return compute_influence_functions(run, splits, model, labels, cfg, dataset,

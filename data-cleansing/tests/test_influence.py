@@ -266,3 +266,21 @@ def test_influence_correlates_with_true_leave_one_out(mnist, tmp_path):
     assert c["pearson"] > 0.8 and c["spearman"] > 0.8, c
     rnd = loo.correlations(_scores(tmp_path, splits, cfg, method="random")[left_out], true)
     assert abs(rnd["pearson"]) < 0.3, rnd
+
+
+def test_cross_validated_ranks_flipped_labels_harmful(mnist, tmp_path):
+    """``cross-validated`` (cleanse.py's default scoring through the registry, cheap settings):
+    the flipped labels of 200 images gather at the harmful (low) end and the fold models are
+    reused when scored again."""
+    from datacleansing import cleanse
+    splits = D.stratified_subset(mnist, 200, 0)
+    noisy, flipped = D.flip_labels(splits.y_train, 0.1, splits.n_classes, 0)
+    settings = cleanse.default_settings("mlp", seed=0)
+    settings.folds, settings.repeats, settings.epochs = 3, 1, 5
+    scores = I.cross_validated_scores(tmp_path, splits, "mlp", noisy, settings=settings)
+    assert scores.shape == (200,)
+    worst = np.argsort(scores, kind="stable")[:20]
+    assert np.isin(worst, flipped).sum() >= 6     # chance: 2 of 20; measured 8
+    np.testing.assert_array_equal(
+        scores, I.cross_validated_scores(tmp_path, splits, "mlp", noisy, settings=settings))
+    assert len(list((tmp_path / "cross-validated" / "seed0" / "folds").glob("*/result.npz"))) == 3
