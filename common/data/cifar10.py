@@ -24,9 +24,9 @@ from pathlib import Path
 
 import numpy as np
 
+from common.data.archives import DatasetArchive
 from common.data.safe_pickle import ForbiddenGlobal, load_data_pickle
 from common.errors import ENVIRONMENT_ERRNOS, UserError, describe_os_error
-from common.paths import cache_dir
 
 __all__ = ["load_cifar10", "read_batch", "label_names", "batches_dir", "download_instructions",
            "CIFAR10_URL", "CIFAR10_CLASSES", "TRAIN_BATCHES", "TEST_BATCH"]
@@ -36,33 +36,12 @@ CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer",
                    "dog", "frog", "horse", "ship", "truck")
 TRAIN_BATCHES = tuple(f"data_batch_{k}" for k in range(1, 6))
 TEST_BATCH = "test_batch"
-_DIRNAME = "cifar-10-batches-py"
-
-
-def default_root():
-    """``cache_dir('data', 'cifar10')``, used when no root is given."""
-    return cache_dir("data", "cifar10")
-
-
-def download_instructions(root=None):
-    """How to get the data (no download happens here)."""
-    root = Path(root) if root is not None else default_root()
-    return (f"download {CIFAR10_URL} (163 MB) and extract it into {root}, e.g. "
-            f"`mkdir -p {root} && curl -L {CIFAR10_URL} | tar xz -C {root}`, "
-            f"which creates {root / _DIRNAME}/")
-
-
-def batches_dir(root=None):
-    """The ``cifar-10-batches-py`` directory for ``root`` (which may be that directory)."""
-    root = Path(root) if root is not None else default_root()
-    for cand in (root / _DIRNAME, root):
-        if (cand / "batches.meta").is_file() or (cand / TEST_BATCH).is_file() \
-                or (cand / TRAIN_BATCHES[0]).is_file():
-            return cand
-    if (root / "cifar-10-python.tar.gz").is_file():
-        raise UserError(f"{root} holds cifar-10-python.tar.gz but it is not extracted; "
-                        f"run `tar xzf {root / 'cifar-10-python.tar.gz'} -C {root}`")
-    raise UserError(f"CIFAR-10 not found under {root}: {download_instructions(root)}")
+# The archive, extracted into ROOT (or the cache folder when no root is given).
+ARCHIVE = DatasetArchive("CIFAR-10", CIFAR10_URL, "163 MB", "cifar10", "cifar-10-batches-py",
+                         ("batches.meta", TEST_BATCH, TRAIN_BATCHES[0]))
+default_root = ARCHIVE.default_root
+download_instructions = ARCHIVE.download_instructions
+batches_dir = ARCHIVE.find_folder   # the cifar-10-batches-py folder for a root
 
 
 def _unpickle(path, what):
@@ -134,17 +113,10 @@ def load_cifar10(root=None, split="train", layout="NCHW"):
 
     Returns ``(images uint8, labels int64 (N,))``.
     """
-    if split not in ("train", "test"):
-        raise UserError(f"unknown CIFAR-10 split {split!r}; use 'train' or 'test'")
-    if layout not in ("NCHW", "NHWC"):
-        raise UserError(f"unknown layout {layout!r}; use 'NCHW' or 'NHWC'")
+    ARCHIVE.check_split_and_layout(split, layout)
     d = batches_dir(root)
     names = TRAIN_BATCHES if split == "train" else (TEST_BATCH,)
-    missing = [d / n for n in names if not (d / n).is_file()]
-    if missing:
-        also = f" (nor {', '.join(p.name for p in missing[1:])})" if missing[1:] else ""
-        raise UserError(f"{missing[0]}: no such file{also}; the extraction is incomplete: "
-                        + download_instructions(d.parent))
+    ARCHIVE.check_extracted(*(d / n for n in names))
     parts = [read_batch(d / n) for n in names]
     data = np.concatenate([p[0] for p in parts]).reshape(-1, 3, 32, 32)
     labels = np.concatenate([p[1] for p in parts])

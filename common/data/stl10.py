@@ -16,12 +16,11 @@ loader here) or **NHWC** with ``layout='NHWC'``; labels as ``int64`` 0..9. A tru
 a label count that does not match, or a label outside 1..10 is one :class:`UserError` naming
 the file.
 """
-from pathlib import Path
 
 import numpy as np
 
+from common.data.archives import DatasetArchive
 from common.errors import UserError
-from common.paths import cache_dir
 
 __all__ = ["load_stl10", "label_names", "binary_dir", "download_instructions", "STL10_URL",
            "STL10_CLASSES", "IMAGE_SHAPE"]
@@ -30,30 +29,13 @@ STL10_URL = "https://ai.stanford.edu/~acoates/stl10/stl10_binary.tar.gz"
 STL10_CLASSES = ("airplane", "bird", "car", "cat", "deer", "dog", "horse", "monkey", "ship",
                  "truck")
 IMAGE_SHAPE = (3, 96, 96)
-_DIRNAME = "stl10_binary"
 _IMAGE_BYTES = int(np.prod(IMAGE_SHAPE))
-
-
-def default_root():
-    """``cache_dir('data', 'stl10')``, used when no root is given."""
-    return cache_dir("data", "stl10")
-
-
-def download_instructions(root=None):
-    """How to get the data (no download happens here)."""
-    root = Path(root) if root is not None else default_root()
-    return (f"download {STL10_URL} (2.6 GB) and extract it into {root}, e.g. "
-            f"`mkdir -p {root} && curl -L {STL10_URL} | tar xz -C {root}`, which creates "
-            f"{root / _DIRNAME}/")
-
-
-def binary_dir(root=None):
-    """The ``stl10_binary`` folder for ``root`` (which may be that folder)."""
-    root = Path(root) if root is not None else default_root()
-    for cand in (root / _DIRNAME, root):
-        if (cand / "train_X.bin").is_file() or (cand / "test_X.bin").is_file():
-            return cand
-    raise UserError(f"STL-10 not found under {root}: {download_instructions(root)}")
+# The archive, extracted into ROOT (or the cache folder when no root is given).
+ARCHIVE = DatasetArchive("STL-10", STL10_URL, "2.6 GB", "stl10", "stl10_binary",
+                         ("train_X.bin", "test_X.bin"))
+default_root = ARCHIVE.default_root
+download_instructions = ARCHIVE.download_instructions
+binary_dir = ARCHIVE.find_folder   # the stl10_binary folder for a root
 
 
 def label_names(root=None):
@@ -68,22 +50,13 @@ def label_names(root=None):
     return names
 
 
-def _read(path):
-    if not path.is_file():
-        raise UserError(f"{path}: no such file; the extraction is incomplete: "
-                        + download_instructions(path.parent.parent))
-    return np.fromfile(path, dtype=np.uint8)
-
-
 def load_stl10(root=None, split="train", layout="NCHW"):
     """Load the labelled ``train`` or ``test`` split: ``(images uint8, labels int64 (N,))``."""
-    if split not in ("train", "test"):
-        raise UserError(f"unknown STL-10 split {split!r}; use 'train' or 'test'")
-    if layout not in ("NCHW", "NHWC"):
-        raise UserError(f"unknown layout {layout!r}; use 'NCHW' or 'NHWC'")
+    ARCHIVE.check_split_and_layout(split, layout)
     folder = binary_dir(root)
     x_path, y_path = folder / f"{split}_X.bin", folder / f"{split}_y.bin"
-    raw, labels = _read(x_path), _read(y_path)
+    ARCHIVE.check_extracted(x_path, y_path)
+    raw, labels = np.fromfile(x_path, dtype=np.uint8), np.fromfile(y_path, dtype=np.uint8)
     if raw.size % _IMAGE_BYTES:
         raise UserError(f"{x_path}: truncated: {raw.size} bytes is not a whole number of "
                         f"{_IMAGE_BYTES}-byte images (3 x 96 x 96)")

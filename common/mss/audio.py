@@ -54,6 +54,7 @@ __all__ = [
     "chunk_starts",
     "crossfade_window",
     "chunked_apply",
+    "SpilledArray",
 ]
 
 # WAV subtypes accepted by write_wav (aliases -> libsndfile subtype).
@@ -554,8 +555,12 @@ def chunked_apply(fn, audio, chunk_len, overlap=0, pad_last=True, fade="cosine",
       network graph serves every call. ``pad_last=False`` passes the shorter
       final chunk as is. A signal no longer than one chunk is processed in one
       unpadded call, exactly as with chunking off.
-    * Model memory is bounded by the chunk size; the outputs (one array per
-      name, full length) are accumulated in place.
+    * Model memory is bounded by the chunk size. The outputs (one array per name, full
+      length) are accumulated in place in arrays backed by a temporary file
+      (:class:`SpilledArray`): after each chunk the samples no later chunk touches leave the
+      process's memory, so a long signal's outputs do not stay resident while the model
+      works on the next chunks (they are read back from the page cache when used). Where no
+      such file can be made (e.g. a full disk) they are accumulated in memory instead.
     * ``progress``: ``True``/``False`` force the tqdm bar on/off; ``None`` shows
       it once the job has taken :data:`common.terminal.TICK_DELAY` seconds. A shown bar
       keeps ticking during a long chunk (:func:`common.terminal.ticking`), a single one
@@ -588,7 +593,7 @@ def chunked_apply(fn, audio, chunk_len, overlap=0, pad_last=True, fade="cosine",
                          f"chunk_len {chunk_len}")
 
     starts = chunk_starts(total, chunk_len, overlap)
-    results = {}
+    results, spilled = {}, {}
     bar = terminal_progress(starts, desc=desc, unit="chunk", leave=False, **shown)
     try:
         with terminal.ticking(bar, shown.get("delay")):
@@ -607,11 +612,62 @@ def chunked_apply(fn, audio, chunk_len, overlap=0, pad_last=True, fade="cosine",
                 for name, value in out.items():
                     acc = results.get(name)
                     if acc is None:
-                        acc = results[name] = np.zeros((total, value.shape[1]),
-                                                       dtype=np.float32)
+                        spilled[name] = SpilledArray.zeros((total, value.shape[1]))
+                        acc = results[name] = spilled[name].array
                     elif acc.shape[1] != value.shape[1]:
                         raise ValueError(f"chunk {k}: output {name!r} changed channel count")
                     acc[start:stop] += (value[:n] * w).astype(np.float32)
+                # Samples before the next chunk's start are final.
+                final = starts[k + 1] if k + 1 < len(starts) else total
+                for spill in spilled.values():
+                    spill.release_rows(final)
     finally:
         bar.close()
     return results
+
+
+class SpilledArray:
+    """A zero-initialised float32 array in a shared mapping of an unlinked temporary file
+    (in :func:`tempfile.gettempdir`, i.e. ``$TMPDIR``), whose finished leading rows can be
+    dropped from the process's resident memory (:meth:`release_rows`) without losing them:
+    the kernel keeps them in the file's page cache and writes them out under memory pressure,
+    and reading them maps them back in.
+
+    :meth:`zeros` returns an instance whose :attr:`array` is a plain in-memory ``np.zeros``
+    (and :meth:`release_rows` does nothing) when the file cannot be made or its space cannot
+    be reserved up front: a mapping of an unreserved file would kill the process with SIGBUS
+    on a full disk instead of failing cleanly."""
+
+    def __init__(self, array, mapping=None):
+        self.array = array
+        self._mapping = mapping
+        self._row_bytes = array.strides[0] if array.ndim else 0
+        self._released = 0  # bytes from the start already dropped
+
+    @classmethod
+    def zeros(cls, shape, dtype=np.float32):
+        import mmap
+
+        shape = tuple(int(d) for d in shape)
+        nbytes = int(np.prod(shape)) * np.dtype(dtype).itemsize
+        if nbytes < mmap.PAGESIZE:  # nothing to gain
+            return cls(np.zeros(shape, dtype))
+        try:
+            with tempfile.TemporaryFile(prefix="nnabla-research-") as fh:
+                os.posix_fallocate(fh.fileno(), 0, nbytes)
+                mapping = mmap.mmap(fh.fileno(), nbytes)  # stays valid after the file closes
+        except (OSError, ValueError, AttributeError):  # full/read-only disk, no fallocate
+            return cls(np.zeros(shape, dtype))
+        return cls(np.ndarray(shape, dtype, buffer=mapping), mapping)
+
+    def release_rows(self, rows):
+        """Drop rows ``[0, rows)`` (whole pages only) from resident memory; their values
+        stay readable."""
+        if self._mapping is None:
+            return
+        import mmap
+
+        end = rows * self._row_bytes // mmap.PAGESIZE * mmap.PAGESIZE
+        if end > self._released:
+            self._mapping.madvise(mmap.MADV_DONTNEED, self._released, end - self._released)
+            self._released = end

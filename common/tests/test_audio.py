@@ -1,6 +1,8 @@
 """Tests for common.mss.audio: decoding, channel handling, atomic writes, chunking."""
+import errno
 import os
 import subprocess
+import tempfile
 
 import numpy as np
 import pytest
@@ -10,8 +12,9 @@ from common.dev.testing import SmallDisk
 from common.errors import UserError
 from common.fileio import OutputError
 from common.mss import audio as A
-from common.mss.audio import (chunk_starts, chunked_apply, crossfade_window, declared_frames,
-                              load_audio, to_stereo, truncation_note, write_wav)
+from common.mss.audio import (SpilledArray, chunk_starts, chunked_apply, crossfade_window,
+                              declared_frames, load_audio, to_stereo, truncation_note,
+                              write_wav)
 
 SR = 44100
 needs_ffmpeg = pytest.mark.usefixtures("ffmpeg")
@@ -371,3 +374,47 @@ def test_chunked_rejects_bad_outputs_and_settings():
         chunked_apply(_identity, x, 1000, 600)
     with pytest.raises(ValueError, match="expected"):
         chunked_apply(lambda c: {"y": c[:-1]}, x, 0, 0)
+
+
+def _resident_mb():
+    with open("/proc/self/status") as fh:
+        return next(int(line.split()[1]) for line in fh if line.startswith("VmRSS")) / 1024
+
+
+def test_chunked_outputs_live_in_a_temporary_file_and_equal_in_memory_accumulation(
+        monkeypatch):
+    x = np.random.default_rng(4).standard_normal((30_000, 2)).astype(np.float32)
+    spilled = chunked_apply(_local_nonlinear, x, 8192, 2048, progress=False)["y"]
+    assert not spilled.flags.owndata  # a view of the file mapping, not a heap array
+    monkeypatch.setattr(SpilledArray, "zeros",
+                        classmethod(lambda cls, shape: cls(np.zeros(shape, np.float32))))
+    in_memory = chunked_apply(_local_nonlinear, x, 8192, 2048, progress=False)["y"]
+    assert in_memory.flags.owndata
+    np.testing.assert_array_equal(spilled, in_memory)
+
+
+def test_released_rows_leave_resident_memory_and_keep_their_values():
+    rows = 16 * 2 ** 20  # 64 MB of float32
+    spill = SpilledArray.zeros((rows, 1))
+    spill.array[:, 0] = np.arange(rows, dtype=np.float32)
+    before = _resident_mb()
+    spill.release_rows(rows)
+    assert before - _resident_mb() > 48
+    assert spill.array[rows - 1, 0] == rows - 1 and spill.array[12345, 0] == 12345
+    assert float(spill.array.sum(dtype=np.float64)) == float(rows) * (rows - 1) / 2
+
+
+def test_outputs_stay_in_memory_when_no_temporary_space_can_be_reserved(monkeypatch,
+                                                                        tmp_path):
+    x = np.random.default_rng(5).standard_normal((20_000, 2)).astype(np.float32)
+    # a full $TMPDIR: 64 kB for 160 kB outputs (a tmpfs as root)
+    with SmallDisk(tmp_path / "small", 64 * 1024) as disk:
+        monkeypatch.setattr(tempfile, "tempdir", disk.path)
+        if not disk.mounted:  # unprivileged: the reservation fails as on a full disk
+            def full_disk(fd, offset, length):
+                raise OSError(errno.ENOSPC, "No space left on device")
+            monkeypatch.setattr(os, "posix_fallocate", full_disk)
+        out = chunked_apply(_identity, x, 4096, 1024, progress=False)
+        assert os.listdir(disk.path) == []
+    assert out["same"].flags.owndata
+    np.testing.assert_allclose(out["same"], x, rtol=0, atol=2e-6)

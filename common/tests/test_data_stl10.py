@@ -39,7 +39,10 @@ def test_images_rows_first_and_labels_from_zero(tmp_path):
      "truncated"),
     (lambda f: (f / "train_y.bin").write_bytes(b"\x01"), "1 labels for the 2 images"),
     (lambda f: (f / "train_y.bin").write_bytes(b"\x01\x0b"), "labels outside 1..10"),
-    (lambda f: (f / "train_y.bin").unlink(), "no such file"),
+    (lambda f: (f / "train_y.bin").unlink(), "train_y.bin: no such file; the extraction"),
+    (lambda f: [(f / "train_X.bin").unlink(), (f / "train_y.bin").unlink(),
+                (f / "test_X.bin").write_bytes(b"")],
+     r"train_X.bin: no such file \(nor train_y.bin\); the extraction is incomplete"),
 ])
 def test_damaged_files_are_one_line_errors(tmp_path, damage, fragment):
     folder = write_stl10(tmp_path, "train", np.zeros((2, 3, 96, 96), np.uint8), [1, 2])
@@ -50,5 +53,9 @@ def test_damaged_files_are_one_line_errors(tmp_path, damage, fragment):
 
 
 def test_missing_root_says_how_to_get_it(tmp_path):
-    with pytest.raises(UserError, match="stl10_binary.tar.gz"):
+    with pytest.raises(UserError, match="stl10_binary.tar.gz") as err:
+        load_stl10(tmp_path, "test")
+    assert str(err.value).startswith(f"STL-10 not found under {tmp_path}: download ")
+    (tmp_path / "stl10_binary.tar.gz").write_bytes(b"")
+    with pytest.raises(UserError, match="holds stl10_binary.tar.gz but it is not extracted"):
         load_stl10(tmp_path, "test")

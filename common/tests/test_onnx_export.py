@@ -265,6 +265,28 @@ def test_damaged_file_with_intact_note_fails_before_any_session(tmp_path):
     assert _rel(fresh(x), _nnabla_forward(build, x)) <= 1e-5 and fresh.exports == 1
 
 
+def test_reopening_after_release_reuses_the_export_without_rebuilding_the_graph(tmp_path):
+    scope = _params()
+    builds = []
+
+    def build(x):
+        builds.append(x.shape)
+        return _builder(scope)(x)
+    fn = OnnxFunction(build, name="tiny", cache_dir=tmp_path, runtime="openvino")
+    x = np.random.RandomState(6).randn(1, 3, 8, 8).astype(np.float32)
+    first = fn(x)
+    assert len(builds) == 1 and fn.exports == 1
+    fn.release()
+    np.testing.assert_array_equal(fn(x), first)
+    assert len(builds) == 1 and fn.sessions_opened == 2  # reopened from the same file
+    # damaged while released: rebuilt and exported again, never run
+    path = next(tmp_path.glob("*.onnx"))
+    path.write_bytes(os.urandom(path.stat().st_size))
+    fn.release()
+    assert _rel(fn(x), _nnabla_forward(build, x)) <= 1e-5
+    assert fn.exports == 2 and fn.sessions_opened == 3
+
+
 @pytest.mark.parametrize("runtime", ["onnx", "openvino"])
 def test_runtimes_and_threads(tmp_path, runtime):
     scope = _params()

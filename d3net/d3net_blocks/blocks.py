@@ -127,8 +127,30 @@ def bn_conv(x, out_channels, name, kernel=3, dilation=1, pad=None, stride=1, tes
     return h
 
 
-def _split(x, width, count):
-    return [x[:, k * width:(k + 1) * width] for k in range(count)]
+def _accumulate_groups(x, width, count, layer):
+    """The official split-and-accumulate scheme of the D2 and D3 blocks.
+
+    Officially ``x`` (``width * count`` channels) is split into ``count`` groups; step ``i``
+    (``0 <= i < count - 1``) calls ``layer(i, group_i)`` for ``width * (count - i - 1)``
+    channels and adds them, split likewise, to groups ``i + 1, ...``; the groups are then
+    concatenated and the caller keeps the last few. Here the groups not yet read stay one
+    tensor, to which each step's whole output is added in one go: the same additions in the
+    same order, so values and gradients are identical, with far fewer slice and concatenation
+    copies (on OpenVINO those took a quarter of a D3Net-MSS patch's time). Returns the final
+    groups, in order."""
+    finished = []  # groups no later step adds to
+    rest = x  # groups i, i + 1, ... before step i
+    for i in range(count - 1):
+        head = rest[:, :width]
+        h = layer(i, head)
+        finished.append(head)
+        rest = rest[:, width:] + h
+    return finished + [rest]
+
+
+def _last_groups(groups, count):
+    kept = groups[-count:]
+    return kept[0] if len(kept) == 1 else F.concatenate(*kept, axis=1)
 
 
 def d2_block(x, growth_rate, num_layers, name="bottleneck", kernel=3, out_block=1, test=True,
@@ -137,23 +159,21 @@ def d2_block(x, growth_rate, num_layers, name="bottleneck", kernel=3, out_block=
 
     ``x`` must have ``growth_rate * num_layers`` channels. Layer ``i``
     (``1 <= i < num_layers``) lives in scope ``layers/layer{i}/{name}`` and uses
-    dilation ``2**i``. Returns the last ``out_block * growth_rate`` channels.
-    With ``num_layers == 1`` there are no parameters and ``x``'s last
+    dilation ``2**i``; it reads channel group ``i - 1`` and its output is added to the later
+    groups (:func:`_accumulate_groups`). Returns the last ``out_block * growth_rate``
+    channels. With ``num_layers == 1`` there are no parameters and ``x``'s last
     ``out_block * growth_rate`` channels are returned.
     """
-    out = x
-    if num_layers > 1:
-        acc = _split(x, growth_rate, num_layers)
-        for i in range(num_layers - 1):
-            d = 2 ** (i + 1)
-            with nn.parameter_scope(f"layers/layer{i + 1}"):
-                h = bn_conv(acc[i], growth_rate * (num_layers - i - 1), name, kernel=kernel,
-                            dilation=d, pad=d, test=test, comm=comm,
-                            init_method=init_method, recompute=recompute)
-            for j, part in enumerate(_split(h, growth_rate, num_layers - i - 1)):
-                acc[i + 1 + j] = acc[i + 1 + j] + part
-        out = F.concatenate(*acc, axis=1)
-    return out[:, -out_block * growth_rate:]
+    if num_layers == 1:
+        return x[:, -out_block * growth_rate:]
+
+    def layer(i, head):
+        d = 2 ** (i + 1)
+        with nn.parameter_scope(f"layers/layer{i + 1}"):
+            return bn_conv(head, growth_rate * (num_layers - i - 1), name, kernel=kernel,
+                           dilation=d, pad=d, test=test, comm=comm, init_method=init_method,
+                           recompute=recompute)
+    return _last_groups(_accumulate_groups(x, growth_rate, num_layers, layer), out_block)
 
 
 def d2_block_with_initial_layer(x, growth_rate, num_layers, scope_name, name="bottleneck",
@@ -174,25 +194,22 @@ def d3_block(x, growth_rate, num_layers, n_blocks, test=True, comm=None, init_me
     """D3 block of the music-source-separation D3Net.
 
     ``n_blocks`` D2 blocks densely connected with the same split/accumulate
-    scheme as the layers inside a D2 block: an initial D2 block (scope
-    ``initial_block``) makes ``growth_rate * n_blocks`` channels, split into
-    ``n_blocks`` accumulators; D2 block ``i`` (scope ``layers/layer{i}``) reads
-    accumulator ``i - 1`` and adds its ``growth_rate * (n_blocks - i)`` output
-    channels slice-wise to the later accumulators. Returns the last
+    scheme as the layers inside a D2 block (:func:`_accumulate_groups`): an initial D2 block
+    (scope ``initial_block``) makes ``growth_rate * n_blocks`` channels, in ``n_blocks``
+    groups; D2 block ``i`` (scope ``layers/layer{i}``) reads group ``i - 1`` and adds its
+    ``growth_rate * (n_blocks - i)`` output channels to the later groups. Returns the last
     ``growth_rate`` channels.
     """
     opts = dict(test=test, comm=comm, init_method=init_method, recompute=recompute)
     out = d2_block_with_initial_layer(x, growth_rate * n_blocks, num_layers, "initial_block",
                                       **opts)
-    if n_blocks > 1:
-        acc = _split(out, growth_rate, n_blocks)
-        for i in range(n_blocks - 1):
-            h = d2_block_with_initial_layer(acc[i], growth_rate * (n_blocks - i - 1), num_layers,
-                                            f"layers/layer{i + 1}", **opts)
-            for j, part in enumerate(_split(h, growth_rate, n_blocks - i - 1)):
-                acc[i + 1 + j] = acc[i + 1 + j] + part
-        out = F.concatenate(*acc, axis=1)
-    return out[:, -growth_rate:]
+    if n_blocks == 1:
+        return out[:, -growth_rate:]
+
+    def layer(i, head):
+        return d2_block_with_initial_layer(head, growth_rate * (n_blocks - i - 1), num_layers,
+                                           f"layers/layer{i + 1}", **opts)
+    return _accumulate_groups(out, growth_rate, n_blocks, layer)[-1]
 
 
 def d2_block_bc(x, growth_rate, num_layers, out_block, block_comp, name="bottle_neck",

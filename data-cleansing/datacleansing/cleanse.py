@@ -64,8 +64,9 @@ CSV_NAME = "cleanse.csv"
 HTML_NAME = "report.html"
 FOLDS_DIR = "folds"
 RESULT_NAME = "result.npz"
-# Options that only change the report, and the image digest (checked after reading DIR).
-RESUME_FREE = {"top", "images"}
+# Options that only change the report or the terminal output, and the image digest (checked
+# after reading DIR).
+RESUME_FREE = {"top", "quiet", "images"}
 FOLDS = Bounded(int, 2, 20)
 
 
@@ -106,6 +107,8 @@ def build_parser():
                    help="harmful and helpful images shown in the report (default 10)")
     p.add_argument("--seed", type=NonNegativeInt, default=0,
                    help="seed of the first repeat's folds, initialization and order")
+    p.add_argument("--quiet", action="store_true",
+                   help="print only the result: no progress bars, no line per fold")
     add_context_args(p)
     p.add_alias("--data-dir", "root")
     # the official NNC plugin's spellings (sgd_influence_utils/args.py)
@@ -358,7 +361,7 @@ def run_fold(args, fold_dir, splits, x_held, seed):
         fold_run = TrainingRun(fold_dir, asdict(cfg), resume=holds_run(fold_dir), keep_last=1,
                                hint=trace.OTHER_RUN_HINT).open()
         fold_run.begin()
-        trace.train(cfg, splits, fold_dir, run=fold_run)
+        trace.train(cfg, splits, fold_dir, run=fold_run, quiet=args.quiet)
     probs = predict_proba(fold_dir, args.model, x_held, splits.n_classes)
     arrays = {"probs": probs}
     if args.method != "confident-learning":
@@ -386,7 +389,7 @@ def cross_validate(args, out, x, labels, paths, class_names):
     all_probs, all_scores = [], []
     done = sum((out / FOLDS_DIR / f"r{r}-f{f}" / RESULT_NAME).is_file()
                for r in range(args.repeats) for f in range(args.folds))
-    if done:
+    if done and not args.quiet:
         print(f"resuming: {done} of {args.repeats * args.folds} folds already scored",
               flush=True)
     for r in range(args.repeats):
@@ -398,8 +401,9 @@ def cross_validate(args, out, x, labels, paths, class_names):
             held, train = np.flatnonzero(fold == f), np.flatnonzero(fold != f)
             splits = Splits(x[train], labels[train], x[held], labels[held], x[held],
                             labels[held], n_classes, [paths[i] for i in train], class_names)
-            print(f"repeat {r + 1}/{args.repeats}, fold {f + 1}/{args.folds}: "
-                  f"{len(train)} training, {len(held)} held out", flush=True)
+            if not args.quiet:
+                print(f"repeat {r + 1}/{args.repeats}, fold {f + 1}/{args.folds}: "
+                      f"{len(train)} training, {len(held)} held out", flush=True)
             p, s = run_fold(args, out / FOLDS_DIR / f"r{r}-f{f}", splits, x[held],
                             seed * args.folds + f)
             probs[held] = p
@@ -417,7 +421,7 @@ def default_settings(model="mlp", seed=0):
     scoring), for scoring outside a cleanse.py run (the registry's ``cross-validated``)."""
     defaults = build_parser().parse_args(["--root", "."])
     return argparse.Namespace(**{k: getattr(defaults, k) for k in (
-        "method", "folds", "repeats", "epochs", "trace_epochs", "batch_size", "lr")},
+        "method", "folds", "repeats", "epochs", "trace_epochs", "batch_size", "lr", "quiet")},
         model=model, seed=seed)
 
 

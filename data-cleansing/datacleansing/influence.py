@@ -270,13 +270,15 @@ def step_batch(splits, labels, step, cfg):
     return x, labels[step.batch]
 
 
-def cross_validated_scores(run, splits, model, labels, seed=0, settings=None):
+def cross_validated_scores(run, splits, model, labels, seed=0, settings=None, quiet=False):
     """cleanse.py's default scoring of the training set: label quality of the out-of-fold
-    predictions of ``model`` (``settings``: cleanse.py's options, its defaults when None);
-    the fold models train in ``run/cross-validated/seed<seed>/`` and are reused when scored
-    again with that seed."""
+    predictions of ``model`` (``settings``: cleanse.py's options, its defaults when None,
+    silent with ``quiet``); the fold models train in ``run/cross-validated/seed<seed>/`` and
+    are reused when scored again with that seed."""
     from datacleansing import cleanse
-    settings = settings or cleanse.default_settings(model, seed)
+    if settings is None:
+        settings = cleanse.default_settings(model, seed)
+        settings.quiet = quiet
     labels = np.asarray(labels)
     work = Path(run) / "cross-validated" / f"seed{settings.seed}"
     return cleanse.label_quality_scores(settings, work, splits.x_train, labels,
@@ -302,7 +304,7 @@ def compute_influence(run, splits, model, method="final", impl=DEFAULT_IMPL, hes
         from datacleansing.confident_learning import confident_learning_scores
         return confident_learning_scores(splits.x_train, labels, splits.n_classes, seed=seed)
     if method == "cross-validated":
-        return cross_validated_scores(run, splits, model, labels, seed)
+        return cross_validated_scores(run, splits, model, labels, seed, quiet=quiet)
     if method == "influence-functions":
         from datacleansing.influence_functions import compute_influence_functions
         return compute_influence_functions(run, splits, model, labels, cfg, dataset,

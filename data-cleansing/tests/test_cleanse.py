@@ -226,6 +226,29 @@ def test_bad_input_is_one_error_line(tmp_path):
     assert not out.exists()
 
 
+def test_quiet_prints_only_the_result(tmp_path):
+    """--quiet: nothing on stderr (no progress bar) and on stdout only the three result lines
+    (no line per fold, no resuming line), on a new run and on a --resume; without it both
+    are there. Progress bars are left on by the environment, so --quiet alone hides them."""
+    data = make_set(tmp_path / "data", per_class=6, classes=("a", "b"))
+    tiny = ["--data", data, "--image-size", "8", "--epochs", "1", "--folds", "2",
+            "--repeats", "2"]
+    bars_on = {"NNABLA_RESEARCH_NO_PROGRESS": ""}
+    loud = run_script(SCRIPT, *tiny, "--output", tmp_path / "loud", env=bars_on)
+    assert "repeat 2/2, fold 2/2:" in loud.stdout and "training" in loud.stderr
+    for again in ([], ["--resume"]):
+        proc = run_script(SCRIPT, *tiny, "--output", tmp_path / "quiet", "--quiet", *again,
+                          env=bars_on)
+        assert proc.stderr == "", again
+        lines = proc.stdout.splitlines()
+        assert len(lines) == 3, (again, lines)
+        assert lines[0].startswith("out-of-fold accuracy ") and \
+            lines[1].startswith("most harmful: ") and lines[2].startswith("wrote "), lines
+    resumed = run_script(SCRIPT, *tiny, "--output", tmp_path / "quiet", "--resume",
+                         env=bars_on)
+    assert "resuming: 4 of 4 folds already scored" in resumed.stdout
+
+
 def test_failed_rerun_keeps_the_previous_outputs(tmp_path):
     data = make_set(tmp_path / "data", per_class=4, classes=("a", "b"))
     out = tmp_path / "out"

@@ -15,23 +15,22 @@ X-UMX too (the official flag is the same 140, but only UMX stops early); the off
 ``--seq-dur <= 0`` full-length mode does not exist. Options this repository adds change how
 a run executes, not what it computes; they are listed in ``EXECUTION``.
 
-Checked three ways: each file holds exactly the listed values; train.py resolves the file
-(and the official command line) to the official recipe, every option accounted for, and the
-CPU smoke settings never leak into it; a real tiny run of train.py saves a ``config.yaml``
-that says what the file says (the only differences: the tiny overrides given as flags).
+The checks every paper shares (:class:`common.dev.recipes.RecipeChecks`: what each file
+holds, what ``--config FILE --root R`` resolves to, the smoke run's layering, a real tiny run
+saving its config) run on the data below; this file adds the official command lines
+(``x-umx.md``, ``umx.md``) and the UMX target flag.
 """
 from pathlib import Path
 
 import pytest
-import yaml
 
-from common.dev.testing import as_flags, QUIET_ENV, run_script
-from xumx.model import SOURCES
-from xumx.training import build_parser
+pytest.register_assert_rewrite("common.dev.recipes")  # failing checks show their values
+
+from common.dev.recipes import RecipeChecks  # noqa: E402
+from xumx.model import SOURCES  # noqa: E402
+from xumx.training import build_parser  # noqa: E402
 
 FOLDER = Path(__file__).resolve().parents[1]
-TRAIN = FOLDER / "train.py"
-CONFIGS = FOLDER / "configs"
 ROOT = "/data/musdb18"
 
 # args.py get_train_args and data.py load_datasources: official flag -> default.
@@ -72,44 +71,35 @@ SMOKE = {"model_type": "xumx", "root": None, "seq_dur": 1.0, "samples_per_track"
 EXECUTION = {"max_iter_per_epoch": 0, "checkpoint_interval": 200, "keep_last": 3,
              "loader_threads": 4, "ooc_budget": None, "ooc_window": None,
              "type_config": "float", "device_id": 0}
-# Options about the command itself (``config`` and ``verbose`` are not saved with a run).
-COMMAND = {"output", "resume", "root"}
-UNSAVED = {"config", "verbose"}
 # The real run of a recipe config: seconds on the CPU, on the bundled sample's WAV copy.
 CHEAP = {"hidden_size": 8, "nb_layers": 1, "nfft": 512, "nhop": 128, "seq_dur": 0.5,
          "batch_size": 2, "samples_per_track": 2, "valid_dur": 3.0, "epochs": 1,
          "max_iter_per_epoch": 1, "context": "cpu", "is_wav": True, "loader_threads": 0}
 
 
-def resolve(*argv):
-    """The options train.py would run with (as saved in config.yaml)."""
-    args = vars(build_parser().parse_args(["--output", "run", *map(str, argv)]))
-    return {k: v for k, v in args.items() if k not in UNSAVED}
+CHECKS = RecipeChecks(
+    script=FOLDER / "train.py", parse_args=lambda argv: build_parser().parse_args(argv),
+    recipes=RECIPES, default="xumx.yaml", smoke_file="smoke.yaml", smoke=SMOKE,
+    execution=EXECUTION, root=ROOT, overrides={"epochs": 2, "lr": 0.01}, cheap=CHEAP,
+    smoke_cheap={"epochs": 1, "max_iter_per_epoch": 1})
+resolve = CHECKS.resolve
 
 
 def test_every_shipped_config_is_listed():
-    assert sorted(p.name for p in CONFIGS.glob("*.yaml")) == sorted([*RECIPES, "smoke.yaml"])
+    CHECKS.check_shipped()
     assert sorted(SOURCES) == sorted(OFFICIAL_FLAGS["sources"])
 
 
 @pytest.mark.parametrize("name", sorted(RECIPES))
 def test_config_file_holds_exactly_the_official_values(name):
-    listed = {**RECIPES[name], **EXECUTION}
-    in_file = yaml.safe_load((CONFIGS / name).read_text())
-    assert set(in_file) - set(listed) == set(), "a key this test does not list"
-    for key, value in in_file.items():
-        assert value == listed[key], (name, key, value, listed[key])
+    CHECKS.check_file(name)
 
 
 @pytest.mark.parametrize("name", sorted(RECIPES))
 def test_the_config_resolves_to_the_official_recipe_and_nothing_else(name):
     """``--config FILE --root R``: every option is an official value, an execution choice or
     about the command; no smoke value anywhere."""
-    args = resolve("--config", CONFIGS / name, "--root", ROOT)
-    expected = {**RECIPES[name], **EXECUTION, "root": ROOT}
-    assert set(args) == set(expected) | COMMAND, "an option this test does not list"
-    for key, value in expected.items():
-        assert args[key] == value, (name, key, args[key], value)
+    CHECKS.check_resolves(name)
 
 
 @pytest.mark.parametrize("argv, name", [
@@ -118,59 +108,22 @@ def test_the_config_resolves_to_the_official_recipe_and_nothing_else(name):
     (["--root", ROOT, "--umx-train"], "umx.yaml"),
 ])
 def test_the_official_command_lines_train_the_same_recipe(argv, name):
-    assert resolve(*argv) == resolve("--config", CONFIGS / name, "--root", ROOT)
+    assert resolve(*argv) == resolve("--config", CHECKS.configs / name, "--root", ROOT)
 
 
 def test_an_official_umx_target_changes_only_the_target():
     args = resolve("--root", ROOT, "--source", "drums", "--umx-train")
-    assert args == {**resolve("--config", CONFIGS / "umx.yaml", "--root", ROOT),
+    assert args == {**resolve("--config", CHECKS.configs / "umx.yaml", "--root", ROOT),
                     "target": "drums"}
     assert {k: args[k] for k in RECIPES["umx.yaml"]} == official_recipe(True, "drums")
 
 
 def test_smoke_settings_apply_only_without_root_and_config(tmp_path):
-    """Built-in defaults < --config < flags; the smoke file sits between the defaults and the
-    flags only when neither a dataset root nor --config is given."""
-    recipe = RECIPES["xumx.yaml"]
-    smoke = resolve()
-    assert {k: smoke[k] for k in SMOKE} == SMOKE
-    # what the smoke file leaves alone is the recipe's
-    assert {k: smoke[k] for k in recipe if k not in SMOKE} == {
-        k: v for k, v in recipe.items() if k not in SMOKE}
-    # explicit flags stay on top of the smoke run ...
-    assert resolve("--epochs", 2) == {**smoke, "epochs": 2}
-    # ... and of the recipe: a root or a config file, and no smoke value leaks in
-    for argv, name in ((["--root", ROOT], "xumx.yaml"),
-                       (["--config", CONFIGS / "umx.yaml"], "umx.yaml")):
-        args = resolve(*argv)
-        want = {**RECIPES[name], **EXECUTION, "root": ROOT if "--root" in argv else None}
-        assert {k: args[k] for k in SMOKE} == {k: want[k] for k in SMOKE}, argv
-    assert resolve("--root", ROOT, "--lr", 0.01) == {**resolve("--root", ROOT), "lr": 0.01}
-    # a partial config file: the rest is the recipe, not the smoke run
-    partial = tmp_path / "partial.yaml"
-    partial.write_text("epochs: 3\n")
-    assert resolve("--config", partial) == {**resolve("--root", ROOT), "epochs": 3,
-                                            "root": None}
+    CHECKS.check_smoke_layering(tmp_path)
 
 
 @pytest.mark.parametrize("name", [*sorted(RECIPES), "smoke.yaml"])
 def test_a_real_run_saves_what_the_config_says(name, tmp_path):
-    out = tmp_path / "run"
-    if name == "smoke.yaml":        # what `train.py --output DIR` runs, one iteration of it
-        overrides = {"epochs": 1, "max_iter_per_epoch": 1}
-        argv = ["--output", out, *as_flags(overrides)]
-        expected = {**RECIPES["xumx.yaml"], **EXECUTION, **SMOKE}
-    else:
-        overrides = CHEAP
-        argv = ["--config", CONFIGS / name, "--output", out, *as_flags(CHEAP)]
-        expected = {**RECIPES[name], **EXECUTION}
-    run_script(TRAIN, *argv, env=QUIET_ENV)
-    saved = yaml.safe_load((out / "config.yaml").read_text())
-    in_file = yaml.safe_load((CONFIGS / name).read_text())
-    assert set(saved) == set(expected) | COMMAND
-    for key, value in in_file.items():
-        assert saved[key] == overrides.get(key, value), (name, key, saved[key])
-    for key, value in expected.items():
-        assert saved[key] == overrides.get(key, value), (name, key, saved[key])
-    weights = "vocals.h5" if expected["model_type"] == "umx" else "xumx.h5"
-    assert (out / weights).is_file()
+    out = CHECKS.check_real_run(name, tmp_path)
+    model_type = CHECKS.in_file(name)["model_type"]
+    assert (out / ("vocals.h5" if model_type == "umx" else "xumx.h5")).is_file()

@@ -36,6 +36,7 @@ official per-source configs) into a flat dict keyed by the official hyper-parame
 ``patch_length``, ``test_patch_len``, ``out_shift``, plus ``target``. The official hparams
 dict (``yaml.load`` of an official config) is accepted everywhere a config is.
 """
+import json
 import math
 import os
 from collections import OrderedDict
@@ -48,6 +49,7 @@ from common.runtime.param_model import OwnParameters
 
 SOURCES = ("vocals", "drums", "bass", "other")  # official default target order
 SAMPLE_RATE = 44100
+_SHAPES_BY_CONFIG = {}  # config (canonical JSON) -> parameter shapes
 CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"
 
 _INT_KEYS = ("valid_signal_idx", "f_num_init_features", "ttl_dens_k", "ttl_num_layer_block",
@@ -278,9 +280,14 @@ class D3NetMSS(OwnParameters):
         """``OrderedDict[name -> shape]`` of every parameter in creation order, from building
         the graph on a dummy input in a scratch parameter dict (this model is untouched)."""
         if self._shapes is None:
-            scratch = D3NetMSS(self.config)
-            self._shapes = OrderedDict((k, tuple(v.shape))
-                                       for k, v in scratch.create_parameters().items())
+            # The shapes depend on the config alone; building the graph takes about 0.6 s
+            # and loading a target asks twice (weights check, then the model's own load).
+            key = json.dumps(self.config, sort_keys=True, default=str)
+            if key not in _SHAPES_BY_CONFIG:
+                scratch = D3NetMSS(self.config)
+                _SHAPES_BY_CONFIG[key] = OrderedDict(
+                    (k, tuple(v.shape)) for k, v in scratch.create_parameters().items())
+            self._shapes = _SHAPES_BY_CONFIG[key]
         return OrderedDict(self._shapes)
 
     def load_parameters(self, params, need_grad=None):

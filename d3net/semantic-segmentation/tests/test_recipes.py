@@ -17,24 +17,22 @@ named ``auto`` (the published one of the network, downloaded once; officially a 
 path to the same file). Options this repository adds change how a run executes, not what it
 computes; they are listed in ``EXECUTION``.
 
-Checked three ways: each file holds exactly the listed values; train.py resolves the file
-(and the official command line, with the official flat network file) to the official recipe,
-every option accounted for, and the CPU smoke settings never leak into it; a real tiny run
-of train.py saves a ``config.yaml`` that says what the file says (the only differences: the
-tiny overrides given as flags).
+The checks every paper shares (:class:`common.dev.recipes.RecipeChecks`) run on the data
+below; this file adds the two official network files (in their flat layout), the published
+backbone each recipe starts from, and the official command line with the official flat file.
 """
 from pathlib import Path
 
 import pytest
 import yaml
 
-from common.dev.testing import as_flags, QUIET_ENV, run_script
-from d3net_seg.model import load_config
-from d3net_seg.training import backbone_source, network_config, parse_args
+pytest.register_assert_rewrite("common.dev.recipes")  # failing checks show their values
+
+from common.dev.recipes import RecipeChecks  # noqa: E402
+from d3net_seg.model import load_config  # noqa: E402
+from d3net_seg.training import backbone_source, network_config, parse_args  # noqa: E402
 
 FOLDER = Path(__file__).resolve().parents[1]
-TRAIN = FOLDER / "train.py"
-CONFIGS = FOLDER / "configs"
 ROOT = "/data/cityscapes"
 
 # The official configs/D3Net_{S,L}.yaml, every key.
@@ -100,9 +98,6 @@ SMOKE = {"synthetic": True, "synthetic_images": [8, 4], "synthetic_size": [128, 
 EXECUTION = {"stop_at_iter": 0, "checkpoint_interval": 1000, "keep_last": 3,
              "loader_threads": 4, "synthetic_images": [8, 4], "synthetic_size": [128, 256],
              "ooc_budget": None, "ooc_window": None, "type_config": "float", "device_id": 0}
-# Options about the command itself (``config`` and ``verbose`` are not saved with a run).
-COMMAND = {"output", "resume", "root"}
-UNSAVED = {"config", "verbose"}
 # The real run of a recipe config: the smoke run's tiny network for two iterations on the
 # CPU, on the generated set.
 CHEAP = {"synthetic": True, "crop_size": [64, 128], "num_init_features": 16,
@@ -112,10 +107,13 @@ CHEAP = {"synthetic": True, "crop_size": [64, 128], "num_init_features": 16,
          "context": "cpu", "loader_threads": 0}
 
 
-def resolve(*argv, output="run"):
-    """The options train.py would run with (as saved in config.yaml)."""
-    args = parse_args(["--output", output, *map(str, argv)])
-    return {k: v for k, v in vars(args).items() if k not in UNSAVED}
+CHECKS = RecipeChecks(
+    script=FOLDER / "train.py", parse_args=parse_args,
+    recipes={name: recipe(network) for name, network in RECIPES.items()},
+    default="train_D3Net_L.yaml", smoke_file="train_smoke.yaml", smoke=SMOKE,
+    execution=EXECUTION, root=ROOT, overrides={"max_iter": 7, "lr": 0.02}, cheap=CHEAP,
+    smoke_cheap={"stop_at_iter": 1})
+resolve = CHECKS.resolve
 
 
 def ours_flat(network):
@@ -126,9 +124,7 @@ def ours_flat(network):
 
 
 def test_every_shipped_config_is_listed():
-    networks = [f"{n}.yaml" for n in OFFICIAL_NETWORKS]
-    assert sorted(p.name for p in CONFIGS.glob("*.yaml")) == sorted(
-        [*networks, *RECIPES, "train_smoke.yaml"])
+    CHECKS.check_shipped(*(f"{n}.yaml" for n in OFFICIAL_NETWORKS))
 
 
 @pytest.mark.parametrize("network", sorted(OFFICIAL_NETWORKS))
@@ -139,13 +135,8 @@ def test_network_file_is_the_official_one(network):
 
 @pytest.mark.parametrize("name", sorted(RECIPES))
 def test_recipe_file_holds_exactly_the_official_values(name):
-    listed = {**recipe(RECIPES[name]), **EXECUTION, "root": None}
-    in_file = yaml.safe_load((CONFIGS / name).read_text())
-    assert set(in_file) - set(listed) == set(), "a key this test does not list"
-    for key, value in in_file.items():
-        assert value == listed[key], (name, key, value, listed[key])
-    official = official_recipe(RECIPES[name])
-    assert {k for k in official if official[k] != listed[k]} == set(DIFFERENCES)
+    CHECKS.check_file(name)
+    CHECKS.check_differences(name, official_recipe(RECIPES[name]), DIFFERENCES)
 
 
 @pytest.mark.parametrize("name", sorted(RECIPES))
@@ -153,12 +144,7 @@ def test_the_config_resolves_to_the_official_recipe_and_nothing_else(name):
     """``--config FILE --root R``: every option is an official value, a listed difference, an
     execution choice or about the command; the network is the official one, initialised from
     its published backbone."""
-    args = parse_args(["--output", "run", "--config", str(CONFIGS / name), "--root", ROOT])
-    resolved = {k: v for k, v in vars(args).items() if k not in UNSAVED}
-    expected = {**recipe(RECIPES[name]), **EXECUTION, "root": ROOT}
-    assert set(resolved) == set(expected) | COMMAND, "an option this test does not list"
-    for key, value in expected.items():
-        assert resolved[key] == value, (name, key, resolved[key], value)
+    args = CHECKS.check_resolves(name)
     config, modified = network_config(args)
     assert not modified and config["name"] == RECIPES[name]
     backbone = backbone_source(args.backbone_weights, config, modified)
@@ -173,60 +159,20 @@ def test_the_official_command_line_trains_the_same_recipe(network, tmp_path):
     flat.write_text(yaml.safe_dump(OFFICIAL_NETWORKS[network]))
     official = resolve("--data-dir", ROOT, "-cfg", flat, "-p", "bb.h5", "-o", "out", "-c",
                        "cudnn", output="ignored")
-    ours = resolve("--config", CONFIGS / f"train_{network}.yaml", "--root", ROOT,
+    ours = resolve("--config", CHECKS.configs / f"train_{network}.yaml", "--root", ROOT,
                    "--backbone-weights", "bb.h5", output="out")
     assert official == {**ours, "network_config": str(flat)}
     # by name, and the official default network (no -cfg) is D3Net-L
     assert resolve("--root", ROOT, "-cfg", network) == resolve(
-        "--config", CONFIGS / f"train_{network}.yaml", "--root", ROOT)
-    assert resolve("--root", ROOT) == resolve("--config", CONFIGS / "train_D3Net_L.yaml",
-                                              "--root", ROOT)
+        "--config", CHECKS.configs / f"train_{network}.yaml", "--root", ROOT)
+    assert resolve("--root", ROOT) == resolve(
+        "--config", CHECKS.configs / "train_D3Net_L.yaml", "--root", ROOT)
 
 
 def test_smoke_settings_apply_only_without_root_and_config(tmp_path):
-    """Built-in defaults < --config < flags; the smoke file sits between the defaults and the
-    flags only when neither a dataset root nor --config is given."""
-    base = recipe("D3Net_L")
-    smoke = resolve()
-    assert {k: smoke[k] for k in SMOKE} == SMOKE
-    assert {k: smoke[k] for k in base if k not in SMOKE} == {
-        k: v for k, v in base.items() if k not in SMOKE}
-    # explicit flags stay on top of the smoke run ...
-    assert resolve("--max-iter", 7) == {**smoke, "max_iter": 7}
-    # ... and of the recipe: a root or a config file, and no smoke value leaks in
-    for argv, name in ((["--root", ROOT], "train_D3Net_L.yaml"),
-                       (["--config", CONFIGS / "train_D3Net_S.yaml"], "train_D3Net_S.yaml")):
-        args = resolve(*argv)
-        want = {**recipe(RECIPES[name]), **EXECUTION,
-                "root": ROOT if "--root" in argv else None}
-        assert {k: args[k] for k in SMOKE} == {k: want[k] for k in SMOKE}, argv
-    assert resolve("--root", ROOT, "--lr", 0.02) == {**resolve("--root", ROOT), "lr": 0.02}
-    # a partial config file (here one naming the data): the rest is the recipe, never the smoke
-    # run, whether or not it gives a dataset root
-    partial = tmp_path / "partial.yaml"
-    partial.write_text("max_iter: 3\n")
-    assert resolve("--config", partial) == {**resolve("--root", ROOT), "max_iter": 3,
-                                            "root": None}
-    partial.write_text(f"root: {ROOT}\n")
-    assert resolve("--config", partial) == resolve("--root", ROOT)
+    CHECKS.check_smoke_layering(tmp_path)
 
 
 @pytest.mark.parametrize("name", [*sorted(RECIPES), "train_smoke.yaml"])
 def test_a_real_run_saves_what_the_config_says(name, tmp_path):
-    out = tmp_path / "run"
-    if name == "train_smoke.yaml":  # what `train.py --output DIR` runs, one iteration of it
-        overrides = {"stop_at_iter": 1}
-        argv = ["--output", out, *as_flags(overrides)]
-        expected = {**recipe("D3Net_L"), **EXECUTION, **SMOKE}
-    else:
-        overrides = CHEAP
-        argv = ["--config", CONFIGS / name, "--output", out, *as_flags(CHEAP)]
-        expected = {**recipe(RECIPES[name]), **EXECUTION, "root": None}
-    run_script(TRAIN, *argv, env=QUIET_ENV)
-    saved = yaml.safe_load((out / "config.yaml").read_text())
-    in_file = yaml.safe_load((CONFIGS / name).read_text())
-    assert set(saved) == set(expected) | COMMAND
-    for key, value in in_file.items():
-        assert saved[key] == overrides.get(key, value), (name, key, saved[key])
-    for key, value in expected.items():
-        assert saved[key] == overrides.get(key, value), (name, key, saved[key])
+    CHECKS.check_real_run(name, tmp_path)
