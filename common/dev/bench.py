@@ -7,8 +7,9 @@ JSON result into the work directory; the parent starts the children one after an
 the maximum over everything the parent has done.
 
 :func:`benchmark_main` is that parent/child harness for a script: its command line
-(``--variants``, ``--threads``, ``--seed``, ``--json``, ``--workdir``, ``--keep`` and the
-hidden ``--variant``), a ``prepare`` child followed by one child per variant, the printed
+(``--variants``, ``--threads``, ``--seed``, ``--repeats``, ``--json``, ``--workdir``,
+``--keep`` and the hidden ``--variant``), a ``prepare`` child followed by one child per
+variant (each repeat in alternating order; the run of median time reported), the printed
 markdown report and the JSON file. The script supplies what a child does, its own flags,
 the flags a child needs and the report.
 
@@ -43,6 +44,7 @@ import numpy as np
 from common.errors import UserError
 
 THREAD_VARS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
+SETTLE_S = 2.0  # pause before each child, after writing pending file data to disk
 
 
 class ChildFailed(UserError, RuntimeError):
@@ -147,12 +149,13 @@ def benchmark_main(script, argv=None):
     ``describe(result)`` (one progress line per variant) and ``report(args, prep, results)``
     (markdown text and a dict of extra entries for the ``--json`` file).
 
-    The harness adds ``--variants``, ``--threads``, ``--seed``, ``--json``, ``--workdir``,
-    ``--keep``. Child: pinned to ``--threads`` cores, warnings off, its result written with
-    :func:`write_child_result`. Parent: the work directory (``--workdir`` or a temporary one,
-    removed unless ``--keep``), ``args.load_before`` (the load average), ``prepare`` then
-    every variant in a child of its own, the report printed with the benchmark's wall time
-    as its last line, and the JSON file."""
+    The harness adds ``--variants``, ``--threads``, ``--seed``, ``--repeats``, ``--json``,
+    ``--workdir``, ``--keep``. Child: pinned to ``--threads`` cores, warnings off, its result
+    written with :func:`write_child_result`. Parent: the work directory (``--workdir`` or a
+    temporary one, removed unless ``--keep``), ``args.load_before`` (the load average),
+    ``prepare`` then every variant in a child of its own (``--repeats`` times, in alternating
+    order, the run of median time reported), the report printed with the benchmark's wall
+    time as its last line, and the JSON file."""
     args = _parse(script, argv)
     if args.variant:
         import warnings
@@ -179,11 +182,21 @@ def benchmark_main(script, argv=None):
     try:
         _log(f"[bench] work dir {args.workdir}; preparing ...")
         prep = spawn("prepare")
-        results = {}
-        for variant in args.variants:
-            _log(f"[bench] {variant} ...")
-            results[variant] = spawn(variant)
-            _log(f"[bench] {variant}: {script.describe(results[variant])}")
+        runs = {variant: [] for variant in args.variants}
+        for repeat in range(args.repeats):
+            # forward, then backward order: a drift of the machine's load falls on all
+            order = args.variants if repeat % 2 == 0 else args.variants[::-1]
+            for variant in order:
+                # The previous child's files are still being written back to disk and its
+                # memory returned for a few seconds after it exits; the next variant lost up
+                # to 1.5 s of a 3 s separation to that (x-umx/bench, 2-core machine).
+                os.sync()
+                time.sleep(SETTLE_S)
+                count = f" ({repeat + 1}/{args.repeats})" if args.repeats > 1 else ""
+                _log(f"[bench] {variant}{count} ...")
+                runs[variant].append(spawn(variant))
+                _log(f"[bench] {variant}{count}: {script.describe(runs[variant][-1])}")
+        results = {variant: median_run(r) for variant, r in runs.items()}
         text, extra = script.report(args, prep, results)
         text += f"\n- benchmark wall time: {time.perf_counter() - t_all:.0f} s"
         print(text)
@@ -205,7 +218,7 @@ def benchmark_main(script, argv=None):
 
 
 def _parse(script, argv):
-    from common.cli import NonNegativeInt, Parser
+    from common.cli import NonNegativeInt, Parser, PositiveInt
 
     variants = tuple(script.VARIANTS)
     parser = Parser(description=script.__doc__.split("\n")[0], epilog=f"See {script.README}.",
@@ -218,6 +231,9 @@ def _parse(script, argv):
     parser.add_argument("--threads", type=NonNegativeInt, default=0,
                         help="pin each child to this many cores (default: all)")
     parser.add_argument("--seed", type=NonNegativeInt, default=0)
+    parser.add_argument("--repeats", type=PositiveInt, default=1,
+                        help="run the variants this many times, in alternating order; each "
+                             "variant's run of median time is reported (default: 1)")
     parser.add_argument("--json", metavar="PATH", help="also write the results as JSON")
     parser.add_argument("--workdir", help="work directory (default: a temporary one, removed)")
     parser.add_argument("--keep", action="store_true", help="keep the temporary work directory")
@@ -231,6 +247,16 @@ def _parse(script, argv):
     if hasattr(script, "check_args"):
         script.check_args(args)
     return args
+
+
+def median_run(runs):
+    """The run of median time (``total_s``, else ``process_s``; the lower median of an even
+    count) among one variant's repeats, with every repeat's time as ``repeat_times_s``."""
+    def seconds(r):
+        return r.get("total_s", r.get("process_s", 0.0))
+    chosen = dict(sorted(runs, key=seconds)[(len(runs) - 1) // 2])
+    chosen["repeat_times_s"] = [seconds(r) for r in runs]
+    return chosen
 
 
 def work_path(args, name):

@@ -200,10 +200,10 @@ class OpenVinoSession:
     """An OpenVINO CPU model compiled for latency in float32 with ``threads`` threads.
 
     ``low_memory`` turns OpenVINO's fused elementwise subgraphs ("snippets") off: their
-    buffers are not shared with the rest of the graph. For a D3Net-MSS patch (batch 1) that
-    lowers the compiled model's peak RSS from 1.55 to 1.42 GB (vocals, 256 frames) and from
-    1.92 to 1.78 GB (bass, 384 frames) at the same time per call (measured on the 2-core
-    machine, OpenVINO 2026.4)."""
+    buffers are not shared with the rest of the graph. For a D3Net-MSS patch (batch 1) the
+    peak RSS of a process holding only the compiled model falls from 941 to 910 MB (vocals,
+    256 frames) and from 1153 to 1121 MB (bass, 384 frames) at the same time per call
+    (measured on the 2-core machine, OpenVINO 2026.4)."""
 
     runtime = "openvino"
 

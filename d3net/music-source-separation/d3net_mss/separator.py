@@ -300,7 +300,8 @@ class Separator:
         self.sample_rate = int(first["fs"])
         # The exported runtimes run the flip pair as two batch-1 calls: OpenVINO's peak for a
         # vocals patch falls from 2.8 to 1.55 GB at the same time per patch (7.4 s per batch of
-        # two vs 2 x 3.8 s, measured on the 2-core machine). nnabla keeps the official batch
+        # two vs 2 x 3.8 s, measured on the 2-core machine with the earlier dense blocks, whose
+        # slice copies are gone since: 0.9 GB now). nnabla keeps the official batch
         # of two (bit-identical to the official flow); published model files have a fixed batch.
         self._flip_pair_as_batch = model_files or self.backend == "nnabla"
         if model_files:
@@ -357,10 +358,10 @@ class Separator:
                                      ch_flip_average=self.ch_flip_average,
                                      full_overlap=self.full_overlap,
                                      flip_pair_as_batch=self._flip_pair_as_batch)
-            # One compiled model in memory at a time (an OpenVINO target holds about 1.5 GB):
-            # with several targets each is released after its patches and compiled again
-            # from the cached export for the next chunk (about 2.5 s against a minute of
-            # patches per 30 s chunk). A single target keeps its model.
+            # One compiled model in memory at a time (an OpenVINO target holds 0.9 GB, bass
+            # 1.1 GB): with several targets each is released after its patches and compiled
+            # again from the cached export for the next chunk (about 1.5 s, against half a
+            # minute of patches per 30 s chunk). A single target keeps its model.
             if len(self._runners) > 1 and hasattr(runner, "release"):
                 runner.release()
         return out
