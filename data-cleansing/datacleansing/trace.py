@@ -253,8 +253,7 @@ def train(cfg, splits, out, labels=None, run=None, resume=False, quiet=False, st
             raise UserError(f"{latest.path} was written by an older version of this code; "
                             "train again into a new --output")
         done, _, _ = run.checkpoints.restore(latest, {"sgd": trainer.solver})
-        if not quiet:
-            print(f"resuming at iteration {done} of {cfg.epochs * steps_per_epoch}", flush=True)
+        print(f"resuming at iteration {done} of {cfg.epochs * steps_per_epoch}", flush=True)
     else:
         save_params(out / "params" / "initial.h5", params_snapshot())
     first_traced = cfg.epochs - cfg.trace_epochs
