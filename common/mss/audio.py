@@ -593,7 +593,7 @@ def chunked_apply(fn, audio, chunk_len, overlap=0, pad_last=True, fade="cosine",
                          f"chunk_len {chunk_len}")
 
     starts = chunk_starts(total, chunk_len, overlap)
-    results, spilled = {}, {}
+    spilled = {}  # output name -> its SpilledArray accumulator
     bar = terminal_progress(starts, desc=desc, unit="chunk", leave=False, **shown)
     try:
         with terminal.ticking(bar, shown.get("delay")):
@@ -604,17 +604,16 @@ def chunked_apply(fn, audio, chunk_len, overlap=0, pad_last=True, fade="cosine",
                 if pad_last and n < chunk_len:
                     chunk = fix_length(chunk, chunk_len)
                 out = _check_outputs(fn(chunk), chunk.shape[0], f"chunk {k} of {len(starts)}")
-                if results and set(out) != set(results):
+                if spilled and set(out) != set(spilled):
                     raise ValueError(f"chunk {k}: fn returned names {sorted(out)}, "
-                                     f"earlier chunks returned {sorted(results)}")
+                                     f"earlier chunks returned {sorted(spilled)}")
                 w = crossfade_window(n, overlap, fade_in=k > 0, fade_out=k < len(starts) - 1,
                                      shape=fade)[:, None]
                 for name, value in out.items():
-                    acc = results.get(name)
-                    if acc is None:
+                    if name not in spilled:
                         spilled[name] = SpilledArray.zeros((total, value.shape[1]))
-                        acc = results[name] = spilled[name].array
-                    elif acc.shape[1] != value.shape[1]:
+                    acc = spilled[name].array
+                    if acc.shape[1] != value.shape[1]:
                         raise ValueError(f"chunk {k}: output {name!r} changed channel count")
                     acc[start:stop] += (value[:n] * w).astype(np.float32)
                 # Samples before the next chunk's start are final.
@@ -623,7 +622,7 @@ def chunked_apply(fn, audio, chunk_len, overlap=0, pad_last=True, fade="cosine",
                     spill.release_rows(final)
     finally:
         bar.close()
-    return results
+    return {name: spill.array for name, spill in spilled.items()}
 
 
 class SpilledArray:

@@ -482,6 +482,11 @@ def _sha256_file(path):
     return h.hexdigest()
 
 
+def _note_path(onnx_path):
+    """The ``.json`` note beside a cached ``.onnx`` export (its key, size and sha256)."""
+    return os.path.splitext(onnx_path)[0] + ".json"
+
+
 def cached_export_problem(path, note, key):
     """Why the cached export ``path`` with its ``note`` cannot be trusted for ``key``, or
     ``None`` when it is intact: the note must exist, parse, name ``key`` and this module's
@@ -544,7 +549,7 @@ def export_cached(build, input_shapes, name="network", cache_dir=None, code_vers
     os.makedirs(folder, exist_ok=True)
     stem = f"{_safe_name(name)}-{_shape_tag(input_shapes)}-{key[:24]}"
     path = os.path.join(folder, stem + ".onnx")
-    note = os.path.join(folder, stem + ".json")
+    note = _note_path(path)
     from common.fileio import atomic_write
 
     with _export_lock(os.path.join(folder, stem + ".lock")):
@@ -694,9 +699,8 @@ class OnnxFunction:
         result = self._exports.get(key)
         if result is None:
             return None
-        note = os.path.splitext(result.path)[0] + ".json"
-        if os.path.isfile(result.path) and cached_export_problem(result.path, note,
-                                                                 result.key) is None:
+        if os.path.isfile(result.path) and cached_export_problem(
+                result.path, _note_path(result.path), result.key) is None:
             return result
         del self._exports[key]
         return None

@@ -209,7 +209,7 @@ def d3_block(x, growth_rate, num_layers, n_blocks, test=True, comm=None, init_me
     def layer(i, head):
         return d2_block_with_initial_layer(head, growth_rate * (n_blocks - i - 1), num_layers,
                                            f"layers/layer{i + 1}", **opts)
-    return _accumulate_groups(out, growth_rate, n_blocks, layer)[-1]
+    return _last_groups(_accumulate_groups(out, growth_rate, n_blocks, layer), 1)
 
 
 def d2_block_bc(x, growth_rate, num_layers, out_block, block_comp, name="bottle_neck",
