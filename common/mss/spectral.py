@@ -17,7 +17,9 @@ stored librosa output in the D3Net parity tests.
 """
 import numpy as np
 
-__all__ = ["hann_periodic", "nb_bins", "nb_frames", "stft_numpy", "istft_numpy"]
+__all__ = ["hann_periodic", "nb_bins", "nb_frames", "stft_numpy", "stft_blocks", "istft_numpy"]
+
+BLOCK_FRAMES = 64  # frames per FFT block: temporaries of a few MB, reused between blocks
 
 
 def hann_periodic(n):
@@ -37,15 +39,30 @@ def nb_frames(nb_samples, n_fft=4096, n_hop=1024, center=True):
     return 1 + (nb_samples - n_fft) // n_hop
 
 
-def stft_numpy(audio, n_fft=4096, n_hop=1024, center=True, block_frames=256,
+def stft_numpy(audio, n_fft=4096, n_hop=1024, center=True, block_frames=BLOCK_FRAMES,
                pad_mode="reflect"):
     """STFT of ``audio`` ``(channels, samples)`` in float64: complex128
     ``(frames, bins, channels)``.
 
     Window: periodic Hann of length ``n_fft``. ``center=True`` pads ``n_fft // 2`` samples on
     both sides with ``pad_mode`` (``'reflect'``: nnabla ``F.stft``; ``'constant'``: zeros,
-    librosa >= 0.10). Frames are computed ``block_frames`` at a time to bound memory.
+    librosa >= 0.10). Computed by :func:`stft_blocks`.
     """
+    frames, blocks = stft_blocks(audio, n_fft, n_hop, center, block_frames, pad_mode)
+    out = np.empty((frames, nb_bins(n_fft), np.shape(audio)[0]), dtype=np.complex128)
+    for rows, block in blocks:
+        out[rows] = block
+    return out
+
+
+def stft_blocks(audio, n_fft=4096, n_hop=1024, center=True, block_frames=BLOCK_FRAMES,
+                pad_mode="reflect"):
+    """:func:`stft_numpy` ``block_frames`` frames at a time, so that a caller that keeps
+    something smaller than the complex128 STFT (a magnitude, a complex64 copy) never holds
+    all of it. Returns ``(frames, blocks)``: the number of frames and an iterator over
+    ``(rows, block)``, a slice of frames and their complex128 STFT ``(len(rows), bins,
+    channels)``. Each frame is transformed on its own, so the values do not depend on the
+    block size."""
     x = np.asarray(audio, dtype=np.float64)
     if center:
         x = np.pad(x, ((0, 0), (n_fft // 2, n_fft // 2)), mode=pad_mode)
@@ -53,14 +70,16 @@ def stft_numpy(audio, n_fft=4096, n_hop=1024, center=True, block_frames=256,
     if frames < 1:
         raise ValueError(f"{audio.shape[-1]} samples are too short for n_fft {n_fft}")
     window = hann_periodic(n_fft)
-    out = np.empty((frames, nb_bins(n_fft), x.shape[0]), dtype=np.complex128)
-    offsets = np.arange(n_fft)
-    for start in range(0, frames, block_frames):
-        starts = n_hop * np.arange(start, min(frames, start + block_frames))
-        idx = offsets[None, :] + starts[:, None]
-        seg = x[:, idx] * window  # (channels, block, n_fft)
-        out[start:start + idx.shape[0]] = np.fft.rfft(seg, axis=-1).transpose(1, 2, 0)
-    return out
+    # (channels, frames, n_fft) view of the overlapping frames: no copy
+    framed = np.lib.stride_tricks.sliding_window_view(x, n_fft, axis=-1)[:, ::n_hop]
+
+    def blocks():
+        for start in range(0, frames, block_frames):
+            rows = slice(start, min(frames, start + block_frames))
+            seg = framed[:, rows] * window  # (channels, block, n_fft)
+            yield rows, np.fft.rfft(seg, axis=-1).transpose(1, 2, 0)
+
+    return frames, blocks()
 
 
 def istft_numpy(X, n_hop=1024, center=True, length=None):

@@ -50,15 +50,70 @@ def test_wiener_matches_norbert(channels, softmask, iterations):
     assert np.abs(got - expected).max() <= RTOL * scale
 
 
-@pytest.mark.parametrize("block_bins,threads", [(1, 1), (7, 1), (7, 2), (1000, 2)])
-def test_wiener_blocks_do_not_change_the_result(block_bins, threads):
+@pytest.mark.parametrize("softmask", [False, True])
+def test_wiener_blocks_do_not_change_the_result(softmask):
+    """Blocks of bins (first pass), blocks of frames (second pass) and threads change no bit;
+    nor does handing the filter a complex64 STFT in norbert's memory layout to be converted
+    block by block instead of a contiguous complex128 copy."""
     rng = np.random.default_rng(3)
     v, x = _random_problem(rng, 30, 61, 2, 3, 2)
-    expected = norbert.wiener(v.copy(), x.copy(), 2, use_softmask=False)
-    got = wiener.wiener_planar(np.transpose(v, (3, 2, 1, 0)), np.transpose(x, (2, 1, 0)), 2,
-                               block_bins=block_bins, threads=threads)
-    assert np.abs(np.transpose(got, (3, 2, 1, 0)) - expected).max() <= (
+    V, X = np.transpose(v, (3, 2, 1, 0)), np.ascontiguousarray(np.transpose(x, (2, 1, 0)))
+    expected = norbert.wiener(v.copy(), x.copy(), 2, use_softmask=softmask)
+    whole = wiener.wiener_planar(V, X, 2, softmask, block_bins=1000, block_frames=1000)
+    assert np.abs(np.transpose(whole, (3, 2, 1, 0)) - expected).max() <= (
         RTOL * np.abs(expected).max())
+    for block_bins, block_frames, threads in [(1, 1, 1), (7, 4, 1), (7, 13, 2), (1000, 1, 2)]:
+        got = wiener.wiener_planar(V, X, 2, softmask, block_bins=block_bins,
+                                   block_frames=block_frames, threads=threads)
+        assert np.array_equal(got, whole)
+    x64 = x.astype(np.complex64)
+    filt = wiener.WienerFilter(V, np.transpose(x64, (2, 1, 0)), 2, softmask, block_bins=7,
+                               dtype=np.complex128)
+    reference = wiener.wiener_planar(V, np.ascontiguousarray(
+        np.transpose(x64, (2, 1, 0)), dtype=np.complex128), 2, softmask)
+    assert np.array_equal(filt.estimates(), reference)
+    assert np.array_equal(filt.estimates(slice(5, 9)), reference[..., 5:9])
+
+
+def _istft_frame_by_frame(X, n_fft, n_hop, length):
+    """The inverse STFT's arithmetic spelled out for one (bins, frames) plane: every frame
+    inverted, windowed and added in frame order, then normalised."""
+    window = spectral.hann_periodic(n_fft)
+    frames = X.shape[-1]
+    out = np.zeros(n_fft + (frames - 1) * n_hop)
+    norm = np.zeros_like(out)
+    for t in range(frames):
+        out[t * n_hop:t * n_hop + n_fft] += np.fft.irfft(X[:, t], n=n_fft) * window
+        norm[t * n_hop:t * n_hop + n_fft] += window ** 2
+    out, norm = out[n_fft // 2:n_fft // 2 + length], norm[n_fft // 2:n_fft // 2 + length]
+    covered = norm > 1e-10
+    out[covered] /= norm[covered]
+    return out
+
+
+@pytest.mark.parametrize("n_fft,n_hop", [(64, 16), (60, 25)])
+def test_istft_blocks_add_frames_in_order(n_fft, n_hop):
+    """Whatever the block size and thread count, every sample is the same sum in the same
+    order as frame-by-frame overlap-add: equal to the bit."""
+    rng = np.random.default_rng(n_fft)
+    frames, bins = 23, n_fft // 2 + 1
+    X = rng.standard_normal((4, bins, frames)) + 1j * rng.standard_normal((4, bins, frames))
+    length = (frames - 1) * n_hop + 7
+    expected = np.stack([_istft_frame_by_frame(p, n_fft, n_hop, length) for p in X])
+    asked = []
+
+    def spectra(block):
+        asked.append((block.start, block.stop))
+        return X[..., block]
+
+    for block_frames in (1, 5, 23, 100):
+        for threads in (1, 2):
+            asked.clear()
+            got = spectral.istft_blocks(spectra, 4, frames, n_fft, n_hop, length=length,
+                                        threads=threads, block_frames=block_frames)
+            assert np.array_equal(got, expected)
+            starts = [lo for lo, _ in asked]
+            assert sorted(starts) == list(range(0, frames, block_frames))
 
 
 def _scipy_istft(X, n_fft, n_hop, length):
@@ -108,6 +163,33 @@ def test_separator_post_processing_matches_norbert(options):
         expected = _scipy_istft(Y[..., j].T, sep.n_fft, sep.n_hop, audio.shape[0]).T
         assert got[name].shape == expected.shape
         assert np.abs(got[name] - expected).max() <= 1e-9 * np.abs(expected).max()
+
+
+@pytest.mark.parametrize("one_target", [False, True], ids=["all-targets", "one-target"])
+@pytest.mark.parametrize("options", [dict(niter=1), dict(niter=0),
+                                     dict(niter=2, softmask=True, alpha=1.5),
+                                     dict(niter=1, residual=True)])
+def test_separator_streaming_equals_whole_arrays(options, one_target):
+    """The separator streams blocks of frames from the Wiener filter into the inverse STFT;
+    the result is the one of filtering and inverting the whole arrays, to the bit (one
+    target: with the residual source norbert adds, as for ``residual=True``)."""
+    weights = _umx_file() if one_target else _umx_file().parent  # one target or all of them
+    sep = Separator(weights, backend="nnabla", threads=2, **options)
+    rng = np.random.default_rng(1)
+    audio = (rng.standard_normal((sep.n_hop * 70 + 5, 2)) * 0.1).astype(np.float32)
+    X, mag, masks = sep.analyze(audio)
+    V = np.stack([(m * mag[:, 0]).transpose(1, 2, 0) for m in masks.values()])
+    if sep.softmask:
+        V = V ** sep.alpha
+    if len(sep.output_names) > len(sep.network_targets):
+        V = np.transpose(norbert.residual_model(np.transpose(V, (3, 2, 1, 0)), X,
+                                                sep.alpha if sep.softmask else 1), (3, 2, 1, 0))
+    X = np.ascontiguousarray(X.transpose(2, 1, 0), dtype=np.complex128)
+    Y = wiener.wiener_planar(V, X, sep.niter, sep.softmask, block_frames=X.shape[-1])
+    expected = spectral.istft(Y, sep.n_fft, sep.n_hop, length=audio.shape[0])
+    got = sep.separate(audio)
+    for j, name in enumerate(sep.output_names):
+        assert np.array_equal(got[name], expected[j].T)
 
 
 def test_onnx_export_cache(tmp_path):

@@ -14,7 +14,9 @@ Pipeline for one stereo mixture (all settings from the weights' config):
    iterations, initialised with the mixture phase (``softmask=False``) or a soft mask with
    exponent ``alpha``; optional residual source (``norbert.residual_model``; always added
    when there is one target, named ``accompaniment``, as officially).
-4. Inverse STFT (scipy, official scaling) of all sources at once.
+4. Inverse STFT (scipy's arithmetic, official scaling) of all sources at once, fed block by
+   block of frames by the Wiener filter's second pass, so the filtered STFTs of the whole
+   signal are never in memory together (:func:`xumx.spectral.istft_blocks`).
 
 Output length: the official code returns ``(frames - 1) * n_hop`` samples, up to
 ``n_hop - 1`` (136 for 2 s at 44.1 kHz) fewer than the input. Here the inverse STFT's
@@ -44,6 +46,7 @@ from common.errors import UserError
 from common.mss.audio import at_model_rate
 from common.runtime.backends import choose_backend
 from common.runtime.graph_cache import GraphRunner, import_backend
+from common.runtime.hugepages import small_pages
 from common.runtime.onnx_export import available_cores
 
 from . import spectral, weights, wiener
@@ -314,42 +317,57 @@ class Separator:
             raise ValueError("full_length=False (the official length) needs audio at the "
                              "model's sample rate")
         audio, back = at_model_rate(audio, sample_rate, self.sample_rate)
-        x = self._prepare(audio)
+        with small_pages():  # buffers made afresh on every call: see common.runtime.hugepages
+            return back(self._separate(self._prepare(audio), full_length))
+
+    def _separate(self, x, full_length):
+        """Model-channel ``(channels, samples)`` audio -> estimates at the model's rate."""
         n = x.shape[1]
         X, mag, masks = self._analyze(x)
-        # Wiener filter and inverse STFT in the planar layout (sources, channels, bins, frames)
-        V = np.stack([(m * mag[:, 0]).transpose(1, 2, 0) for m in masks.values()])
+        # V_j = mask_j * |X|, each source's (frames, channels, bins) block contiguous as an
+        # np.stack of the products leaves it (norbert's residual model sums in the order the
+        # layout gives), seen with the Wiener filter's axes (sources, channels, bins, frames)
+        V = np.empty((len(masks),) + mag[:, 0].shape, dtype=np.float32)
+        for j, m in enumerate(masks.values()):
+            np.multiply(m, mag[:, 0], out=V[j])
+        V = V.transpose(0, 2, 3, 1)
         del masks, mag
         if self.softmask:
-            V = V ** self.alpha
+            np.power(V, self.alpha, out=V)
         if len(self.output_names) > len(self.network_targets):
             V = np.transpose(_norbert().residual_model(
                 np.transpose(V, (3, 2, 1, 0)), X, self.alpha if self.softmask else 1),
                 (3, 2, 1, 0))
-        X = np.ascontiguousarray(X.transpose(2, 1, 0), dtype=np.complex128)
-        Y = wiener.wiener_planar(V, X, self.niter, use_softmask=self.softmask,
-                                 threads=self.threads)
-        del V, X
-        length = min(n, (Y.shape[-1] - 1) * self.n_hop) if not full_length else n
-        audio_out = spectral.istft(Y, self.n_fft, self.n_hop, length=length,
-                                   threads=self.threads)
-        del Y
-        estimates = OrderedDict((name, audio_out[j].T) for j, name in enumerate(self.output_names))
-        return back(estimates)
+        # planar view of the complex64 STFT, filtered in complex128 as officially
+        X = X.transpose(2, 1, 0)
+        filt = wiener.WienerFilter(V, X, self.niter, use_softmask=self.softmask,
+                                   threads=self.threads, dtype=np.complex128)
+        n_src, n_frames = V.shape[0], X.shape[-1]
+        rows = n_src * X.shape[0]  # (source, channel) signals
+
+        def filtered(frames):
+            return filt.estimates(frames).reshape(rows, X.shape[1], -1)
+
+        length = min(n, (n_frames - 1) * self.n_hop) if not full_length else n
+        audio_out = spectral.istft_blocks(filtered, rows, n_frames, self.n_fft, self.n_hop,
+                                          length=length, threads=self.threads)
+        audio_out = audio_out.reshape(n_src, -1, length)
+        return OrderedDict((name, audio_out[j].T) for j, name in enumerate(self.output_names))
 
     def __call__(self, audio, sample_rate=None):
         """``audio`` (samples, channels) float32 at ``sample_rate`` (default: the model's) ->
         ``dict[name -> (samples, channels)]`` float32 with exactly the input length (channels:
         the model's; a mono model's estimates are repeated over the input channels)."""
         audio = np.asarray(audio, dtype=np.float32)
-        est = self.separate(audio, full_length=True, sample_rate=sample_rate)
         in_ch = audio.shape[1] if audio.ndim == 2 else 1
         out = {}
-        for name, y in est.items():
-            y = y.astype(np.float32)
-            if y.shape[1] == 1 and in_ch > 1:
-                y = np.repeat(y, in_ch, axis=1)
-            out[name] = np.ascontiguousarray(y)
+        with small_pages():
+            est = self.separate(audio, full_length=True, sample_rate=sample_rate)
+            for name, y in est.items():
+                y = y.astype(np.float32)
+                if y.shape[1] == 1 and in_ch > 1:
+                    y = np.repeat(y, in_ch, axis=1)
+                out[name] = np.ascontiguousarray(y)
         return out
 
     @classmethod

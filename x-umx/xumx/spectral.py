@@ -34,6 +34,8 @@ stft_numpy = _common_spectral.stft_numpy
 nb_bins = _common_spectral.nb_bins
 nb_frames = _common_spectral.nb_frames
 
+BLOCK_FRAMES = 32  # frames per inverse-FFT block: a few MB per block for 8 stereo rows
+
 
 def stft(x, n_fft=4096, n_hop=1024, center=True):
     """Multichannel STFT of an nnabla variable.
@@ -88,67 +90,95 @@ def istft(X, n_fft=4096, n_hop=1024, length=None, threads=1):
     ``length=None`` the result has the official ``(frames - 1) * n_hop`` samples (scipy
     ``boundary=True``). A larger ``length`` (at most ``(frames - 1) * n_hop + n_fft // 2``)
     extends the output with the tail of the overlap-add instead of cutting it off; the common
-    samples are identical.
+    samples are identical. Computed by :func:`istft_blocks`.
+    """
+    X = np.asarray(X)
+    planes = X.reshape((-1,) + X.shape[-2:])
+    out = istft_blocks(lambda frames: planes[..., frames], planes.shape[0], X.shape[-1],
+                       n_fft, n_hop, length, threads)
+    return out.reshape(X.shape[:-2] + out.shape[-1:])
+
+
+def istft_blocks(spectra, rows, n_frames, n_fft=4096, n_hop=1024, length=None, threads=1,
+                 block_frames=BLOCK_FRAMES):
+    """:func:`istft` of ``rows`` signals whose STFT frames are produced on demand:
+    ``spectra(frames)`` returns the complex ``(rows, bins, len(frames))`` STFT of a slice of
+    frames; it is asked for consecutive blocks of ``block_frames`` frames, ``threads`` blocks
+    at a time, so neither the whole STFT nor all its inverse frames are ever in memory.
+    Returns float64 ``(rows, samples)``.
 
     The arithmetic is scipy's ``istft(X / (n_fft // 2), nperseg=n_fft, noverlap=n_fft -
     n_hop)`` (inverse FFT, periodic Hann window, overlap-add in frame order, normalisation by
     the summed squared windows where they exceed 1e-10; the scaling by a power of two is
     exact), with numpy's FFT (equal to scipy's to float64 rounding; importing scipy.signal
-    would cost separate.py a second of start-up), one (bins, frames) plane at a time and,
-    when the hop divides ``n_fft``, the overlap-add as ``n_fft // n_hop`` shifted block
-    additions instead of scipy's Python loop over frames (several times faster on long
-    signals; x-umx/tests/test_fast_paths.py compares the two). ``threads`` planes are
-    transformed at a time.
+    would cost separate.py a second of start-up) and, when the hop divides ``n_fft``, the
+    overlap-add as ``n_fft // n_hop`` shifted block additions instead of scipy's Python loop
+    over frames (x-umx/tests/test_fast_paths.py compares the two). The blocks are added in
+    frame order, so every sample is the same sum in the same order whatever the block size.
     """
-    X = np.asarray(X)
-    nb_f = X.shape[-1]
-    official = (nb_f - 1) * n_hop
+    official = (n_frames - 1) * n_hop
     start = n_fft // 2  # the centre padding at the start
     if length is None:
         length = official
     if length > official + n_fft // 2:
-        raise ValueError(f"length {length} exceeds what {nb_f} frames cover "
+        raise ValueError(f"length {length} exceeds what {n_frames} frames cover "
                          f"({official + n_fft // 2} samples)")
     window = hann_periodic(n_fft)
     total = n_fft + official
-    norm = _overlap_add(np.broadcast_to(window ** 2, (nb_f, n_fft)), n_hop, total)
+    norm = np.zeros(total, dtype=np.float64)
+    _overlap_add(norm, np.broadcast_to(window ** 2, (n_frames, n_fft)), 0, n_hop)
     norm = norm[start:start + length]
-    covered = norm > 1e-10
-    planes = X.reshape((-1,) + X.shape[-2:])
-    out = np.zeros((planes.shape[0], length), dtype=np.float64)
-    def invert(p):
-        frames = np.fft.irfft(planes[p].T, n=n_fft, axis=-1)  # (frames, n_fft)
+    acc = np.zeros((rows, total), dtype=np.float64)
+
+    def inverse(lo):
+        frames = np.fft.irfft(spectra(slice(lo, lo + block_frames)).transpose(0, 2, 1),
+                              n=n_fft, axis=-1)  # (rows, block, n_fft)
         frames *= window
-        out[p] = _overlap_add(frames, n_hop, total)[start:start + length]
-        out[p, covered] /= norm[covered]
+        return frames
 
-    if threads > 1 and len(planes) > 1:
-        from concurrent.futures import ThreadPoolExecutor
-
-        with ThreadPoolExecutor(threads) as pool:
-            list(pool.map(invert, range(len(planes))))
-    else:
-        for p in range(len(planes)):
-            invert(p)
-    return out.reshape(X.shape[:-2] + (length,))
+    blocks = range(0, n_frames, block_frames)
+    for lo, frames in zip(blocks, _in_order(inverse, blocks, threads)):
+        for row in range(rows):
+            _overlap_add(acc[row], frames[row], lo, n_hop)
+    out = acc[:, start:start + length]
+    np.divide(out, norm, out=out, where=norm > 1e-10)
+    return out
 
 
-def _overlap_add(frames, n_hop, total):
-    """Sum of ``frames`` (frames, n_fft) placed every ``n_hop`` samples, added in frame
-    order as scipy adds them, as ``total`` samples."""
+def _in_order(fn, items, threads):
+    """``fn(item)`` for every item, yielded in order; with ``threads > 1`` computed by that
+    many threads, at most ``threads`` results ahead of the consumer."""
+    if threads <= 1:
+        yield from map(fn, items)
+        return
+    from collections import deque
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(threads) as pool:
+        pending = deque()
+        for item in items:
+            pending.append(pool.submit(fn, item))
+            if len(pending) > threads:
+                yield pending.popleft().result()
+        while pending:
+            yield pending.popleft().result()
+
+
+def _overlap_add(out, frames, first, n_hop):
+    """Add ``frames`` (frames, n_fft), the frames from number ``first`` on, to ``out`` at
+    every ``n_hop`` samples, in frame order as scipy adds them."""
     n_frames, n_fft = frames.shape
-    out = np.zeros(total, dtype=np.float64)
     if n_fft % n_hop:
         for t in range(n_frames):
-            out[t * n_hop:t * n_hop + n_fft] += frames[t]
-        return out
+            at = (first + t) * n_hop
+            out[at:at + n_fft] += frames[t]
+        return
     # Output block b (n_hop samples) receives part k of frame b - k; adding the parts from
     # k = n_fft / n_hop - 1 down to 0 adds the frames in increasing order, like the loop.
-    blocks = out.reshape(-1, n_hop)
+    blocks = out[:out.shape[0] // n_hop * n_hop].reshape(-1, n_hop)
     parts = frames.reshape(n_frames, -1, n_hop)
     for k in range(parts.shape[1] - 1, -1, -1):
-        blocks[k:k + n_frames] += parts[:, k]
-    return out
+        blocks[first + k:first + k + n_frames] += parts[:, k]
 
 
 class NnablaSTFT(GraphRunner):
@@ -189,7 +219,13 @@ class NumpySTFT:
         self.center = center
 
     def __call__(self, audio):
-        X = stft_numpy(audio, self.n_fft, self.n_hop, self.center)
-        mag = np.abs(X).astype(np.float32).transpose(0, 2, 1)[:, None]
-        return X.astype(np.complex64), np.ascontiguousarray(mag)
+        frames, blocks = _common_spectral.stft_blocks(audio, self.n_fft, self.n_hop,
+                                                      self.center)
+        channels = np.shape(audio)[0]
+        X = np.empty((frames, nb_bins(self.n_fft), channels), dtype=np.complex64)
+        mag = np.empty((frames, 1, channels, nb_bins(self.n_fft)), dtype=np.float32)
+        for rows, block in blocks:  # the float64 STFT is only ever held a block at a time
+            X[rows] = block
+            mag[rows, 0] = np.abs(block).transpose(0, 2, 1)
+        return X, mag
 
