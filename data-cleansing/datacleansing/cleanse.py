@@ -361,7 +361,8 @@ def run_fold(args, fold_dir, splits, x_held, seed):
         fold_run = TrainingRun(fold_dir, asdict(cfg), resume=holds_run(fold_dir), keep_last=1,
                                hint=trace.OTHER_RUN_HINT).open()
         fold_run.begin()
-        trace.train(cfg, splits, fold_dir, run=fold_run, quiet=args.quiet)
+        trace.train(cfg, splits, fold_dir, run=fold_run, quiet=args.quiet,
+                    announce=not args.quiet)
     probs = predict_proba(fold_dir, args.model, x_held, splits.n_classes)
     arrays = {"probs": probs}
     if args.method != "confident-learning":

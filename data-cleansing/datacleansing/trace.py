@@ -218,9 +218,10 @@ def is_finished(out, cfg):
 
 
 def train(cfg, splits, out, labels=None, run=None, resume=False, quiet=False, stop_after=None,
-          ooc=None):
+          ooc=None, announce=True):
     """Train with the trace into ``out``; returns the summary dict (also summary.json), or
     None when ``stop_after`` (an epoch count) ended the run early (continue with resume).
+    ``quiet``: no progress bars; ``announce=False``: no "resuming at iteration" line either.
 
     ``run``: the run's begun :class:`common.train.run.TrainingRun` (its checkpoints, Ctrl-C and
     non-finite-loss handling); without one, a run folder of its own is opened on ``out``
@@ -253,7 +254,8 @@ def train(cfg, splits, out, labels=None, run=None, resume=False, quiet=False, st
             raise UserError(f"{latest.path} was written by an older version of this code; "
                             "train again into a new --output")
         done, _, _ = run.checkpoints.restore(latest, {"sgd": trainer.solver})
-        print(f"resuming at iteration {done} of {cfg.epochs * steps_per_epoch}", flush=True)
+        if announce:
+            print(f"resuming at iteration {done} of {cfg.epochs * steps_per_epoch}", flush=True)
     else:
         save_params(out / "params" / "initial.h5", params_snapshot())
     first_traced = cfg.epochs - cfg.trace_epochs

@@ -289,7 +289,8 @@ def test_output_is_never_the_image_folder_or_unwritable(tmp_path):
                                  for c in ("a", "b") for i in range(4)]
 
 
-def test_ctrl_c_during_training_then_resume(dataset, tmp_path):
+@pytest.mark.parametrize("quiet", [False, True], ids=["verbose", "quiet"])
+def test_ctrl_c_during_training_then_resume(dataset, tmp_path, quiet):
     root, _ = dataset
     out = tmp_path / "out"
     args = ["--data", root, "--output", out, "--image-size", "16", "--epochs", "100",
@@ -302,8 +303,12 @@ def test_ctrl_c_during_training_then_resume(dataset, tmp_path):
     assert last.startswith("interrupted at iteration ") and "--resume" in last
     assert "Traceback" not in proc.stderr and not (out / "cleanse.csv").exists()
     stopped = int(last.split()[3].rstrip(";"))
-    proc = run_script(SCRIPT, *args, "--resume", env=QUIET)
-    assert f"resuming at iteration {stopped} of " in proc.stdout
+    proc = run_script(SCRIPT, *args, "--resume", *(["--quiet"] if quiet else []), env=QUIET)
+    if quiet:  # the three result lines and nothing else, no resuming line
+        lines = proc.stdout.splitlines()
+        assert len(lines) == 3 and lines[0].startswith("out-of-fold accuracy "), lines
+    else:
+        assert f"resuming at iteration {stopped} of " in proc.stdout
     assert len(read_csv(out / "cleanse.csv")) == N_IMAGES
 
 
