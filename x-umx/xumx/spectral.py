@@ -175,7 +175,7 @@ def _overlap_add(out, frames, first, n_hop):
         return
     # Output block b (n_hop samples) receives part k of frame b - k; adding the parts from
     # k = n_fft / n_hop - 1 down to 0 adds the frames in increasing order, like the loop.
-    blocks = out[:out.shape[0] // n_hop * n_hop].reshape(-1, n_hop)
+    blocks = out.reshape(-1, n_hop)  # a view: out is contiguous and n_hop divides its length
     parts = frames.reshape(n_frames, -1, n_hop)
     for k in range(parts.shape[1] - 1, -1, -1):
         blocks[first + k:first + k + n_frames] += parts[:, k]
