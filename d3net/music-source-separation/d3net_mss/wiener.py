@@ -67,7 +67,8 @@ def apply_mwf(stfts, mixture, block_bins=BLOCK_BINS):
     The source models need every bin at once (the power floor is relative to each source's
     maximum), the filter itself works per bin: it runs ``block_bins`` bins at a time, so its
     2 x 2 covariances, their inverses and the complex128 mixture exist a block at a time (for
-    a 30 s chunk about 40 MB instead of 0.5 GB). The values are those of one whole-array pass."""
+    a 30 s chunk tens of MB instead of several hundred). The values are those of one
+    whole-array pass."""
     if not stfts:
         raise UserError("the Wiener filter needs at least one source")
     shape = np.shape(mixture)
