@@ -71,7 +71,8 @@ def apply_mwf(stfts, mixture, block_bins=BLOCK_BINS):
     whole-array pass."""
     if not stfts:
         raise UserError("the Wiener filter needs at least one source")
-    shape = np.shape(mixture)
+    mixture = np.asarray(mixture)  # any array-like, as before the filter ran in blocks
+    shape = mixture.shape
     if len(shape) != 3 or shape[1] != 2:
         raise UserError(f"the multichannel Wiener filter needs a stereo (frames, 2, bins) STFT, "
                         f"got shape {shape}")
